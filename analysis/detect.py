@@ -1,0 +1,150 @@
+"""Face detectors (one small class per engine) and prominence ranking.
+
+Each detector has ``prepare()`` (load models once, e.g. once per worker process) and
+``detect(rgb) -> list[Face]``; :func:`load_detector` is the factory.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .models import resolve_model_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Face:
+    """One detection in image pixels."""
+
+    box: np.ndarray  # x0, y0, x1, y1
+    score: float
+    landmarks: np.ndarray  # (4, 2): eye_left, eye_right, nose, mouth (NaN where absent)
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # engine's raw points
+    prominence: float = 0.0
+
+    def scaled(self, s: float) -> "Face":
+        return Face(self.box * s, self.score, self.landmarks * s, self.keypoints * s, self.prominence)
+
+
+class MediaPipeDetector:
+    """BlazeFace full-range; the short-range model is tried when it finds nothing.
+
+    Measured on the dev sets: full-range misses 5 of 105 ``faces/`` photos and 27 of 1,035
+    ``lfw-dev`` photos (close-ups and tight chips); the short-range fallback finds all of them.
+    """
+
+    name = "mediapipe"
+    default_min_score = 0.5
+
+    def __init__(self, min_score: float | None = None):
+        self.min_score = self.default_min_score if min_score is None else min_score
+        self._models = None
+
+    def prepare(self):
+        if self._models is None:
+            # The solution API loads the .tflite files its graph names from inside the
+            # mediapipe package; resolving them here makes a missing file a clear error.
+            resolve_model_file("blazeface-full", download=False)
+            resolve_model_file("blazeface-short", download=False)
+            from mediapipe.python.solutions import face_detection
+
+            self._models = [
+                face_detection.FaceDetection(model_selection=sel, min_detection_confidence=self.min_score)
+                for sel in (1, 0)
+            ]
+        return self
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.prepare()
+        h, w = rgb.shape[:2]
+        for model in self._models:
+            result = model.process(rgb)
+            if result.detections:
+                break
+        faces = []
+        for det in result.detections or []:
+            bb = det.location_data.relative_bounding_box
+            box = np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h])
+            kp = np.array([[k.x * w, k.y * h] for k in det.location_data.relative_keypoints])
+            # MediaPipe order: right eye, left eye (the subject's; image left first), nose tip,
+            # mouth centre, right ear, left ear.
+            faces.append(Face(box, float(det.score[0]), kp[:4].copy(), kp))
+        return faces
+
+
+class DlibDetector:
+    """dlib's HOG frontal face detector with the 5-point shape predictor for landmarks."""
+
+    name = "dlib"
+    default_min_score = 0.0  # HOG SVM margin, not a probability
+
+    def __init__(self, min_score: float | None = None, upsample: int = 1):
+        self.min_score = self.default_min_score if min_score is None else min_score
+        self.upsample = upsample
+        self._hog = self._shape = None
+
+    def prepare(self):
+        if self._hog is None:
+            import dlib
+
+            self._shape = dlib.shape_predictor(str(resolve_model_file("dlib-shape-5")))
+            self._hog = dlib.get_frontal_face_detector()
+        return self
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.prepare()
+        rects, scores, _ = self._hog.run(rgb, self.upsample, self.min_score)
+        faces = []
+        for rect, score in zip(rects, scores):
+            shape = self._shape(rgb, rect)
+            kp = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            faces.append(Face(
+                np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64),
+                float(score), dlib_landmarks(kp), kp,
+            ))
+        return faces
+
+
+def dlib_landmarks(kp: np.ndarray) -> np.ndarray:
+    """dlib's 5 points (two corners per eye, nose base) → eye_left, eye_right, nose, mouth(NaN)."""
+    eyes = sorted([kp[0:2].mean(0), kp[2:4].mean(0)], key=lambda p: p[0])
+    return np.array([eyes[0], eyes[1], kp[4], [np.nan, np.nan]])
+
+
+DETECTORS = {"mediapipe": MediaPipeDetector, "dlib": DlibDetector}
+
+
+def load_detector(engine: str = "mediapipe", **kwargs):
+    """Detector by engine name; raises ``ValueError`` listing the engines."""
+    try:
+        cls = DETECTORS[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(DETECTORS)}") from None
+    return cls(**kwargs)
+
+
+def prominence(box: np.ndarray, width: int, height: int) -> float:
+    """How much a face is the subject: its size relative to the photo, discounted by its
+    distance from the centre (a centred face keeps full weight, a corner face half)."""
+    x0, y0, x1, y1 = box
+    size = np.sqrt(max(x1 - x0, 0) * max(y1 - y0, 0) / (width * height))
+    cx, cy = (x0 + x1) / 2 - width / 2, (y0 + y1) / 2 - height / 2
+    off = np.hypot(cx, cy) / (0.5 * np.hypot(width, height))
+    return float(size * (1.0 - 0.5 * min(off, 1.0)))
+
+
+def rank_faces(faces: list[Face], width: int, height: int) -> list[Face]:
+    """Sort by prominence (rounded, so near-equal faces tie) then detection score."""
+    for f in faces:
+        f.prominence = prominence(f.box, width, height)
+    return sorted(faces, key=lambda f: (-round(f.prominence, 2), -f.score))
+
+
+def is_partial(box: np.ndarray, width: int, height: int, tol: float = 0.02) -> bool:
+    """True when the face box leaves the image by more than ``tol`` of its size."""
+    x0, y0, x1, y1 = box
+    mx, my = tol * (x1 - x0), tol * (y1 - y0)
+    return bool(x0 < -mx or y0 < -my or x1 > width + mx or y1 > height + my)

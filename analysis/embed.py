@@ -1,0 +1,209 @@
+"""Identity embedders (one small class per model kind) and the embedding cache driver.
+
+Embedders take saved aligned crops plus their landmarks and return L2-normalised float32
+vectors. :func:`load_embedder` is the single entry point resolving a name to weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .align import CROP_SIZE, arcface_input
+from .models import ModelNotFoundError, resolve_model_file
+
+log = logging.getLogger(__name__)
+
+# Where dlib's HOG detector puts the face box in a crop made by align.align_crop, measured
+# as the median over the 131 dev crops where it fires (spread ±10 px): the shape predictor
+# was trained on boxes like these.
+_DLIB_BOX_IN_CROP = np.array([65, 79, 189, 203], dtype=np.float64) / CROP_SIZE
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    n = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(n, 1e-12)
+
+
+class DlibEmbedder:
+    """dlib ResNet, 128-D: face chip (150 px, padding 0.25) from dlib's own 5 landmarks."""
+
+    name = "dlib"
+    dim = 128
+
+    def __init__(self):
+        self._shape = self._net = None
+
+    def prepare(self):
+        if self._net is None:
+            import dlib
+
+            self._dlib = dlib
+            self._shape = dlib.shape_predictor(str(resolve_model_file("dlib-shape-5")))
+            self._net = dlib.face_recognition_model_v1(str(resolve_model_file("dlib-resnet")))
+        return self
+
+    def chip(self, crop: np.ndarray) -> np.ndarray:
+        s = crop.shape[0]
+        x0, y0, x1, y1 = (_DLIB_BOX_IN_CROP * s).round().astype(int)
+        shape = self._shape(crop, self._dlib.rectangle(x0, y0, x1, y1))
+        return self._dlib.get_face_chip(crop, shape, size=150, padding=0.25)
+
+    def embed(self, crops: list[np.ndarray], landmarks: list[np.ndarray] | None = None) -> np.ndarray:
+        self.prepare()
+        chips = [self.chip(np.ascontiguousarray(c)) for c in crops]
+        if not chips:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self._net.compute_face_descriptor(chips)
+        return l2_normalize(np.array([np.asarray(v) for v in vecs]))
+
+
+# Recognition model of each insightface pack, for the error message when a pack is partial.
+ARCFACE_PACKS = {
+    "buffalo_l": "w600k_r50.onnx",
+    "buffalo_m": "w600k_r50.onnx",
+    "buffalo_s": "w600k_mbf.onnx",
+    "buffalo_sc": "w600k_mbf.onnx",
+    "antelopev2": "glintr100.onnx",
+}
+
+
+def insightface_home() -> Path:
+    return Path(os.environ.get("CROWDSORT_INSIGHTFACE_HOME", Path.home() / ".insightface" / "models"))
+
+
+def _recognition_model_in(folder: Path, pack: str) -> Path:
+    expected = ARCFACE_PACKS.get(pack)
+    if expected and (folder / expected).is_file():
+        return folder / expected
+    candidates = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+    for c in candidates:
+        if ArcFaceEmbedder.is_recognition_model(c):
+            return c
+    raise ModelNotFoundError(
+        f"no ArcFace recognition model in {folder}: expected {expected or 'an .onnx with input 3x112x112'}"
+        f"{' (found: ' + ', '.join(c.name for c in candidates) + ')' if candidates else ' (folder missing or empty)'}. "
+        f"Fix: unpack the insightface pack '{pack}' there (https://github.com/deepinsight/insightface/releases), "
+        "or pass --weights /path/to/model.onnx, or set CROWDSORT_INSIGHTFACE_HOME"
+    )
+
+
+class ArcFaceEmbedder:
+    """An insightface ArcFace ONNX model (any pack); input from the 112×112 template warp."""
+
+    def __init__(self, model_file: str | os.PathLike, name: str | None = None, providers=None):
+        self.model_file = Path(model_file)
+        self.name = name or f"arcface-{self.model_file.stem}"
+        self.providers = providers
+        self._session = None
+
+    @staticmethod
+    def is_recognition_model(path: Path) -> bool:
+        import onnxruntime as ort
+
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception:
+            return False
+        shape = sess.get_inputs()[0].shape
+        return len(shape) == 4 and list(shape[2:]) == [112, 112] and len(sess.get_outputs()) == 1
+
+    def prepare(self):
+        if self._session is None:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ImportError("the arcface model needs onnxruntime: pip install 'crowdsort[arcface]'") from None
+            providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                           if p in ort.get_available_providers()]
+            self._session = ort.InferenceSession(str(self.model_file), providers=providers)
+            inp = self._session.get_inputs()[0]
+            self.input_name = inp.name
+            self.input_size = tuple(inp.shape[2:4])
+            if self.input_size != (112, 112):
+                raise ValueError(f"{self.model_file}: input {inp.shape} is not an ArcFace 112x112 model")
+            self.dim = self._session.get_outputs()[0].shape[1]
+            self.input_mean, self.input_std = self._normalisation()
+        return self
+
+    def _normalisation(self) -> tuple[float, float]:
+        # insightface's rule: models whose graph starts with Sub and Mul nodes normalise
+        # inside; the others expect (x - 127.5) / 127.5.
+        try:
+            import onnx
+
+            nodes = onnx.load(str(self.model_file), load_external_data=False).graph.node[:8]
+            names = [n.name for n in nodes]
+        except Exception:
+            names = []
+        has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
+        has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
+        return (0.0, 1.0) if has_sub and has_mul else (127.5, 127.5)
+
+    def embed(self, crops: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
+        self.prepare()
+        if not crops:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = np.stack([arcface_input(c, lm.reshape(-1, 2)) for c, lm in zip(crops, landmarks)])
+        blob = ((batch.astype(np.float32) - self.input_mean) / self.input_std).transpose(0, 3, 1, 2)
+        out = self._session.run(None, {self.input_name: np.ascontiguousarray(blob)})[0]
+        return l2_normalize(out)
+
+
+def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None):
+    """Embedder by model kind.
+
+    ``dlib``: dlib ResNet (files resolved by :func:`resolve_model_file`).
+    ``arcface``: ``weights`` is a pack tag (``buffalo_l`` …, looked up under
+    ``$CROWDSORT_INSIGHTFACE_HOME`` or ``~/.insightface/models``), a pack folder, or an
+    ``.onnx`` file; default ``buffalo_l``.
+    """
+    if model == "dlib":
+        return DlibEmbedder()
+    if model == "arcface":
+        weights = weights or "buffalo_l"
+        p = Path(weights).expanduser()
+        if p.suffix == ".onnx":
+            if not p.is_file():
+                raise ModelNotFoundError(f"ArcFace model file {p} does not exist")
+            return ArcFaceEmbedder(p)
+        if p.is_dir():
+            return ArcFaceEmbedder(_recognition_model_in(p, p.name), name=f"arcface-{p.name}")
+        if str(weights) in ARCFACE_PACKS or "/" not in str(weights):
+            folder = insightface_home() / str(weights)
+            return ArcFaceEmbedder(_recognition_model_in(folder, str(weights)), name=f"arcface-{weights}")
+        raise ModelNotFoundError(f"ArcFace weights {weights!r}: not a pack name ({', '.join(ARCFACE_PACKS)}), folder or .onnx file")
+    raise ValueError(f"unknown model {model!r}; choose one of: dlib, arcface")
+
+
+def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Vectors for the rows of ``faces`` (a faces table), computing only those not cached.
+
+    The cache is keyed by face id and model name, so a re-run embeds only new faces and two
+    models' vectors never mix. Returns an (n, d) array in the order of ``faces``.
+    """
+    from PIL import Image
+
+    ids = faces["face_id"].to_numpy()
+    cached_ids, cached = store.load_embeddings(embedder.name)
+    todo = faces[~np.isin(ids, cached_ids)]
+    if len(todo):
+        embedder.prepare()
+        new_ids, new_vecs = [], []
+        bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
+        for start in range(0, len(todo), batch_size):
+            chunk = todo.iloc[start:start + batch_size]
+            crops = [np.asarray(Image.open(store.crop_file(p)).convert("RGB")) for p in chunk["crop_path"]]
+            lms = [np.asarray(v, dtype=np.float64) for v in chunk["crop_landmarks"]]
+            new_vecs.append(embedder.embed(crops, lms))
+            new_ids.extend(chunk["face_id"])
+            bar.update(len(chunk))
+        bar.close()
+        store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new_vecs))
+        cached_ids, cached = store.load_embeddings(embedder.name)
+    pos = {fid: i for i, fid in enumerate(cached_ids)}
+    return cached[[pos[f] for f in ids]]

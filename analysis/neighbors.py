@@ -1,0 +1,83 @@
+"""k-nearest-neighbour graphs over L2-normalised vectors (cosine distance).
+
+Exact search by blocked matrix products for small sets, pynndescent above that. The graph
+is two (n, k) arrays, self excluded: ``indices`` (int32, -1 where missing) and
+``distances`` (float32, cosine distance ``1 - x·y``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EXACT_MAX_N = 50_000
+
+
+@dataclass
+class KNNGraph:
+    indices: np.ndarray
+    distances: np.ndarray
+    method: str = "exact"
+
+    @property
+    def n_neighbors(self) -> int:
+        return self.indices.shape[1]
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+
+def _exact(X: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    n = len(X)
+    ind = np.empty((n, k), dtype=np.int32)
+    dist = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sim = X[start:stop] @ X.T
+        sim[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not your own neighbour
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        psim = np.take_along_axis(sim, part, axis=1)
+        order = np.argsort(-psim, axis=1, kind="stable")
+        ind[start:stop] = np.take_along_axis(part, order, axis=1)
+        dist[start:stop] = 1.0 - np.take_along_axis(psim, order, axis=1)
+    np.maximum(dist, 0.0, out=dist)
+    return ind, dist
+
+
+def _nndescent(X: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    from pynndescent import NNDescent
+
+    index = NNDescent(X, n_neighbors=k + 1, metric="cosine", random_state=random_state,
+                      low_memory=True, n_jobs=-1, compressed=True)
+    ind, dist = index.neighbor_graph
+    # Drop self; where self is missing from a row (ties at distance 0) drop the last column.
+    is_self = ind == np.arange(len(X))[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones_like(ind, dtype=bool)
+    keep[np.arange(len(X)), drop] = False
+    ind = ind[keep].reshape(len(X), k).astype(np.int32)
+    dist = np.maximum(dist[keep].reshape(len(X), k), 0).astype(np.float32)
+    return ind, dist
+
+
+def knn_graph(X: np.ndarray, n_neighbors: int = 15, method: str = "auto", random_state: int = 0) -> KNNGraph:
+    """kNN graph of the rows of ``X`` (normalised here) under cosine distance.
+
+    ``method``: ``exact``, ``pynndescent`` or ``auto`` (exact up to 50k rows).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    X = X / np.maximum(norms, 1e-12)
+    n = len(X)
+    k = min(n_neighbors, n - 1)
+    if k < 1:
+        raise ValueError(f"need at least 2 vectors for a neighbour graph, got {n}")
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX_N else "pynndescent"
+    if method == "exact":
+        ind, dist = _exact(X, k)
+    elif method == "pynndescent":
+        ind, dist = _nndescent(X, k, random_state)
+    else:
+        raise ValueError(f"unknown kNN method {method!r}; choose exact, pynndescent or auto")
+    return KNNGraph(ind, dist, method)

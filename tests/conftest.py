@@ -1,0 +1,38 @@
+"""Shared fixtures: the real photos in ../shared/data, and small generated inputs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("CROWDSORT_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{path} is missing: CI must run the tests on the real photos in ../shared/data")
+    pytest.skip(f"{path} not found (real labelled photos live in ../shared/data; set CROWDSORT_SHARED_DATA)")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return _need(SHARED / "faces")
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _need(SHARED / "lfw-dev" / "faces")
+
+
+@pytest.fixture(scope="session")
+def faces_store(tmp_path_factory, faces_dir):
+    """faces/ extracted once (most prominent face per photo), for the tests that read it."""
+    from analysis.extract import ExtractParams, extract_faces
+    from analysis.store import FaceStore
+
+    store = FaceStore(tmp_path_factory.mktemp("faces-ds") / "faces")
+    extract_faces(str(faces_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
+    return store

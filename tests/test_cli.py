@@ -1,0 +1,67 @@
+"""The crowdsort command on the example photos (built from installed packages)."""
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.cli import COMMANDS, main
+
+
+def test_every_command_has_help(capsys):
+    for cmd in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([cmd.name, "--help"])
+        assert e.value.code == 0
+        assert cmd.name in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def example_ds(tmp_path_factory):
+    pytest.importorskip("skimage")
+    root = tmp_path_factory.mktemp("ex")
+    assert main(["example", str(root / "images")]) == 0
+    assert main(["-q", "extract-faces", "-d", str(root / "ds"), "--from", f"{root}/images/*", "--workers", "2"]) == 0
+    return root / "ds"
+
+
+def test_extract_and_cluster_example(example_ds, capsys):
+    """Folders 000/… by size plus noise/, one assignment row per face, summary json."""
+    assert main(["-q", "cluster", "-d", str(example_ds)]) == 0
+    out = example_ds / "cluster"
+    info = json.loads((out / "clusters.json").read_text())
+    table = pd.read_csv(out / "assignments.csv")
+    assert info["n_items"] == len(table) >= 15 and info["model"] == "dlib"
+    assert info["sizes"] == sorted(info["sizes"], reverse=True)
+    for c, size in enumerate(info["sizes"]):
+        assert len(list((out / f"{c:03d}").iterdir())) == size
+    assert set(table.columns) >= {"face_id", "crop_path", "source_image", "cluster", "membership", "prototype"}
+    assert table.groupby("cluster")["prototype"].any().drop(-1, errors="ignore").all()
+    # Faces of the two people never share a cluster (group photos and awkward files aside).
+    solo = table[table["source_image"].str.contains("/eileen_collins/|/grace_hopper/")]
+    person = solo["source_image"].str.extract(r"/(eileen_collins|grace_hopper)/")[0]
+    assert (solo[solo["cluster"] >= 0].groupby("cluster").apply(lambda g: person[g.index].nunique()) == 1).all()
+
+
+def test_cluster_refuses_non_empty_output_without_clean(example_ds, capsys):
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 0
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 1
+    assert "pass --clean" in capsys.readouterr().err
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2", "--clean", "--top", "1", "--link", "symlink"]) == 0
+    info = json.loads((example_ds / "run2" / "clusters.json").read_text())
+    assert info["n_clusters"] == 1 and (example_ds / "run2" / "000").is_dir()
+
+
+def test_clean_never_deletes_a_foreign_folder(example_ds, capsys):
+    (example_ds / "mine").mkdir()
+    (example_ds / "mine" / "keep.txt").write_text("precious")
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "mine", "--clean"]) == 1
+    assert "not a crowdsort cluster run" in capsys.readouterr().err
+    assert (example_ds / "mine" / "keep.txt").read_text() == "precious"
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["-q", "extract-faces", "-d", str(tmp_path), "--from", str(tmp_path / "nope*")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no file or folder matches" in err
+    assert main(["-q", "cluster", "-d", str(tmp_path / "none")]) == 1
+    assert "run crowdsort extract-faces" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""Pure functions: alignment, metric, kNN graph, HDBSCAN over the graph, prototypes."""
+import numpy as np
+import pytest
+from sklearn.metrics import fowlkes_mallows_score
+
+from analysis.align import ARCFACE_4, estimate_norm, transform_points
+from analysis.cluster import HDBSCAN, prototypes, relabel_by_size
+from analysis.metrics import bcubed
+from analysis.neighbors import knn_graph
+
+RNG = np.random.default_rng(0)
+
+
+def identity_like(n_ids=20, per_id=10, dim=128, spread=0.25, seed=0):
+    """Unit vectors in tight groups around random centres, like face embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim))
+    X = np.repeat(centres, per_id, axis=0) + spread * rng.normal(size=(n_ids * per_id, dim))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), np.repeat(np.arange(n_ids), per_id)
+
+
+def test_estimate_norm_recovers_similarity_and_ignores_nan():
+    """A known rotation+scale+shift is recovered from 3 of 4 points (one NaN)."""
+    a, s, t = np.deg2rad(17), 1.7, np.array([5.0, -3.0])
+    R = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    src = ARCFACE_4.copy()
+    dst = src @ R.T + t
+    src[3] = np.nan
+    m = estimate_norm(src, dst)
+    assert np.allclose(m[:, :2], R, atol=1e-9) and np.allclose(m[:, 2], t, atol=1e-9)
+    assert np.allclose(transform_points(m, ARCFACE_4[:3]), dst[:3])
+    with pytest.raises(ValueError, match="two landmarks"):
+        estimate_norm(np.full((4, 2), np.nan), dst)
+
+
+def test_bcubed_known_values():
+    """Perfect clustering scores 1; all-noise keeps precision 1 and loses recall."""
+    t = ["a", "a", "b", "b"]
+    assert bcubed(t, [1, 1, 2, 2]) == (1.0, 1.0, 1.0)
+    p, r, f = bcubed(t, [-1, -1, -1, -1])
+    assert p == 1.0 and r == 0.5 and abs(f - 2 / 3) < 1e-12
+    p, r, _ = bcubed(t, [0, 0, 0, 0])
+    assert p == 0.5 and r == 1.0
+
+
+def test_exact_knn_matches_brute_force():
+    X, _ = identity_like(5, 8, 16)
+    g = knn_graph(X, 5, "exact")
+    D = 1 - X @ X.T
+    np.fill_diagonal(D, np.inf)
+    assert np.allclose(np.sort(D, axis=1)[:, :5], g.distances, atol=1e-5)
+    assert (g.indices != np.arange(len(X))[:, None]).all()
+
+
+def test_pynndescent_graph_recall():
+    X, _ = identity_like(30, 20, 32)
+    exact = knn_graph(X, 10, "exact")
+    approx = knn_graph(X, 10, "pynndescent")
+    hits = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.indices, approx.indices)])
+    assert hits > 0.9
+
+
+def test_hdbscan_graph_recovers_identities():
+    """Tight groups are found; permutation-free score ≥ 0.98."""
+    X, y = identity_like()
+    labels = HDBSCAN(min_cluster_size=3, min_samples=2).fit(X).labels_
+    assert fowlkes_mallows_score(y, labels) >= 0.98
+
+
+def test_hdbscan_disconnected_graph_and_duplicates():
+    """Far-apart groups whose kNN graph has several components, plus exact duplicates."""
+    X, y = identity_like(4, 6, 8, spread=0.05)
+    X = np.vstack([X, X[:3]])
+    y = np.concatenate([y, y[:3]])
+    est = HDBSCAN(min_cluster_size=2, min_samples=1, n_neighbors=3).fit(X)
+    assert fowlkes_mallows_score(y, est.labels_) >= 0.98
+    assert est.probabilities_.shape == (len(X),)
+
+
+def test_hdbscan_rejects_bad_input():
+    with pytest.raises(ValueError, match="min_cluster_size"):
+        HDBSCAN(min_cluster_size=1).fit(RNG.normal(size=(10, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        HDBSCAN().fit(np.full((10, 4), np.nan))
+
+
+def test_relabel_by_size_and_top():
+    labels = np.array([5, 5, 1, 1, 1, -1, 7])
+    assert relabel_by_size(labels).tolist() == [1, 1, 0, 0, 0, -1, 2]
+    assert relabel_by_size(labels, top=1).tolist() == [-1, -1, 0, 0, 0, -1, -1]
+
+
+def test_prototypes_true_medoid_first():
+    """The medoid minimises summed cosine distance within its cluster (checked by brute force)."""
+    X, y = identity_like(3, 12, 16, spread=0.5)
+    protos = prototypes(X, y, n=4)
+    for c, rows in protos.items():
+        members = np.flatnonzero(y == c)
+        D = 1 - X[members] @ X[members].T
+        assert rows[0] == members[np.argmin(D.sum(1))]
+        assert set(rows) <= set(members) and len(rows) == 4
