@@ -54,7 +54,8 @@ def crop_name(image_path: str, fid: str) -> str:
     return f"crops/{stem}-{fid}.jpg"
 
 
-def process_image(path: str, data: bytes, detector, params: ExtractParams, store_root: Path) -> tuple[dict, list[dict]]:
+def process_image(path: str, data: bytes, detector, params: ExtractParams, store_root: Path,
+                  record: int = 0) -> tuple[dict, list[dict]]:
     """Detect, rank, filter, align and save the crops of one image.
 
     Returns the image row and the face rows. Raises :class:`ImageError` for undecodable data.
@@ -82,7 +83,7 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
             "x0": f.box[0], "y0": f.box[1], "x1": f.box[2], "y1": f.box[3],
             "score": f.score, "prominence": f.prominence, "engine": detector.name,
             "crop_path": rel, "crop_size": CROP_SIZE, "partial": is_partial(f.box, width, height),
-            "gone": False, "image_width": width, "image_height": height,
+            "gone": False, "image_width": width, "image_height": height, "record": record,
             "landmarks": f.landmarks.ravel().astype(np.float32),
             "crop_landmarks": transform_points(m, f.landmarks / scale).ravel().astype(np.float32),
             "keypoints": f.keypoints.ravel().astype(np.float32),
@@ -105,7 +106,8 @@ def _init_worker(params: ExtractParams, store_root: Path) -> None:
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     path, prev_hash = task
     row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
-           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature()}
+           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(),
+           "record": time.time_ns()}
     try:
         st = os.stat(path)
         data = Path(path).read_bytes()
@@ -113,7 +115,8 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
         if prev_hash is not None and content_hash(data) == prev_hash:
             row.update(image_hash=prev_hash, status="unchanged")
             return row, []
-        image_row, faces = process_image(path, data, _WORKER["detector"], _WORKER["params"], _WORKER["root"])
+        image_row, faces = process_image(path, data, _WORKER["detector"], _WORKER["params"], _WORKER["root"],
+                                         row["record"])
         row.update(image_row)
         return row, faces
     except ImageError as e:
@@ -186,7 +189,7 @@ def extract_faces(
             if row["status"] == "unchanged":
                 summary["unchanged"] += 1
                 prev = by_path.loc[row["image_path"]]
-                row.update({k: prev[k] for k in ("width", "height", "n_faces", "error")}, status=prev["status"])
+                row.update({k: prev[k] for k in ("width", "height", "n_faces", "error", "record")}, status=prev["status"])
             elif row["status"] == "error":
                 summary["failed"] += 1
                 summary["errors"].append(row["error"])

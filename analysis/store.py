@@ -29,13 +29,14 @@ FORMAT_VERSION = 1
 IMAGE_COLUMNS = {
     "image_path": "string", "image_hash": "string", "size_bytes": "int64", "mtime_ns": "int64",
     "width": "int32", "height": "int32", "n_faces": "int32", "status": "string", "error": "string",
-    "signature": "string",
+    "signature": "string", "record": "int64",
 }
 FACE_COLUMNS = {
     "face_id": "string", "image_path": "string", "image_hash": "string", "face_index": "int32",
     "x0": "float32", "y0": "float32", "x1": "float32", "y1": "float32",
     "score": "float32", "prominence": "float32", "engine": "string", "crop_path": "string",
     "crop_size": "int32", "partial": "bool", "gone": "bool", "image_width": "int32", "image_height": "int32",
+    "record": "int64",
 }
 # List columns: landmarks and crop_landmarks are 4 (x, y) points flattened; keypoints are
 # the engine's own points flattened.
@@ -139,10 +140,10 @@ class FaceStore:
         images = self._read("images", IMAGE_COLUMNS)
         faces = self._read("faces", FACE_COLUMNS, FACE_LIST_COLUMNS)
         if len(faces):
-            # A face belongs to the latest processing of its image: same path and hash as the
-            # image row that won; stale rows from an earlier record are dropped.
-            latest = images.drop_duplicates("image_path", keep="last").set_index("image_path")["image_hash"]
-            current = faces["image_hash"].to_numpy() == latest.reindex(faces["image_path"]).to_numpy()
+            # A face belongs to the latest processing (record) of its image: faces of an earlier
+            # record, e.g. before the file changed or the run's parameters did, are dropped.
+            latest = images.drop_duplicates("image_path", keep="last").set_index("image_path")["record"]
+            current = faces["record"].to_numpy() == latest.reindex(faces["image_path"]).to_numpy()
             faces = faces[current].drop_duplicates("face_id", keep="last")
         if not include_gone:
             faces = faces[~faces["gone"]]

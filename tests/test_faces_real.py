@@ -141,3 +141,29 @@ def test_bad_files_are_reported_and_batch_goes_on(tmp_path, faces_dir):
     rot = faces[faces["image_path"].str.endswith("rotated.jpg")].iloc[0]
     lm = np.asarray(rot["landmarks"]).reshape(-1, 2)
     assert abs(lm[0, 1] - lm[1, 1]) < 0.2 * abs(lm[1, 0] - lm[0, 0])  # eyes level: upright
+
+
+def test_changed_parameters_replace_old_faces(tmp_path, faces_dir):
+    """A re-run with other parameters re-processes, and faces the new run drops disappear."""
+    store = FaceStore(tmp_path / "faces")
+    photo = str(faces_dir / "group" / "obama_and_biden.jpg")
+    assert extract_faces(photo, store, progress=False)["faces"] == 2
+    s = extract_faces(photo, store, ExtractParams(max_faces=1), progress=False)
+    assert s["processed"] == 1 and len(store.load_faces()) == 1
+
+
+def test_interrupted_run_resumes(tmp_path, faces_dir, monkeypatch):
+    """Checkpointed images are not processed again after a crash before the final merge."""
+    store = FaceStore(tmp_path / "faces")
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FaceStore, "consolidate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract_faces(str(faces_dir / "colin_powell"), store, checkpoint_every=3, progress=False)
+    monkeypatch.undo()
+    assert store.parts_dir.is_dir() and len(store.load_images()) == 8
+    s = extract_faces(str(faces_dir / "colin_powell"), store, progress=False)
+    assert s["processed"] == 0 and s["unchanged"] == 8 and len(store.load_faces()) >= 8
+    assert not store.parts_dir.exists()
