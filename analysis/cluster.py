@@ -116,11 +116,13 @@ def relabel_by_size(labels: np.ndarray, top: int | None = None) -> np.ndarray:
     return out
 
 
-def prototypes(X: np.ndarray, labels: np.ndarray, n: int = 3) -> dict[int, np.ndarray]:
-    """Per cluster, the medoid and its nearest members (``n`` in all), as row indices.
+def prototypes(X: np.ndarray, labels: np.ndarray, n: int = 3, scores: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Per cluster, ``n`` representative members as row indices, best first.
 
-    With cosine distance on normalised rows the sum of distances from ``x`` to the members
-    is ``m - x·Σy``, so the true medoid is the member maximising ``x·mean``.
+    Default: the medoid and its nearest members. With cosine distance on normalised rows the
+    sum of distances from ``x`` to the members is ``m - x·Σy``, so the true medoid is the
+    member maximising ``x·mean``. With ``scores`` (RNN-DBSCAN's reverse-neighbour counts),
+    the highest-scoring members, ties broken by closeness to the medoid.
     """
     X = np.asarray(X, dtype=np.float32)
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -129,7 +131,308 @@ def prototypes(X: np.ndarray, labels: np.ndarray, n: int = 3) -> dict[int, np.nd
         members = np.flatnonzero(labels == c)
         V = X[members]
         medoid = int(np.argmax(V @ V.mean(0)))
-        order = np.argsort(-(V @ V[medoid]), kind="stable")  # the medoid itself comes first
-        order = np.concatenate([[medoid], order[order != medoid]])
+        closeness = V @ V[medoid]
+        closeness[medoid] = np.inf  # the medoid itself comes first among equals
+        if scores is None:
+            order = np.argsort(-closeness, kind="stable")
+        else:
+            order = np.lexsort((-closeness, -np.asarray(scores)[members]))
         out[int(c)] = members[order[:n]]
     return out
+
+
+def _graph_for(est, X, graph: KNNGraph | None, k: int) -> KNNGraph:
+    if graph is not None:
+        if graph.n_neighbors < k:
+            raise ValueError(f"the graph has {graph.n_neighbors} neighbours per point; {type(est).__name__} needs {k}")
+        return graph
+    return knn_graph(_check_vectors(X), k, est.ann, est.random_state)
+
+
+def rnn_dbscan_labels(graph: KNNGraph, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """RNN-DBSCAN (Bryant & Cios, IEEE TKDE 2018) on the first ``k`` neighbours, vectorised.
+
+    A point is core when at least ``k`` points list it among their ``k`` nearest. Clusters
+    are the connected components of core points joined by kNN edges; a non-core point in a
+    core point's kNN joins the cluster the paper's sequential scan gives it (clusters are
+    numbered by their first core point; see the comments); remaining points join the cluster of
+    their nearest core neighbour within that cluster's density (its largest core-to-core
+    kNN distance), else stay noise. Returns ``(labels, core_mask)``.
+    """
+    ind = graph.indices[:, :k]
+    dist = graph.distances[:, :k]
+    n = len(ind)
+    valid = ind >= 0
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    rev_count = np.bincount(ind[valid], minlength=n)
+    core = rev_count >= k
+    # Components of core points over core-core kNN edges (either direction).
+    cc = valid & core[rows] & core[np.where(valid, ind, 0)]
+    g = coo_matrix((np.ones(cc.sum()), (rows[cc], ind[cc])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    labels = np.full(n, NOISE, dtype=np.int64)
+    core_idx = np.flatnonzero(core)
+    if len(core_idx):
+        # Number clusters by their smallest core index, as the sequential scan creates them.
+        first = np.full(comp.max() + 1, n, dtype=np.int64)
+        np.minimum.at(first, comp[core_idx], core_idx)
+        used = np.unique(comp[core_idx])
+        order = np.argsort(first[used])
+        cluster_of_comp = np.full(comp.max() + 1, NOISE, dtype=np.int64)
+        cluster_of_comp[used[order]] = np.arange(len(used))
+        labels[core_idx] = cluster_of_comp[comp[core_idx]]
+        # Non-core kNN of a core point: the earliest cluster that reaches it.
+        e = valid & core[rows]
+        src_cluster = labels[rows[e]]
+        tgt = ind[e]
+        noncore_t = ~core[tgt]
+        best = np.full(n, np.iinfo(np.int64).max)
+        np.minimum.at(best, tgt[noncore_t], src_cluster[noncore_t])
+        reached = best < np.iinfo(np.int64).max
+        labels[reached] = best[reached]
+        # ... except that a cluster's starting point labels its whole kNN outright when the
+        # cluster is created (the paper's assign[{x} ∪ seeds] = cluster), so the last
+        # cluster whose starting point lists a non-core point takes it.
+        starts = first[used[order]]
+        sn = ind[starts]
+        sc = np.repeat(np.arange(len(starts)), k).reshape(len(starts), k)
+        take = (sn >= 0) & ~core[np.where(sn >= 0, sn, 0)]
+        last = np.full(n, -1, dtype=np.int64)
+        np.maximum.at(last, sn[take], sc[take])
+        labels[last >= 0] = last[last >= 0]
+        # Density of each cluster: its largest core-to-core kNN distance.
+        den = np.zeros(len(used))
+        np.maximum.at(den, labels[rows[cc]], dist[cc])
+        # Leftover noise: nearest core neighbour whose cluster density covers the distance.
+        noise = np.flatnonzero(labels == NOISE)
+        if len(noise):
+            nb = ind[noise]
+            nbv = nb >= 0
+            nb0 = np.where(nbv, nb, 0)
+            ok = nbv & core[nb0] & (dist[noise] <= den[np.maximum(labels[nb0], 0)])
+            has = ok.any(axis=1)
+            pick = ok.argmax(axis=1)
+            labels[noise[has]] = labels[nb0[has, pick[has]]]
+    return labels, core
+
+
+class RNNDBSCAN(ClusterMixin, BaseEstimator):
+    """RNN-DBSCAN: one parameter, ``n_neighbors`` (K); see :func:`rnn_dbscan_labels`."""
+
+    def __init__(self, n_neighbors=5, *, ann="auto", random_state=0):
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        if self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        self.labels_, self.core_sample_mask_ = rnn_dbscan_labels(graph, self.n_neighbors)
+        # How often each point is someone's neighbour: RNN-DBSCAN's prototypes are the highest.
+        self.reverse_counts_ = np.bincount(graph.indices[:, :self.n_neighbors][graph.indices[:, :self.n_neighbors] >= 0],
+                                           minlength=len(graph))
+        return self
+
+
+def radius_graph(graph: KNNGraph, eps: float):
+    """Sparse symmetric distance graph of the kNN edges no longer than ``eps``.
+
+    Exact zeros are stored explicitly (duplicates stay neighbours) and the diagonal is set,
+    as scikit-learn's precomputed-sparse neighbourhoods expect.
+    """
+    from scipy.sparse import csr_matrix
+
+    n, k = graph.indices.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = graph.indices.ravel()
+    d = graph.distances.ravel().astype(np.float64)
+    keep = (cols >= 0) & (d <= eps)
+    r = np.concatenate([rows[keep], cols[keep], np.arange(n)])
+    c = np.concatenate([cols[keep], rows[keep], np.arange(n)])
+    d = np.concatenate([d[keep], d[keep], np.zeros(n)])
+    key = r.astype(np.int64) * n + c
+    _, first = np.unique(key, return_index=True)
+    return csr_matrix((d[first], (r[first], c[first])), shape=(n, n))
+
+
+class GraphDBSCAN(ClusterMixin, BaseEstimator):
+    """scikit-learn's DBSCAN over the kNN graph's radius graph (no N×N matrix).
+
+    Equal to DBSCAN on the raw points when ``n_neighbors`` covers every ``eps``-neighbourhood.
+    ``min_samples`` counts the point itself, as in scikit-learn.
+    """
+
+    def __init__(self, eps=0.15, min_samples=2, *, n_neighbors=15, ann="auto", random_state=0):
+        self.eps = eps
+        self.min_samples = min_samples
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        from sklearn.cluster import DBSCAN
+
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        est = DBSCAN(eps=self.eps, min_samples=self.min_samples, metric="precomputed").fit(radius_graph(graph, self.eps))
+        self.labels_ = est.labels_.astype(np.int64)
+        self.core_sample_indices_ = est.core_sample_indices_
+        return self
+
+
+class GraphOPTICS(ClusterMixin, BaseEstimator):
+    """scikit-learn's OPTICS over the kNN radius graph up to ``max_eps`` (DBSCAN-style cut at ``eps``)."""
+
+    def __init__(self, eps=0.15, min_samples=2, *, max_eps=0.5, n_neighbors=15, ann="auto", random_state=0):
+        self.eps = eps
+        self.min_samples = min_samples
+        self.max_eps = max_eps
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        from sklearn.cluster import OPTICS
+
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        est = OPTICS(min_samples=self.min_samples, max_eps=self.max_eps, metric="precomputed",
+                     cluster_method="dbscan", eps=self.eps).fit(radius_graph(graph, self.max_eps))
+        self.labels_ = est.labels_.astype(np.int64)
+        self.reachability_ = est.reachability_
+        return self
+
+
+def _average_linkage(X: np.ndarray, graph: KNNGraph, threshold: float) -> np.ndarray:
+    """Exact average linkage under cosine distance, merging only clusters joined by a kNN edge.
+
+    For unit vectors the mean pairwise distance between clusters A and B is
+    ``1 - (ΣA · ΣB) / (|A| |B|)``, so each linkage is one dot product of cluster sums: no
+    pairwise matrix, and no approximation beyond which pairs are candidates.
+    """
+    import heapq
+
+    X = np.asarray(X, dtype=np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    n, k = graph.indices.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = graph.indices.ravel()
+    ok = (cols >= 0) & (rows != cols)
+    a, b = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
+    _, first = np.unique(a.astype(np.int64) * n + b, return_index=True)
+    a, b = a[first], b[first]
+    adj: list[set[int]] = [set() for _ in range(n)]
+    for i, j in zip(a.tolist(), b.tolist()):
+        adj[i].add(j)
+        adj[j].add(i)
+    sums = X.copy()
+    size = np.ones(n)
+    version = np.zeros(n, dtype=np.int64)
+    link = 1.0 - np.einsum("ij,ij->i", X[a], X[b])
+    heap = [(w, i, j, 0, 0) for w, i, j in zip(link.tolist(), a.tolist(), b.tolist()) if w < threshold]
+    heapq.heapify(heap)
+    parent = np.arange(n)
+    while heap:
+        w, i, j, vi, vj = heapq.heappop(heap)
+        if version[i] != vi or version[j] != vj or parent[i] != i or parent[j] != j:
+            continue  # stale: one side merged since this entry was pushed
+        if len(adj[i]) < len(adj[j]):
+            i, j = j, i
+        parent[j] = i
+        sums[i] += sums[j]
+        size[i] += size[j]
+        version[i] += 1
+        adj[i] |= adj[j]
+        adj[i].discard(i)
+        adj[i].discard(j)
+        for m in adj[j]:
+            if m != i:
+                adj[m].discard(j)
+                adj[m].add(i)
+        adj[j] = set()
+        if adj[i]:
+            nb = np.fromiter(adj[i], dtype=np.int64)
+            d = 1.0 - (sums[nb] @ sums[i]) / (size[nb] * size[i])
+            for m, dm in zip(nb[d < threshold].tolist(), d[d < threshold].tolist()):
+                lo, hi = (i, m) if i < m else (m, i)
+                heapq.heappush(heap, (dm, lo, hi, int(version[lo]), int(version[hi])))
+    root = parent.copy()
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return np.unique(root, return_inverse=True)[1].astype(np.int64)
+
+
+class GraphAgglomerative(ClusterMixin, BaseEstimator):
+    """Average-linkage agglomerative clustering (cosine) with a distance threshold; only
+    clusters joined by a kNN edge are merge candidates, so it scales (no N×N matrix).
+    Clusters smaller than ``min_cluster_size`` are noise."""
+
+    def __init__(self, distance_threshold=0.15, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
+        self.distance_threshold = distance_threshold
+        self.min_cluster_size = min_cluster_size
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        X = _check_vectors(X)
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        labels = _average_linkage(X, graph, self.distance_threshold)
+        self.labels_ = _small_to_noise(labels, self.min_cluster_size)
+        return self
+
+
+class ChineseWhispers(ClusterMixin, BaseEstimator):
+    """dlib's Chinese whispers over the kNN edges shorter than ``threshold``."""
+
+    def __init__(self, threshold=0.15, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
+        self.threshold = threshold
+        self.min_cluster_size = min_cluster_size
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        import dlib
+
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        n, k = graph.indices.shape
+        rows = np.repeat(np.arange(n), k)
+        cols = graph.indices.ravel()
+        d = graph.distances.ravel()
+        ok = (cols >= 0) & (d < self.threshold) & (rows < cols)
+        # Weights are similarities. dlib labels vertices 0..max index, so one self-loop on the
+        # last vertex sizes the output; self-loops elsewhere would outweigh real edges.
+        edges = [(int(i), int(j), float(1 - w)) for i, j, w in zip(rows[ok], cols[ok], d[ok])]
+        edges.append((n - 1, n - 1, 1e-6))
+        labels = np.asarray(dlib.chinese_whispers(edges), dtype=np.int64)
+        self.labels_ = _small_to_noise(labels, self.min_cluster_size)
+        return self
+
+
+def _small_to_noise(labels: np.ndarray, min_size: int) -> np.ndarray:
+    if min_size <= 1:
+        return labels
+    ids, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return np.where(counts[inv] >= min_size, labels, NOISE)
+
+
+ALGORITHMS = {
+    "hdbscan": HDBSCAN,
+    "rnn-dbscan": RNNDBSCAN,
+    "dbscan": GraphDBSCAN,
+    "optics": GraphOPTICS,
+    "agglomerative": GraphAgglomerative,
+    "chinese-whispers": ChineseWhispers,
+}
+
+
+def make_clusterer(algorithm: str, **params):
+    """Estimator by name (``ALGORITHMS``); unknown names raise ``ValueError`` listing them."""
+    try:
+        cls = ALGORITHMS[algorithm]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}") from None
+    return cls(**params)

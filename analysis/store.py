@@ -84,7 +84,11 @@ def empty_frame(columns: dict[str, str], lists: tuple[str, ...] = ()) -> pd.Data
 def _conform(df: pd.DataFrame, columns: dict[str, str], lists: tuple[str, ...] = ()) -> pd.DataFrame:
     if df.empty:
         return empty_frame(columns, lists)
-    out = df[list(columns) + list(lists)].copy()
+    out = df.reindex(columns=list(columns) + list(lists))
+    # Columns a file from an older version lacks read as zero/empty.
+    for c, t in columns.items():
+        if out[c].isna().all() and c not in df:
+            out[c] = "" if t == "string" else (False if t == "bool" else 0)
     return out.astype(columns)
 
 

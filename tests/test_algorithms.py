@@ -1,0 +1,123 @@
+"""Graph clustering algorithms against obviously-correct references."""
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score, fowlkes_mallows_score
+
+from analysis.cluster import (ChineseWhispers, GraphAgglomerative, GraphDBSCAN, GraphOPTICS, RNNDBSCAN,
+                              prototypes)
+from analysis.neighbors import knn_graph
+
+UNCLASSIFIED, NOISE = -2, -1
+
+
+def rnn_dbscan_reference(ind, dist, k):
+    """The paper's pseudo-code (Bryant & Cios 2018, Algorithms 1-3), as plain loops."""
+    n = len(ind)
+    nk = [list(ind[i, :k]) for i in range(n)]
+    rk = [[] for _ in range(n)]
+    for i in range(n):
+        for j in nk[i]:
+            rk[j].append(i)
+    is_core = [len(rk[i]) >= k for i in range(n)]
+
+    def neighborhood(x):
+        return nk[x] + [y for y in rk[x] if is_core[y]]
+
+    assign = [UNCLASSIFIED] * n
+    cluster = 0
+    for x in range(n):
+        if assign[x] != UNCLASSIFIED:
+            continue
+        if not is_core[x]:
+            assign[x] = NOISE
+            continue
+        seeds = list(neighborhood(x))
+        assign[x] = cluster
+        for s in seeds:
+            assign[s] = cluster
+        while seeds:
+            y = seeds.pop(0)
+            if is_core[y]:
+                for z in neighborhood(y):
+                    if assign[z] == UNCLASSIFIED:
+                        seeds.append(z)
+                        assign[z] = cluster
+                    elif assign[z] == NOISE:
+                        assign[z] = cluster
+        cluster += 1
+    den = {}
+    for x in range(n):
+        if is_core[x]:
+            for pos, y in enumerate(nk[x]):
+                if is_core[y] and assign[y] == assign[x]:
+                    den[assign[x]] = max(den.get(assign[x], 0.0), dist[x, pos])
+    final = list(assign)
+    for x in range(n):
+        if assign[x] == NOISE:
+            best, bestd = NOISE, np.inf
+            for pos, y in enumerate(nk[x]):
+                d = dist[x, pos]
+                if is_core[y] and d <= den.get(assign[y], 0.0) and d < bestd:
+                    best, bestd = assign[y], d
+            final[x] = best
+    return np.array(final)
+
+
+def blobs(n_ids=12, per=(2, 12), dim=16, spread=0.35, singletons=15, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(per[0], per[1], n_ids)
+    c = rng.normal(size=(n_ids, dim))
+    X = np.repeat(c, sizes, axis=0) + spread * rng.normal(size=(sizes.sum(), dim))
+    X = np.vstack([X, rng.normal(size=(singletons, dim))])
+    y = np.concatenate([np.repeat(np.arange(n_ids), sizes), -1 - np.arange(singletons)])
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [3, 5, 8])
+def test_rnn_dbscan_matches_paper_loop(seed, k):
+    """Identical labels (up to renaming) to the literal pseudo-code on random data."""
+    X, _ = blobs(seed=seed, spread=0.2 + 0.1 * seed)
+    g = knn_graph(X, k, "exact")
+    ours = RNNDBSCAN(k).fit(X, graph=g).labels_
+    ref = rnn_dbscan_reference(g.indices, g.distances, k)
+    assert ((ours == NOISE) == (ref == NOISE)).all()
+    assert adjusted_rand_score(ref, ours) == 1.0
+
+
+@pytest.mark.parametrize("eps,min_samples", [(0.1, 2), (0.2, 3), (0.35, 5)])
+def test_graph_dbscan_equals_sklearn_on_points(eps, min_samples):
+    """With K covering every eps-neighbourhood, the radius-graph DBSCAN is sklearn's DBSCAN."""
+    X, _ = blobs(seed=1)
+    X = np.vstack([X, X[:4]])  # exact duplicates
+    D = np.maximum(1 - X.astype(np.float64) @ X.T, 0)
+    k = int((D <= eps).sum(1).max())
+    ours = GraphDBSCAN(eps, min_samples, n_neighbors=k, ann="exact").fit(X).labels_
+    ref = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(D).labels_
+    assert ((ours == -1) == (ref == -1)).all()
+    assert adjusted_rand_score(ref, ours) == 1.0
+
+
+def test_other_algorithms_recover_groups():
+    """Average linkage, Chinese whispers and OPTICS find well-separated identities."""
+    X, y = blobs(spread=0.2, singletons=0)
+    for est in [GraphAgglomerative(0.3), ChineseWhispers(0.3), GraphOPTICS(eps=0.3, min_samples=2)]:
+        assert fowlkes_mallows_score(y, est.fit(X).labels_) >= 0.98, type(est).__name__
+
+
+def test_average_linkage_threshold_and_min_size():
+    X, y = blobs(spread=0.2, singletons=5)
+    everything = GraphAgglomerative(2.5, n_neighbors=20).fit(X).labels_
+    assert len(np.unique(everything)) < len(np.unique(GraphAgglomerative(0.3).fit(X).labels_))
+    labels = GraphAgglomerative(0.3, min_cluster_size=2).fit(X).labels_
+    assert (labels[y < 0] == -1).all()
+
+
+def test_rnn_prototypes_are_members():
+    X, y = blobs(seed=2)
+    est = RNNDBSCAN(5).fit(X)
+    for c, rows in prototypes(X, est.labels_, 3, est.reverse_counts_).items():
+        assert (est.labels_[rows] == c).all()
+        members = np.flatnonzero(est.labels_ == c)
+        assert est.reverse_counts_[rows[0]] == est.reverse_counts_[members].max()
