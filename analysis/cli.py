@@ -63,13 +63,24 @@ class Cluster:
         p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
         p.add_argument("--weights", default=None,
                        help="arcface: pack name (buffalo_l…), pack folder or .onnx file (default buffalo_l)")
-        p.add_argument("--min-cluster-size", type=int, default=None, help="smallest cluster (default 2)")
-        p.add_argument("--min-samples", type=int, default=None, help="HDBSCAN min_samples (default 1)")
-        p.add_argument("--knn", type=int, default=15, help="neighbours per face in the kNN graph")
+        p.add_argument("--algorithm", default="hdbscan",
+                       choices=["hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative", "chinese-whispers"],
+                       help="clustering over the kNN graph (default hdbscan: the best measured on lfw-dev)")
+        p.add_argument("--min-cluster-size", type=int, default=None,
+                       help="hdbscan: smallest cluster (default 2); agglomerative/chinese-whispers: smaller → noise")
+        p.add_argument("--min-samples", type=int, default=None, help="hdbscan (default 1), dbscan/optics (default 2)")
+        p.add_argument("--knn", type=int, default=None,
+                       help="rnn-dbscan's K (default 5); the graph keeps at least 15 neighbours per face")
+        p.add_argument("--eps", type=float, default=None,
+                       help="cosine distance: dbscan/optics eps (0.06), agglomerative (0.07) and "
+                            "chinese-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
         p.add_argument("--ann", default="auto", choices=["auto", "exact", "pynndescent"],
                        help="kNN search: exact up to 50k faces, pynndescent above (auto)")
         p.add_argument("--top", type=int, default=None, help="keep the N largest clusters; the rest go to noise/")
-        p.add_argument("--num-protos", type=int, default=3, help="prototypes marked per cluster")
+        p.add_argument("--num-protos", type=int, default=3, help="prototypes per cluster (marked in assignments.csv)")
+        p.add_argument("--proto-out", default=None, help="also copy each cluster's prototypes to DIR/<cluster>/")
+        p.add_argument("--model-out", default=None,
+                       help="save vectors, labels and graph (.npz) to assign new faces to these clusters later")
         p.add_argument("--clean", action="store_true", help="replace an existing cluster run in --to")
         p.add_argument("--link", default="copy", choices=["copy", "hardlink", "symlink"],
                        help="how crops are placed in the cluster folders")
@@ -77,13 +88,13 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES, cluster_faces
+        from .pipeline import cluster_faces, cluster_params
 
+        params = cluster_params(args.algorithm, args.min_cluster_size, args.min_samples, args.knn, args.eps)
         s = cluster_faces(
-            args.dataset, args.source, args.to, args.model, args.weights,
-            args.min_cluster_size or DEFAULT_MIN_CLUSTER_SIZE,
-            DEFAULT_MIN_SAMPLES if args.min_samples is None else args.min_samples,
-            args.knn, args.ann, args.top, args.num_protos, args.link, args.clean, progress=not args.quiet,
+            args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
+            args.top, args.num_protos, args.proto_out, args.model_out, args.link, args.clean,
+            progress=not args.quiet,
         )
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")

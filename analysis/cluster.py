@@ -263,7 +263,7 @@ class GraphDBSCAN(ClusterMixin, BaseEstimator):
     ``min_samples`` counts the point itself, as in scikit-learn.
     """
 
-    def __init__(self, eps=0.15, min_samples=2, *, n_neighbors=15, ann="auto", random_state=0):
+    def __init__(self, eps=0.06, min_samples=2, *, n_neighbors=15, ann="auto", random_state=0):
         self.eps = eps
         self.min_samples = min_samples
         self.n_neighbors = n_neighbors
@@ -283,7 +283,7 @@ class GraphDBSCAN(ClusterMixin, BaseEstimator):
 class GraphOPTICS(ClusterMixin, BaseEstimator):
     """scikit-learn's OPTICS over the kNN radius graph up to ``max_eps`` (DBSCAN-style cut at ``eps``)."""
 
-    def __init__(self, eps=0.15, min_samples=2, *, max_eps=0.5, n_neighbors=15, ann="auto", random_state=0):
+    def __init__(self, eps=0.06, min_samples=2, *, max_eps=0.3, n_neighbors=15, ann="auto", random_state=0):
         self.eps = eps
         self.min_samples = min_samples
         self.max_eps = max_eps
@@ -327,7 +327,9 @@ def _average_linkage(X: np.ndarray, graph: KNNGraph, threshold: float) -> np.nda
     sums = X.copy()
     size = np.ones(n)
     version = np.zeros(n, dtype=np.int64)
-    link = 1.0 - np.einsum("ij,ij->i", X[a], X[b])
+    link = np.empty(len(a))
+    for s in range(0, len(a), 65536):  # chunked: X[a] for every edge at once would be E×d
+        link[s:s + 65536] = 1.0 - np.einsum("ij,ij->i", X[a[s:s + 65536]], X[b[s:s + 65536]])
     heap = [(w, i, j, 0, 0) for w, i, j in zip(link.tolist(), a.tolist(), b.tolist()) if w < threshold]
     heapq.heapify(heap)
     parent = np.arange(n)
@@ -369,7 +371,7 @@ class GraphAgglomerative(ClusterMixin, BaseEstimator):
     clusters joined by a kNN edge are merge candidates, so it scales (no N×N matrix).
     Clusters smaller than ``min_cluster_size`` are noise."""
 
-    def __init__(self, distance_threshold=0.15, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
+    def __init__(self, distance_threshold=0.07, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
         self.distance_threshold = distance_threshold
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors
@@ -387,7 +389,7 @@ class GraphAgglomerative(ClusterMixin, BaseEstimator):
 class ChineseWhispers(ClusterMixin, BaseEstimator):
     """dlib's Chinese whispers over the kNN edges shorter than ``threshold``."""
 
-    def __init__(self, threshold=0.15, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
+    def __init__(self, threshold=0.06, *, min_cluster_size=1, n_neighbors=15, ann="auto", random_state=0):
         self.threshold = threshold
         self.min_cluster_size = min_cluster_size
         self.n_neighbors = n_neighbors
@@ -436,3 +438,35 @@ def make_clusterer(algorithm: str, **params):
     except KeyError:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}") from None
     return cls(**params)
+
+
+def assign_to_clusters(vectors: np.ndarray, labels: np.ndarray, graph: KNNGraph, Y: np.ndarray,
+                       n_edges: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Assign new vectors ``Y`` to existing clusters of ``vectors``.
+
+    A new vector takes the cluster of its nearest clustered vector when that distance is
+    within the cluster's density (its largest distance along a member's first ``n_edges``
+    kNN edges inside the cluster), else noise. Returns ``(labels, distances)``.
+    """
+    V = np.asarray(vectors, dtype=np.float32)
+    Y = np.asarray(Y, dtype=np.float32)
+    Y = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+    n_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    den = np.zeros(max(n_clusters, 1))
+    ind = graph.indices[:, :n_edges]
+    src = np.repeat(np.arange(len(V)), ind.shape[1]).reshape(ind.shape)
+    same = (ind >= 0) & (labels[src] >= 0) & (labels[src] == labels[np.maximum(ind, 0)])
+    np.maximum.at(den, labels[src[same]], graph.distances[:, :n_edges][same])
+    clustered = np.flatnonzero(labels >= 0)
+    out = np.full(len(Y), NOISE, dtype=np.int64)
+    dist = np.full(len(Y), np.inf)
+    if len(clustered) == 0:
+        return out, dist
+    for start in range(0, len(Y), 1024):
+        sim = Y[start:start + 1024] @ V[clustered].T
+        best = sim.argmax(axis=1)
+        d = 1.0 - sim[np.arange(len(best)), best]
+        lab = labels[clustered[best]]
+        dist[start:start + len(best)] = d
+        out[start:start + len(best)] = np.where(d <= den[lab], lab, NOISE)
+    return out, dist

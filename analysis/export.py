@@ -5,6 +5,7 @@ an interrupted export never leaves a half-written run where a finished one is ex
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import FORMAT_VERSION
+from .store import FORMAT_VERSION, atomic_write_bytes
 
 LINK_MODES = ("copy", "hardlink", "symlink")
 
@@ -102,3 +103,54 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(type(o))
+
+
+def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False) -> None:
+    """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not clean:
+            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it")
+        if not (out / "prototypes.csv").exists():
+            raise OutputExistsError(f"{out} holds no prototypes.csv: refusing to delete it; choose another --proto-out")
+        shutil.rmtree(out)
+    protos = items[items["prototype"] & (items["cluster"] >= 0)].sort_values(["cluster", "prototype_rank"])
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for _, r in protos.iterrows():
+        d = out / folder_name(int(r["cluster"]))
+        d.mkdir(exist_ok=True)
+        dst = d / f"{int(r['prototype_rank'])}-{Path(r['file']).name}"
+        shutil.copy2(r["file"], dst)
+        rows.append({"cluster": int(r["cluster"]), "rank": int(r["prototype_rank"]), "face_id": r["face_id"],
+                     "path": str(dst.relative_to(out))})
+    pd.DataFrame(rows).to_csv(out / "prototypes.csv", index=False)
+
+
+MODEL_FORMAT = "crowdsort-cluster-model"
+
+
+def save_cluster_model(path: str | os.PathLike, X: np.ndarray, labels: np.ndarray, face_ids, graph, info: dict) -> None:
+    """Save what is needed to assign new faces to these clusters later.
+
+    Format (``.npz``, version 1): ``vectors`` float32 (n, d) L2-normalised, ``labels`` int64
+    (cluster by size, -1 noise), ``face_ids`` str, ``knn_indices`` int32 / ``knn_distances``
+    float32 (n, k) cosine, and ``meta``: JSON with ``format`` ("crowdsort-cluster-model"),
+    ``format_version``, ``model``, ``algorithm`` and ``parameters``.
+    """
+    meta = json.dumps({"format": MODEL_FORMAT, "format_version": 1, **info}, default=_json_default)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, vectors=np.asarray(X, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
+                        face_ids=np.asarray(face_ids, dtype=str), knn_indices=graph.indices,
+                        knn_distances=graph.distances, meta=np.array(meta))
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_cluster_model(path: str | os.PathLike) -> dict:
+    """Read a model written by :func:`save_cluster_model`; checks format and version."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("format") != MODEL_FORMAT or meta.get("format_version") != 1:
+            raise ValueError(f"{path}: not a crowdsort cluster model (version 1)")
+        return {"vectors": z["vectors"], "labels": z["labels"], "face_ids": z["face_ids"],
+                "knn_indices": z["knn_indices"], "knn_distances": z["knn_distances"], "meta": meta}

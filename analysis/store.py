@@ -210,3 +210,28 @@ class FaceStore:
         table = pa.table({"face_id": pa.array(list(ids), type=pa.string()), "vector": vec})
         table = table.replace_schema_metadata({"model": model, "format_version": str(FORMAT_VERSION)})
         write_table(table, self._embedding_path(model))
+
+    # -- kNN graphs -------------------------------------------------------------------------
+    def _graph_path(self, model: str, face_ids, k: int, method: str) -> Path:
+        import hashlib
+
+        h = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=8).hexdigest()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+        return self.root / "graphs" / f"{safe}-k{k}-{method}-{h}.npz"
+
+    def load_graph(self, model: str, face_ids, k: int, method: str):
+        """The cached kNN graph for exactly these faces (in this order), or None."""
+        from .neighbors import KNNGraph
+
+        p = self._graph_path(model, face_ids, k, method)
+        if not p.exists():
+            return None
+        with np.load(p) as z:
+            return KNNGraph(z["indices"], z["distances"], str(z["method"]))
+
+    def save_graph(self, model: str, face_ids, graph, method: str) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, indices=graph.indices, distances=graph.distances, method=graph.method)
+        atomic_write_bytes(self._graph_path(model, face_ids, graph.n_neighbors, method), buf.getvalue())

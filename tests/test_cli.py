@@ -65,3 +65,37 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "no file or folder matches" in err
     assert main(["-q", "cluster", "-d", str(tmp_path / "none")]) == 1
     assert "run crowdsort extract-faces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithm", ["rnn-dbscan", "dbscan", "optics", "agglomerative", "chinese-whispers"])
+def test_every_algorithm_from_the_cli(example_ds, algorithm):
+    to = f"run-{algorithm}"
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", to, "--algorithm", algorithm]) == 0
+    info = json.loads((example_ds / to / "clusters.json").read_text())
+    assert info["algorithm"] == algorithm and info["n_items"] == len(pd.read_csv(example_ds / to / "assignments.csv"))
+
+
+def test_prototypes_and_saved_model(example_ds, tmp_path):
+    """--proto-out holds each cluster's prototypes; --model-out assigns faces back to their clusters."""
+    import numpy as np
+
+    from analysis.cluster import assign_to_clusters
+    from analysis.export import load_cluster_model
+    from analysis.neighbors import KNNGraph
+
+    protos, model = tmp_path / "protos", tmp_path / "model.npz"
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run-protos", "--num-protos", "2",
+                 "--proto-out", str(protos), "--model-out", str(model)]) == 0
+    table = pd.read_csv(example_ds / "run-protos" / "assignments.csv")
+    listed = pd.read_csv(protos / "prototypes.csv")
+    assert set(listed["face_id"]) == set(table.loc[table["prototype"], "face_id"])
+    for c, g in listed.groupby("cluster"):
+        members = set(table.loc[table["cluster"] == c, "face_id"])
+        assert set(g["face_id"]) <= members and len(g) == min(2, len(members))
+    m = load_cluster_model(model)
+    assert m["meta"]["format_version"] == 1 and m["meta"]["model"] == "dlib"
+    graph = KNNGraph(m["knn_indices"], m["knn_distances"])
+    labels, _ = assign_to_clusters(m["vectors"], m["labels"], graph, m["vectors"])
+    clustered = m["labels"] >= 0
+    assert (labels[clustered] == m["labels"][clustered]).mean() >= 0.95
+    assert list(m["face_ids"]) == list(table["face_id"])

@@ -167,3 +167,38 @@ def test_interrupted_run_resumes(tmp_path, faces_dir, monkeypatch):
     s = extract_faces(str(faces_dir / "colin_powell"), store, progress=False)
     assert s["processed"] == 0 and s["unchanged"] == 8 and len(store.load_faces()) >= 8
     assert not store.parts_dir.exists()
+
+
+@pytest.mark.parametrize("algorithm", ["hdbscan", "rnn-dbscan", "dbscan", "agglomerative", "chinese-whispers"])
+def test_real_prototypes_are_members_and_scores_reported(faces_store, algorithm):
+    """Every algorithm on faces/: prototypes belong to their cluster; BCubed reported
+    (default ≥ 0.97 on identities with ≥ 3 photos)."""
+    from analysis.cluster import make_clusterer, prototypes
+    from analysis.pipeline import cluster_params
+
+    faces = faces_store.load_faces()
+    faces = faces[~faces["image_path"].str.contains("/group/")].reset_index(drop=True)
+    X = embed_faces(faces_store, faces, load_embedder("dlib"), progress=False)
+    est = make_clusterer(algorithm, **cluster_params(algorithm)).fit(X, graph=knn_graph(X, 15))
+    labels = est.labels_
+    for c, rows in prototypes(X, labels, 3, getattr(est, "reverse_counts_", None)).items():
+        assert (labels[rows] == c).all()
+    ident = _identities(faces)
+    keep = (pd.Series(ident).value_counts()[ident] >= 3).to_numpy()
+    p, r, f = bcubed(ident[keep], labels[keep])
+    print(f"faces/ {algorithm}: BCubed P={p:.3f} R={r:.3f} F={f:.3f}")
+    if algorithm == "hdbscan":
+        assert f >= 0.97
+
+
+def test_graph_is_cached_and_reused(tmp_path, faces_store):
+    """The cluster command stores the kNN graph keyed by model, K and faces, and reuses it."""
+    from analysis.pipeline import cluster_faces
+
+    ds = faces_store.root.parent
+    cluster_faces(ds, "faces", "c1", progress=False)
+    graphs = sorted((faces_store.root / "graphs").glob("*.npz"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    cluster_faces(ds, "faces", "c2", algorithm="rnn-dbscan", params={"n_neighbors": 5}, progress=False)
+    assert graphs[0].stat().st_mtime_ns == stamp and len(list((faces_store.root / "graphs").glob("*.npz"))) == 1
