@@ -26,6 +26,15 @@ class KNNGraph:
     def __len__(self) -> int:
         return self.indices.shape[0]
 
+    def edges(self, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Directed edges ``(source, target, distance)`` of the first ``k`` neighbours,
+        row by row, without missing (-1) entries."""
+        ind = self.indices[:, :k]
+        src = np.repeat(np.arange(len(ind)), ind.shape[1])
+        dst = ind.ravel()
+        ok = dst >= 0
+        return src[ok], dst[ok], self.distances[:, :k].ravel()[ok]
+
 
 def _exact(X: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     n = len(X)
