@@ -193,7 +193,7 @@ def extract_faces(
             elif row["status"] == "error":
                 summary["failed"] += 1
                 summary["errors"].append(row["error"])
-                log.warning("skipped %s", row["error"])
+                log.info("skipped %s", row["error"])
             else:
                 summary["processed"] += 1
                 summary["faces"] += len(faces)
