@@ -77,9 +77,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         min_samples = self.min_cluster_size if self.min_samples is None else self.min_samples
         if min_samples < 1:
             raise ValueError(f"min_samples must be at least 1, got {min_samples}")
-        if graph is None:
-            X = _check_vectors(X)
-            graph = knn_graph(X, max(self.n_neighbors, min_samples), self.ann, self.random_state)
+        graph = _graph_for(self, X, graph, max(self.n_neighbors, min_samples))
         n = len(graph)
         self.graph_ = graph
         edges = _mst_edges(graph, min_samples)
@@ -139,7 +137,7 @@ def prototypes(X: np.ndarray, labels: np.ndarray, n: int = 3, scores: np.ndarray
 
 def _graph_for(est, X, graph: KNNGraph | None, k: int) -> KNNGraph:
     if graph is not None:
-        if graph.n_neighbors < k:
+        if graph.n_neighbors < min(k, len(graph) - 1):
             raise ValueError(f"the graph has {graph.n_neighbors} neighbours per point; {type(est).__name__} needs {k}")
         return graph
     return knn_graph(_check_vectors(X), k, est.ann, est.random_state)
@@ -155,6 +153,7 @@ def rnn_dbscan_labels(graph: KNNGraph, k: int) -> tuple[np.ndarray, np.ndarray]:
     their nearest core neighbour within that cluster's density (its largest core-to-core
     kNN distance), else stay noise. Returns ``(labels, core_mask)``.
     """
+    k = min(k, graph.n_neighbors)  # a set smaller than K+1 has fewer neighbours to give
     ind = graph.indices[:, :k]
     dist = graph.distances[:, :k]
     n = len(ind)

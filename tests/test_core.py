@@ -99,3 +99,14 @@ def test_prototypes_true_medoid_first():
         D = 1 - X[members] @ X[members].T
         assert rows[0] == members[np.argmin(D.sum(1))]
         assert set(rows) <= set(members) and len(rows) == 4
+
+
+def test_tiny_sets_cluster_with_every_algorithm():
+    """Five vectors: the graph holds 4 neighbours, fewer than the default 15; nothing fails."""
+    from analysis.cluster import ALGORITHMS, make_clusterer
+
+    X, _ = identity_like(1, 5, 8)
+    g = knn_graph(X, 15)
+    assert g.n_neighbors == 4
+    for name in ALGORITHMS:
+        assert make_clusterer(name).fit(X, graph=g).labels_.shape == (5,)
