@@ -244,14 +244,12 @@ def radius_graph(graph: KNNGraph, eps: float):
     from scipy.sparse import csr_matrix
 
     n = len(graph)
-    rows, cols, d = graph.edges()
+    a, b, d = graph.undirected_edges()
     keep = d <= eps
-    r = np.concatenate([rows[keep], cols[keep], np.arange(n)])
-    c = np.concatenate([cols[keep], rows[keep], np.arange(n)])
+    r = np.concatenate([a[keep], b[keep], np.arange(n)])
+    c = np.concatenate([b[keep], a[keep], np.arange(n)])
     d = np.concatenate([d[keep], d[keep], np.zeros(n)]).astype(np.float64)
-    key = r.astype(np.int64) * n + c
-    _, first = np.unique(key, return_index=True)
-    return csr_matrix((d[first], (r[first], c[first])), shape=(n, n))
+    return csr_matrix((d, (r, c)), shape=(n, n))
 
 
 class GraphDBSCAN(ClusterMixin, BaseEstimator):
@@ -312,11 +310,7 @@ def _average_linkage(X: np.ndarray, graph: KNNGraph, threshold: float) -> np.nda
     X = np.asarray(X, dtype=np.float64)
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     n = len(graph)
-    rows, cols, _ = graph.edges()
-    ok = rows != cols
-    a, b = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
-    _, first = np.unique(a.astype(np.int64) * n + b, return_index=True)
-    a, b = a[first], b[first]
+    a, b, _ = graph.undirected_edges()
     adj: list[set[int]] = [set() for _ in range(n)]
     for i, j in zip(a.tolist(), b.tolist()):
         adj[i].add(j)
@@ -398,11 +392,11 @@ class ChineseWhispers(ClusterMixin, BaseEstimator):
 
         graph = _graph_for(self, X, graph, self.n_neighbors)
         n = len(graph)
-        rows, cols, d = graph.edges()
-        ok = (d < self.threshold) & (rows < cols)
+        a, b, d = graph.undirected_edges()
+        ok = d < self.threshold
         # Weights are similarities. dlib labels vertices 0..max index, so one self-loop on the
         # last vertex sizes the output; self-loops elsewhere would outweigh real edges.
-        edges = [(int(i), int(j), float(1 - w)) for i, j, w in zip(rows[ok], cols[ok], d[ok])]
+        edges = [(int(i), int(j), float(1 - w)) for i, j, w in zip(a[ok], b[ok], d[ok])]
         edges.append((n - 1, n - 1, 1e-6))
         labels = np.asarray(dlib.chinese_whispers(edges), dtype=np.int64)
         self.labels_ = _small_to_noise(labels, self.min_cluster_size)

@@ -35,6 +35,15 @@ class KNNGraph:
         ok = dst >= 0
         return src[ok], dst[ok], self.distances[:, :k].ravel()[ok]
 
+    def undirected_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each neighbour pair once, ``(a, b, distance)`` with ``a < b``, whichever side
+        listed the other."""
+        src, dst, d = self.edges()
+        ok = src != dst
+        a, b = np.minimum(src[ok], dst[ok]), np.maximum(src[ok], dst[ok])
+        _, first = np.unique(a.astype(np.int64) * len(self) + b, return_index=True)
+        return a[first], b[first], d[ok][first]
+
 
 def _exact(X: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     n = len(X)
