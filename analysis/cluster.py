@@ -151,7 +151,8 @@ def rnn_dbscan_labels(graph: KNNGraph, k: int) -> tuple[np.ndarray, np.ndarray]:
     core point's kNN joins the cluster the paper's sequential scan gives it (clusters are
     numbered by their first core point; see the comments); remaining points join the cluster of
     their nearest core neighbour within that cluster's density (its largest core-to-core
-    kNN distance), else stay noise. Returns ``(labels, core_mask)``.
+    kNN distance), else stay noise. Returns ``(labels, reverse_counts)``; core points are
+    those with ``reverse_counts >= k``.
     """
     k = min(k, graph.n_neighbors)  # a set smaller than K+1 has fewer neighbours to give
     ind = graph.indices[:, :k]
@@ -213,7 +214,7 @@ def rnn_dbscan_labels(graph: KNNGraph, k: int) -> tuple[np.ndarray, np.ndarray]:
             has = ok.any(axis=1)
             pick = ok.argmax(axis=1)
             labels[noise[has]] = labels[nb0[has, pick[has]]]
-    return labels, core
+    return labels, rev_count
 
 
 class RNNDBSCAN(ClusterMixin, BaseEstimator):
@@ -228,10 +229,10 @@ class RNNDBSCAN(ClusterMixin, BaseEstimator):
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         graph = _graph_for(self, X, graph, self.n_neighbors)
-        self.labels_, self.core_sample_mask_ = rnn_dbscan_labels(graph, self.n_neighbors)
-        # How often each point is someone's neighbour: RNN-DBSCAN's prototypes are the highest.
-        self.reverse_counts_ = np.bincount(graph.indices[:, :self.n_neighbors][graph.indices[:, :self.n_neighbors] >= 0],
-                                           minlength=len(graph))
+        # reverse_counts_: how often each point is someone's neighbour; the highest are
+        # RNN-DBSCAN's prototypes.
+        self.labels_, self.reverse_counts_ = rnn_dbscan_labels(graph, self.n_neighbors)
+        self.core_sample_mask_ = self.reverse_counts_ >= min(self.n_neighbors, graph.n_neighbors)
         return self
 
 

@@ -43,6 +43,11 @@ FACE_COLUMNS = {
 FACE_LIST_COLUMNS = ("landmarks", "crop_landmarks", "keypoints")
 
 
+def _safe_name(name: str) -> str:
+    """A model name as a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +182,7 @@ class FaceStore:
 
     # -- embeddings -----------------------------------------------------------------------------
     def _embedding_path(self, model: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-        return self.root / "embeddings" / f"{safe}.parquet"
+        return self.root / "embeddings" / f"{_safe_name(model)}.parquet"
 
     def load_embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray]:
         """``(face_ids, vectors)`` cached for ``model``; empty arrays when none."""
@@ -216,8 +220,7 @@ class FaceStore:
         import hashlib
 
         h = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=8).hexdigest()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-        return self.root / "graphs" / f"{safe}-k{k}-{method}-{h}.npz"
+        return self.root / "graphs" / f"{_safe_name(model)}-k{k}-{method}-{h}.npz"
 
     def load_graph(self, model: str, face_ids, k: int, method: str):
         """The cached kNN graph for exactly these faces (in this order), or None."""
