@@ -123,7 +123,183 @@ class Example:
         return 0
 
 
-COMMANDS = [ExtractFaces, Cluster, Example]
+def _add_refs_options(p, what: str) -> None:
+    p.add_argument("-d", "--dataset", required=True, help="dataset folder")
+    p.add_argument("--refs", required=True, help="reference library: an HDF5 from 'refs embed', or a folder REFDIR/<name>/*.jpg")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"cosine distance above which {what} is unknown (default: calibrated per model, "
+                        "dlib 0.07 ≈ 0.37 Euclidean; arcface 0.60)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="required gap between the best and second-best person (default dlib 0.01, arcface 0.05)")
+
+
+class Refs:
+    name = "refs"
+    help = "build and embed reference libraries (a folder per person)"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(Refs.name, help=Refs.help, description=Refs.help + ".")
+        rsub = p.add_subparsers(title="refs commands", metavar="ACTION", dest="action", required=True)
+        e = rsub.add_parser("embed", help="detect, align and embed REFDIR/<name>/* into an HDF5 file")
+        e.add_argument("refdir", help="folder with one sub-folder per person (folder name = label)")
+        e.add_argument("out", help="HDF5 file to write, e.g. refs.h5")
+        e.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+        e.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        e.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"], help="face detector")
+        b = rsub.add_parser("build", help="fetch each person's Wikidata image (P18) into REFDIR/<Qid>/")
+        b.add_argument("people", help="text file; lines starting with a Wikidata id (Q76 Barack Obama) are used")
+        b.add_argument("refdir", help="reference folder to fill (existing people are kept)")
+        p.set_defaults(command=Refs)
+
+    @staticmethod
+    def run(args) -> int:
+        if args.action == "build":
+            from .wikidata import build_references
+
+            s = build_references(args.people, args.refdir)
+            for q in s["no_image"]:
+                print(f"no image on Wikidata: {q}", file=sys.stderr)
+            for f in s["failed"]:
+                print(f"failed: {f}", file=sys.stderr)
+            print(f"{s['fetched']} fetched, {s['present']} already present, {len(s['no_image'])} without image, "
+                  f"{len(s['failed'])} failed → {args.refdir}")
+            return 1 if s["failed"] and not s["fetched"] and not s["present"] else 0
+        from .identify import embed_references, save_references
+
+        refs = embed_references(args.refdir, args.model, args.weights, args.engine, progress=not args.quiet)
+        for m in refs.missing:
+            print(f"no face: {m}", file=sys.stderr)
+        if not len(refs.labels):
+            raise ValueError(f"{args.refdir}: no face found in any reference image")
+        save_references(refs, args.out)
+        print(f"{len(refs.people)} people, {len(refs.labels)} reference faces ({refs.model}), "
+              f"{len(refs.missing)} images without a face → {args.out}")
+        return 0
+
+
+class Identify:
+    name = "identify"
+    help = "name each face from a reference library (or unknown)"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(Identify.name, help=Identify.help, description=Identify.help + (
+            ". Per face: best person, distance (to the nearest of their references), margin to the "
+            "second-best person; 'unknown' beyond the threshold or margin."))
+        _add_refs_options(p, "a face")
+        p.add_argument("--from", dest="source", default="faces", help="extraction run (default: faces)")
+        p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+        p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        p.add_argument("--one-per-image", action="store_true",
+                       help="two faces in one photo are never the same person (Hungarian matching per photo)")
+        p.add_argument("--cluster-run", default=None,
+                       help="pool evidence over the clusters of this run (e.g. cluster): better recall")
+        p.add_argument("--to", default=None, help="CSV to write (default: DATASET/identifications.csv)")
+        p.set_defaults(command=Identify)
+
+    @staticmethod
+    def run(args) -> int:
+        from .pipeline import identify_dataset
+        from .store import atomic_write_text
+
+        if args.one_per_image and args.cluster_run:
+            raise ValueError("--one-per-image and --cluster-run cannot be combined")
+        df = identify_dataset(args.dataset, args.refs, args.source, args.threshold, args.margin, args.one_per_image,
+                              args.cluster_run, args.model, args.weights, progress=not args.quiet)
+        to = Path(args.to or Path(args.dataset) / "identifications.csv")
+        atomic_write_text(to, df.to_csv(index=False))
+        print(f"{len(df)} faces: {int(df['known'].sum())} identified as {df.loc[df['known'], 'label'].nunique()} "
+              f"people, {int((~df['known']).sum())} unknown → {to}")
+        return 0
+
+
+class Protos:
+    name = "protos"
+    help = "write each cluster's prototype crops to a folder for a person to look at"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(Protos.name, help=Protos.help, description=Protos.help + ".")
+        psub = p.add_subparsers(title="protos commands", metavar="ACTION", dest="action", required=True)
+        w = psub.add_parser("write", help="copy prototypes to DIR/<cluster>/<rank>-<crop>.jpg with prototypes.csv")
+        w.add_argument("-d", "--dataset", required=True, help="dataset folder")
+        w.add_argument("--cluster-run", default="cluster", help="cluster run inside the dataset (default: cluster)")
+        w.add_argument("--to", required=True, help="folder to write")
+        w.add_argument("--clean", action="store_true", help="replace a prototype folder written before")
+        p.set_defaults(command=Protos)
+
+    @staticmethod
+    def run(args) -> int:
+        from .export import write_prototypes
+        from .pipeline import load_cluster_run
+
+        items, _ = load_cluster_run(args.dataset, args.cluster_run)
+        write_prototypes(args.to, items.assign(file=items["crop_path"]), clean=args.clean)
+        n = int((items["prototype"] & (items["cluster"] >= 0)).sum())
+        print(f"{n} prototypes of {items.loc[items['cluster'] >= 0, 'cluster'].nunique()} clusters → {args.to}")
+        return 0
+
+
+class LabelClusters:
+    name = "label-clusters"
+    help = "name clusters from a reference library (writes a label,cluster CSV)"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(LabelClusters.name, help=LabelClusters.help, description=LabelClusters.help + (
+            ". A cluster's distance to a person is the median over its members (or prototypes)."))
+        _add_refs_options(p, "a cluster")
+        p.add_argument("--cluster-run", default="cluster", help="cluster run inside the dataset (default: cluster)")
+        p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        p.add_argument("--prototypes-only", action="store_true", help="use only each cluster's prototypes")
+        p.add_argument("--one-to-one", action="store_true", help="each person names at most one cluster")
+        p.add_argument("--to", default=None, help="CSV to write (default: DATASET/<run>.identifications.csv)")
+        p.set_defaults(command=LabelClusters)
+
+    @staticmethod
+    def run(args) -> int:
+        from .pipeline import label_clusters
+        from .store import atomic_write_text
+
+        df = label_clusters(args.dataset, args.refs, args.cluster_run, args.threshold, args.margin, args.one_to_one,
+                            args.prototypes_only, args.weights, progress=not args.quiet)
+        to = Path(args.to or Path(args.dataset) / f"{args.cluster_run}.identifications.csv")
+        atomic_write_text(to, df.to_csv(index=False))
+        print(f"{len(df)} clusters: {int(df['known'].sum())} named, {int((~df['known']).sum())} unknown → {to}")
+        return 0
+
+
+class ApplyLabels:
+    name = "apply-labels"
+    help = "apply a label,cluster CSV to a cluster run: one row per face with its name"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(ApplyLabels.name, help=ApplyLabels.help, description=ApplyLabels.help + ".")
+        p.add_argument("-d", "--dataset", required=True, help="dataset folder")
+        p.add_argument("--labels", required=True, help="CSV with columns label,cluster (hand-written or from label-clusters)")
+        p.add_argument("--cluster-run", default="cluster", help="cluster run inside the dataset (default: cluster)")
+        p.add_argument("--to", required=True, help="CSV to write")
+        p.add_argument("--keep-unlabeled", action="store_true",
+                       help="keep faces of unnamed clusters (label 'cluster NNN' or 'noise')")
+        p.add_argument("--export", default=None, help="also copy crops into DIR/<name>/")
+        p.add_argument("--clean", action="store_true", help="replace an --export folder written before")
+        p.set_defaults(command=ApplyLabels)
+
+    @staticmethod
+    def run(args) -> int:
+        from .pipeline import apply_labels
+        from .store import atomic_write_text
+
+        df = apply_labels(args.dataset, args.labels, args.cluster_run, args.keep_unlabeled, args.export, args.clean)
+        atomic_write_text(Path(args.to), df.to_csv(index=False))
+        print(f"{len(df)} faces, {int(df['labelled'].sum())} named ({df.loc[df['labelled'], 'label'].nunique()} names) "
+              f"→ {args.to}{' and ' + args.export if args.export else ''}")
+        return 0
+
+
+COMMANDS = [ExtractFaces, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Example]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")  # keep mediapipe's C++ logging quiet
     try:
         return args.command.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, ConnectionError) as e:
         print(f"crowdsort {args.command.name}: error: {e}", file=sys.stderr)
         return 1
 

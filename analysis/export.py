@@ -154,3 +154,41 @@ def load_cluster_model(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path}: not a crowdsort cluster model (version 1)")
         return {"vectors": z["vectors"], "labels": z["labels"], "face_ids": z["face_ids"],
                 "knn_indices": z["knn_indices"], "knn_distances": z["knn_distances"], "meta": meta}
+
+
+def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str = "copy", clean: bool = False) -> None:
+    """``out/<label>/<crop>`` for a labelled table (``crop_path``, ``label``) plus ``labels.csv``.
+
+    Built beside ``out`` and renamed into place like a cluster run; ``clean`` replaces only a
+    folder this function wrote before.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not clean:
+            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it")
+        if not (out / "labels.csv").exists():
+            raise OutputExistsError(f"{out} holds no labels.csv: refusing to delete it; choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        paths = []
+        for src, label in zip(table["crop_path"], table["label"]):
+            d = tmp / safe_folder(str(label))
+            d.mkdir(exist_ok=True)
+            _place(Path(src), d / Path(src).name, link)
+            paths.append(f"{d.name}/{Path(src).name}")
+        table.assign(output_path=paths).to_csv(tmp / "labels.csv", index=False)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def safe_folder(label: str) -> str:
+    """A folder name for a person's label: path separators and control characters replaced."""
+    import re
+
+    name = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", label).strip(" .")
+    return name or "_"

@@ -116,3 +116,117 @@ def cluster_faces(
     if model_out:
         save_cluster_model(model_out, X, labels, faces["face_id"].to_numpy(), graph, info)
     return json.loads((out / "clusters.json").read_text())
+
+
+# -- naming ----------------------------------------------------------------------------------------
+def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[pd.DataFrame, dict]:
+    """``(assignments, clusters.json)`` of a cluster run in ``dataset``."""
+    root = Path(dataset) / run
+    if not (root / "clusters.json").exists():
+        raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
+    return pd.read_csv(root / "assignments.csv", dtype={"face_id": str}), json.loads((root / "clusters.json").read_text())
+
+
+def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
+    """Cached vectors of ``model`` for ``face_ids`` (in that order); error if any is missing."""
+    ids, X = store.load_embeddings(model)
+    pos = {f: i for i, f in enumerate(ids)}
+    missing = [f for f in face_ids if f not in pos]
+    if missing:
+        raise ValueError(f"{store.root}: {len(missing)} faces have no {model} vectors; re-run crowdsort cluster")
+    return X[[pos[f] for f in face_ids]]
+
+
+def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margin=None, one_per_image: bool = False,
+                     cluster_run: str | None = None, model: str = "dlib", weights=None,
+                     progress: bool = True) -> pd.DataFrame:
+    """Identify every face of ``dataset/source`` against ``refs`` (a References, folder or HDF5).
+
+    ``cluster_run``: pool evidence over that run's clusters (see :func:`identify.pooled_identify`).
+    """
+    from .identify import References, identify_faces, load_references, pooled_identify
+
+    store = FaceStore(Path(dataset) / source)
+    if not store.exists():
+        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    embedder = load_embedder(model, weights)
+    if not isinstance(refs, References):
+        refs = load_references(refs, model, weights, progress=progress)
+    faces = store.load_faces()
+    refs.check_model(embedder.name)
+    X = embed_faces(store, faces, embedder, progress=progress)
+    if cluster_run:
+        items, _ = load_cluster_run(dataset, cluster_run)
+        cluster = items.set_index("face_id")["cluster"].reindex(faces["face_id"]).fillna(-1).astype(int).to_numpy()
+        result = pooled_identify(X, cluster, refs, threshold, margin)
+    else:
+        result = identify_faces(X, refs, threshold, margin, faces["image_path"].to_numpy() if one_per_image else None)
+    cols = ["face_id", "image_path", "face_index", "x0", "y0", "x1", "y1", "crop_path"]
+    out = faces[cols].rename(columns={"image_path": "source_image"}).reset_index(drop=True)
+    out["crop_path"] = [str(store.crop_file(p)) for p in out["crop_path"]]
+    return pd.concat([out, result], axis=1)
+
+
+def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, margin=None,
+                   one_to_one: bool = False, prototypes_only: bool = False, weights=None,
+                   progress: bool = True) -> pd.DataFrame:
+    """A name per cluster of a run from a reference library; columns ``label, cluster, …``.
+
+    Evidence is every member's vector (all are cached in the store), or only the prototypes.
+    """
+    from .identify import References, identify_clusters, load_references
+
+    items, info = load_cluster_run(dataset, cluster_run)
+    if not isinstance(refs, References):
+        kind = "arcface" if info["model"].startswith("arcface") else "dlib"
+        refs = load_references(refs, kind, weights, progress=progress)
+    refs.check_model(info["model"])
+    rows = items[items["cluster"] >= 0]
+    if prototypes_only:
+        rows = rows[rows["prototype"]]
+    X = stored_vectors(FaceStore(info["source"]), info["model"], rows["face_id"].tolist())
+    named = identify_clusters(X, rows["cluster"].to_numpy(), refs, threshold, margin, one_to_one)
+    named["size"] = items["cluster"].value_counts().reindex(named["cluster"]).to_numpy()
+    return named[["label", "cluster", "size", "best", "distance", "margin", "known"]]
+
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped."""
+    from .identify import UNKNOWN
+
+    df = pd.read_csv(path, dtype={"label": str})
+    if not {"label", "cluster"} <= set(df.columns):
+        raise ValueError(f"{path}: needs columns label,cluster (found {', '.join(df.columns)})")
+    df = df.dropna(subset=["label"])
+    df = df[(df["label"].str.strip() != "") & (df["label"] != UNKNOWN)]
+    df["cluster"] = df["cluster"].astype(int)
+    dup = df[df["cluster"].duplicated(keep=False)]
+    if len(dup):
+        raise ValueError(f"{path}: cluster {dup['cluster'].iloc[0]} has two labels; keep one row per cluster")
+    return df[["label", "cluster"]]
+
+
+def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: bool = False,
+                 export: str | os.PathLike | None = None, clean: bool = False) -> pd.DataFrame:
+    """One row per face of the run with its person's name; unlabelled clusters kept as ``cluster NNN``
+    (``noise`` for noise) only with ``keep_unlabeled``. ``export``: a folder per name."""
+    from .export import write_cluster_run
+
+    items, info = load_cluster_run(dataset, cluster_run)
+    table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
+    unknown = sorted(set(table["cluster"]) - set(items["cluster"]))
+    if unknown:
+        raise ValueError(f"labels name clusters {unknown[:5]} that run {cluster_run} does not have; "
+                         "were the labels made for another run?")
+    name = items["cluster"].map(table.set_index("cluster")["label"])
+    out = items[["face_id", "source_image", "face_index", "crop_path", "cluster"]].copy()
+    out["labelled"] = name.notna().to_numpy()
+    out["label"] = name.fillna(items["cluster"].map(lambda c: "noise" if c < 0 else f"cluster {c:03d}"))
+    if not keep_unlabeled:
+        out = out[out["labelled"]]
+    out = out.reset_index(drop=True)
+    if export:
+        from .export import write_named_folders
+
+        write_named_folders(export, out, clean=clean)
+    return out

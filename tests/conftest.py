@@ -36,3 +36,14 @@ def faces_store(tmp_path_factory, faces_dir):
     store = FaceStore(tmp_path_factory.mktemp("faces-ds") / "faces")
     extract_faces(str(faces_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
     return store
+
+
+@pytest.fixture(scope="session")
+def lfw_store(tmp_path_factory, lfw_dir):
+    """lfw-dev extracted once (1,035 photos, one face each): clustering and identification read it."""
+    from analysis.extract import ExtractParams, extract_faces
+    from analysis.store import FaceStore
+
+    store = FaceStore(tmp_path_factory.mktemp("lfw") / "faces")
+    extract_faces(str(lfw_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
+    return store

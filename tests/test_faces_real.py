@@ -64,11 +64,9 @@ def test_clustering_faces_bcubed(faces_store):
     assert f >= 0.9
 
 
-def test_clustering_lfw_dev_bcubed(tmp_path_factory, lfw_dir):
+def test_clustering_lfw_dev_bcubed(lfw_store):
     """lfw-dev (194 people + 400 singletons): reported, and held to a floor against regressions."""
-    store = FaceStore(tmp_path_factory.mktemp("lfw") / "faces")
-    extract_faces(str(lfw_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
-    (p, r, f), (pa, ra, fa), n = _cluster_score(store)
+    (p, r, f), (pa, ra, fa), n = _cluster_score(lfw_store)
     print(f"lfw-dev: {n} faces, BCubed P={p:.3f} R={r:.3f} F={f:.3f} (≥3 photos); "
           f"all faces P={pa:.3f} R={ra:.3f} F={fa:.3f}")
     assert n >= 1030  # every photo gives its face (short-range fallback for close-ups)

@@ -1,0 +1,287 @@
+"""Put names on faces: reference libraries, direct identification, naming clusters.
+
+A reference library is a folder per person (``refs/<label>/*.jpg``; the folder name is the
+label, a Wikidata id such as ``Q76`` by convention) embedded once into an HDF5 file. The core
+functions work on arrays: a distance from each face to each *person* (the nearest of their
+reference vectors), then a decision per face or pooled over a cluster.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .store import FaceStore, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+REFS_FORMAT_VERSION = 1
+UNKNOWN = "unknown"
+
+# Cosine-distance thresholds, calibrated on lfw-dev (benchmarks/eval_identify.py): 150 people
+# enrolled with one photo each against 1,035 faces of 594 people, 444 of them unenrolled.
+# dlib's own "0.6 Euclidean" on its raw descriptors is ≈ 0.18 cosine (descriptor norms are
+# ≈ 1); over hundreds of identities that accepts most strangers (0.43 flagged unknown, see
+# the note on issue 4), so the default is far tighter and a margin to the second-best person
+# is required as well.
+THRESHOLDS = {"dlib": 0.07, "arcface": 0.60}
+MARGINS = {"dlib": 0.01, "arcface": 0.05}
+# How much further than the threshold a face may be from the person its cluster is named after.
+POOL_SLACK = 0.01
+
+
+def default_threshold(model: str) -> float:
+    return THRESHOLDS["arcface" if model.startswith("arcface") else "dlib"]
+
+
+def default_margin(model: str) -> float:
+    return MARGINS["arcface" if model.startswith("arcface") else "dlib"]
+
+
+# -- the library ---------------------------------------------------------------------------------
+@dataclass
+class References:
+    """Reference vectors (L2-normalised) with the person label of each row."""
+
+    model: str
+    labels: np.ndarray  # (n,) str, one per vector
+    vectors: np.ndarray  # (n, d) float32
+    sources: list[str] = field(default_factory=list)  # file of each vector
+    missing: list[str] = field(default_factory=list)  # reference files without a usable face
+
+    @property
+    def people(self) -> np.ndarray:
+        return np.unique(self.labels)
+
+    def check_model(self, model: str) -> None:
+        if model != self.model:
+            raise ValueError(f"references were embedded with {self.model!r}, faces with {model!r}: "
+                             f"re-run crowdsort refs embed with --model matching the faces")
+
+
+def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(label, file)`` for every image in ``refdir/<label>/`` (any image type)."""
+    from .images import IMAGE_EXTENSIONS
+
+    refdir = Path(refdir)
+    if not refdir.is_dir():
+        raise FileNotFoundError(f"{refdir}: no such reference folder (expected {refdir}/<name>/<image>.jpg)")
+    out = [(d.name, f) for d in sorted(refdir.iterdir()) if d.is_dir() and not d.name.startswith(".")
+           for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not out:
+        raise ValueError(f"{refdir}: no images in <name>/ sub-folders (expected {refdir}/<name>/<image>.jpg)")
+    return out
+
+
+def embed_references(refdir: str | os.PathLike, model: str = "dlib", weights: str | None = None,
+                     engine: str = "mediapipe", progress: bool = True) -> References:
+    """Detect, align and embed every reference image; the most prominent face of each.
+
+    Goes through the same extraction code as the photos (EXIF, CMYK, bad files…), in a
+    throw-away store. Images with several faces use the most prominent and are logged;
+    images with none (or unreadable) are listed in ``missing``.
+    """
+    from .embed import embed_faces, load_embedder
+    from .extract import ExtractParams, extract_faces
+
+    import glob
+
+    files = [(label, f.resolve()) for label, f in reference_files(refdir)]
+    label_of = {str(f): label for label, f in files}
+    embedder = load_embedder(model, weights)
+    with tempfile.TemporaryDirectory(prefix="crowdsort-refs-") as tmp:
+        store = FaceStore(tmp)
+        extract_faces([glob.escape(str(f)) for _, f in files], store, ExtractParams(engine=engine), progress=progress)
+        faces = store.load_faces()
+        for path, n in faces.groupby("image_path").size().items():
+            if n > 1:
+                log.warning("%s: %d faces, using the most prominent", path, n)
+        faces = faces[faces["face_index"] == 0].sort_values("image_path").reset_index(drop=True)
+        X = embed_faces(store, faces, embedder, progress=progress) if len(faces) else np.zeros((0, 1), np.float32)
+    found = set(faces["image_path"])
+    missing = [str(f) for _, f in files if str(f) not in found]
+    for m in missing:
+        log.warning("%s: no face found, not used as a reference", m)
+    return References(embedder.name, faces["image_path"].map(label_of).to_numpy(dtype=object), X,
+                      faces["image_path"].tolist(), missing)
+
+
+def save_references(refs: References, path: str | os.PathLike) -> None:
+    """HDF5: one dataset per label (vectors × d) with its source files; model and version on the root."""
+    import io
+
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as h:
+        h.attrs.update({"model": refs.model, "format_version": REFS_FORMAT_VERSION,
+                        "missing": json.dumps(refs.missing)})
+        for label in refs.people:
+            rows = refs.labels == label
+            ds = h.create_dataset(_h5_key(label), data=refs.vectors[rows].astype(np.float32))
+            ds.attrs["label"] = label
+            ds.attrs["sources"] = json.dumps([s for s, r in zip(refs.sources, rows) if r])
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _h5_key(label: str) -> str:
+    # HDF5 names cannot hold "/" and "." means the current group; the label itself is an attribute.
+    return label.replace("/", "%2F") if label not in (".", "..") else f"%{label}"
+
+
+def load_references(path: str | os.PathLike, model: str = "dlib", weights: str | None = None,
+                    progress: bool = True) -> References:
+    """References from an HDF5 file written by :func:`save_references`, or a folder (embedded now)."""
+    import h5py
+
+    path = Path(path)
+    if path.is_dir():
+        return embed_references(path, model, weights, progress=progress)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no reference file or folder; build one with crowdsort refs embed REFDIR {path}")
+    try:
+        with h5py.File(path, "r") as h:
+            version = int(h.attrs.get("format_version", -1))
+            if version != REFS_FORMAT_VERSION:
+                raise ValueError(f"{path}: reference format {version}, this crowdsort reads {REFS_FORMAT_VERSION}; "
+                                 "re-run crowdsort refs embed")
+            labels, vectors, sources = [], [], []
+            for key in h:
+                ds = h[key]
+                v = np.asarray(ds, dtype=np.float32)
+                labels += [str(ds.attrs["label"])] * len(v)
+                vectors.append(v)
+                sources += json.loads(ds.attrs["sources"])
+            model_name = str(h.attrs["model"])
+            missing = json.loads(h.attrs.get("missing", "[]"))
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 reference file ({e}); re-run crowdsort refs embed") from None
+    X = np.vstack(vectors) if vectors else np.zeros((0, 1), np.float32)
+    return References(model_name, np.array(labels, dtype=object), X, sources, missing)
+
+
+# -- distances and decisions ---------------------------------------------------------------------
+def person_distances(X: np.ndarray, refs: References) -> tuple[np.ndarray, np.ndarray]:
+    """``(people, D)``: D[i, j] = cosine distance from face i to person j's nearest reference."""
+    people, inverse = np.unique(refs.labels, return_inverse=True)
+    D = np.full((len(X), len(people)), np.inf, dtype=np.float32)
+    if len(X) and len(refs.vectors):
+        d = 1.0 - np.asarray(X, np.float32) @ refs.vectors.T
+        np.minimum.at(D.T, inverse, d.T)
+    return people, D
+
+
+def _best_two(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if D.shape[1] == 0:
+        n = len(D)
+        return np.full(n, -1), np.full(n, np.inf), np.full(n, np.inf)
+    order = np.argsort(D, axis=1)[:, :2]
+    d1 = np.take_along_axis(D, order[:, :1], 1)[:, 0]
+    d2 = np.take_along_axis(D, order[:, 1:2], 1)[:, 0] if D.shape[1] > 1 else np.full(len(D), np.inf)
+    return order[:, 0], d1, d2
+
+
+def decide(people: np.ndarray, D: np.ndarray, threshold: float, margin: float) -> pd.DataFrame:
+    """Best person per row of ``D``; ``unknown`` when too far, or too close to a second person."""
+    best, d1, d2 = _best_two(D)
+    known = (best >= 0) & (d1 <= threshold) & (d2 - d1 >= margin)
+    name = np.where(best >= 0, people[np.maximum(best, 0)] if len(people) else "", "")
+    return pd.DataFrame({
+        "label": np.where(known, name, UNKNOWN),
+        "best": name,
+        "distance": np.round(d1.astype(np.float64), 4),
+        "margin": np.round(np.minimum(d2 - d1, 9.0).astype(np.float64), 4),
+        "known": known,
+    })
+
+
+def one_per_image(people: np.ndarray, D: np.ndarray, groups: np.ndarray, threshold: float) -> np.ndarray:
+    """Distances with each photo's faces matched one-to-one to people (Hungarian, per photo).
+
+    Two faces in one photo are never the same person: within a group, each person keeps only
+    the face the optimal assignment gave them; other faces' distances to that person become inf.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    D = D.copy()
+    for _, rows in pd.Series(np.arange(len(D))).groupby(np.asarray(groups)):
+        rows = rows.to_numpy()
+        if len(rows) < 2 or D.shape[1] == 0:
+            continue
+        sub = D[rows]
+        cost = np.where(sub <= threshold, sub, threshold + 1.0)  # beyond threshold: no gain from matching
+        r, c = linear_sum_assignment(cost)
+        taken = np.zeros_like(sub, dtype=bool)
+        taken[:, c] = True
+        taken[r, c] = False
+        sub[taken] = np.inf
+        D[rows] = sub
+    return D
+
+
+def identify_faces(X: np.ndarray, refs: References, threshold: float | None = None, margin: float | None = None,
+                   groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Per face: ``label`` (a person or ``unknown``), ``best``, ``distance``, ``margin``, ``known``.
+
+    ``groups``: the source photo of each face, to match faces and people one-to-one per photo.
+    """
+    threshold = default_threshold(refs.model) if threshold is None else threshold
+    margin = default_margin(refs.model) if margin is None else margin
+    people, D = person_distances(X, refs)
+    if groups is not None:
+        D = one_per_image(people, D, groups, threshold)
+    return decide(people, D, threshold, margin)
+
+
+def identify_clusters(X: np.ndarray, cluster: np.ndarray, refs: References, threshold: float | None = None,
+                      margin: float | None = None, one_to_one: bool = False) -> pd.DataFrame:
+    """A name per cluster from the evidence of all the rows given for it (prototypes or members).
+
+    A cluster's distance to a person is the median over its rows of each row's distance to
+    that person: one odd photo neither makes nor breaks a match, and a cluster of a stranger
+    who resembles an enrolled person in one shot stays unknown. ``one_to_one``: each person
+    names at most one cluster (Hungarian matching over clusters).
+    """
+    threshold = default_threshold(refs.model) if threshold is None else threshold
+    margin = default_margin(refs.model) if margin is None else margin
+    people, D = person_distances(X, refs)
+    cluster = np.asarray(cluster)
+    ids = np.unique(cluster[cluster >= 0])
+    pooled = np.vstack([np.median(D[cluster == c], axis=0) for c in ids]) if len(ids) else D[:0]
+    if one_to_one:
+        pooled = one_per_image(people, pooled, np.zeros(len(pooled)), threshold)
+    out = decide(people, pooled, threshold, margin)
+    out.insert(0, "cluster", ids)
+    out.insert(1, "size", [int((cluster == c).sum()) for c in ids])
+    return out
+
+
+def pooled_identify(X: np.ndarray, cluster: np.ndarray, refs: References, threshold: float | None = None,
+                    margin: float | None = None) -> pd.DataFrame:
+    """Per face, decided on its cluster's pooled evidence (noise faces on their own).
+
+    A cluster's name goes to a member only if the member itself is within ``threshold +
+    POOL_SLACK`` of that person: a stranger merged into a known person's cluster stays unknown.
+    """
+    threshold = default_threshold(refs.model) if threshold is None else threshold
+    margin = default_margin(refs.model) if margin is None else margin
+    cluster = np.asarray(cluster)
+    people, D = person_distances(X, refs)
+    out = decide(people, D, threshold, margin)
+    if not (cluster >= 0).any():
+        return out
+    named = identify_clusters(X, cluster, refs, threshold, margin).set_index("cluster")["label"]
+    col = {p: j for j, p in enumerate(people)}
+    for i in np.flatnonzero(cluster >= 0):
+        name = named[cluster[i]]
+        if name == UNKNOWN:
+            continue
+        ok = D[i, col[name]] <= threshold + POOL_SLACK
+        out.loc[i, ["label", "best", "distance", "known"]] = [name if ok else UNKNOWN, name, round(float(D[i, col[name]]), 4), ok]
+    return out
