@@ -51,18 +51,26 @@ class ExtractFaces:
 
 class Cluster:
     name = "cluster"
-    help = "embed extracted faces and cluster them by identity into numbered folders"
+    help = "cluster extracted faces by identity, or whole images by visual similarity, into numbered folders"
 
     @staticmethod
     def register_subcommand(sub):
         p = sub.add_parser(Cluster.name, help=Cluster.help, description=Cluster.help + (
             ". Writes DIR/000 (largest) …, DIR/noise, assignments.csv and clusters.json."))
         p.add_argument("-d", "--dataset", required=True, help="dataset folder")
-        p.add_argument("--from", dest="source", default="faces", help="extraction run to cluster (default: faces)")
+        p.add_argument("--from", dest="source", default="faces",
+                       help="faces: the extraction run (default: faces); images (--model efficientnet|clip): "
+                            "comma-separated globs of images or folders, e.g. 'images/*'")
         p.add_argument("--to", default="cluster", help="output folder name inside the dataset (default: cluster)")
-        p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+        p.add_argument("--model", default="dlib", choices=["dlib", "arcface", "efficientnet", "clip"],
+                       help="dlib/arcface: faces by identity; efficientnet (offline) / clip: whole images")
         p.add_argument("--weights", default=None,
-                       help="arcface: pack name (buffalo_l…), pack folder or .onnx file (default buffalo_l)")
+                       help="arcface: pack name (buffalo_l…), folder or .onnx; clip: pretrained tag "
+                            "(default laion2b_s34b_b79k), .bin/.safetensors file or local-dir:PATH; "
+                            "efficientnet: a .pth file (default: the installed package's)")
+        p.add_argument("--arch", default=None, help="clip: open_clip model name (default ViT-B-32)")
+        p.add_argument("--batch-size", type=int, default=32, help="images per model call (efficientnet, clip)")
+        p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
         p.add_argument("--algorithm", default="hdbscan",
                        choices=["hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative", "chinese-whispers"],
                        help="clustering over the kNN graph (default hdbscan: the best measured on lfw-dev)")
@@ -88,9 +96,20 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_params
+        from .pipeline import cluster_faces, cluster_images, cluster_params
 
         params = cluster_params(args.algorithm, args.min_cluster_size, args.min_samples, args.knn, args.eps)
+        if args.model in ("efficientnet", "clip"):
+            if args.model_out:
+                raise ValueError("--model-out is for face clusterings")
+            s = cluster_images(args.dataset, args.source, args.to, args.model, args.weights, args.arch, args.algorithm,
+                               params, args.ann, args.top, args.num_protos, args.proto_out, args.link, args.clean,
+                               args.batch_size, args.device, progress=not args.quiet)
+            for e in s["errors"]:
+                print(f"skipped: {e}", file=sys.stderr)
+            print(f"{s['n_items']} images → {s['n_clusters']} clusters, {s['n_noise']} noise "
+                  f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
+            return 0
         s = cluster_faces(
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
             args.top, args.num_protos, args.proto_out, args.model_out, args.link, args.clean,

@@ -42,6 +42,15 @@ def _place(src: Path, dst: Path, link: str) -> None:
         raise ValueError(f"unknown link mode {link!r}; choose one of: {', '.join(LINK_MODES)}")
 
 
+def _free_name(dst: Path) -> Path:
+    """``dst``, or ``stem~2.ext``, ``stem~3.ext``… when two sources share a file name."""
+    n = 2
+    while dst.exists() or dst.is_symlink():
+        dst = dst.with_name(f"{dst.stem.rsplit('~', 1)[0]}~{n}{dst.suffix}")
+        n += 1
+    return dst
+
+
 def prepare_output(out: Path, clean: bool) -> None:
     """Refuse a non-empty ``out`` unless ``clean``; only ever clean a previous cluster run."""
     if out.exists() and any(out.iterdir()):
@@ -69,7 +78,7 @@ def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
         for src, folder in zip(table["file"], table["folder"]):
             d = tmp / folder
             d.mkdir(exist_ok=True)
-            dst = d / Path(src).name
+            dst = _free_name(d / Path(src).name)
             _place(Path(src), dst, link)
             names.append(f"{folder}/{dst.name}")
         table["output_path"] = names
@@ -175,8 +184,9 @@ def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str =
         for src, label in zip(table["crop_path"], table["label"]):
             d = tmp / safe_folder(str(label))
             d.mkdir(exist_ok=True)
-            _place(Path(src), d / Path(src).name, link)
-            paths.append(f"{d.name}/{Path(src).name}")
+            dst = _free_name(d / Path(src).name)
+            _place(Path(src), dst, link)
+            paths.append(f"{d.name}/{dst.name}")
         table.assign(output_path=paths).to_csv(tmp / "labels.csv", index=False)
         if out.exists():
             shutil.rmtree(out)

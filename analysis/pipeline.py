@@ -49,6 +49,23 @@ def cached_graph(store: FaceStore, model: str, face_ids, X: np.ndarray, k: int, 
     return graph
 
 
+def _graph_k(params: dict, n: int) -> int:
+    return min(max(GRAPH_NEIGHBORS, params.get("n_neighbors", 0), params.get("min_samples") or 0), n - 1)
+
+
+def fit_labels(est, X: np.ndarray, graph, top: int | None, num_protos: int):
+    """Fit ``est`` on the graph; ``(labels by size, membership, prototype rank or -1)`` per item."""
+    est.fit(X, graph=graph)
+    labels = relabel_by_size(est.labels_, top)
+    probs = getattr(est, "probabilities_", np.ones(len(labels)))
+    probs = np.where(labels >= 0, probs, 0.0)
+    protos = prototypes(X, labels, num_protos, getattr(est, "reverse_counts_", None))
+    rank = np.full(len(labels), -1)
+    for rows in protos.values():
+        rank[rows] = np.arange(len(rows))
+    return labels, probs, rank
+
+
 def cluster_faces(
     dataset: str | os.PathLike,
     source: str = "faces",
@@ -83,16 +100,8 @@ def cluster_faces(
         raise ValueError(f"{store.root}: {len(faces)} face(s) extracted; clustering needs at least 2")
     embedder = load_embedder(model, weights)
     X = embed_faces(store, faces, embedder, progress=progress)
-    k = min(max(GRAPH_NEIGHBORS, params.get("n_neighbors", 0), params.get("min_samples") or 0), len(X) - 1)
-    graph = cached_graph(store, embedder.name, faces["face_id"].tolist(), X, k, ann)
-    est.fit(X, graph=graph)
-    labels = relabel_by_size(est.labels_, top)
-    probs = getattr(est, "probabilities_", np.ones(len(labels)))
-    probs = np.where(labels >= 0, probs, 0.0)
-    protos = prototypes(X, labels, num_protos, getattr(est, "reverse_counts_", None))
-    rank = np.full(len(labels), -1)
-    for rows in protos.values():
-        rank[rows] = np.arange(len(rows))
+    graph = cached_graph(store, embedder.name, faces["face_id"].tolist(), X, _graph_k(params, len(X)), ann)
+    labels, probs, rank = fit_labels(est, X, graph, top, num_protos)
     items = pd.DataFrame({
         "face_id": faces["face_id"],
         "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
@@ -115,6 +124,67 @@ def cluster_faces(
         write_prototypes(proto_out, items, clean=clean)
     if model_out:
         save_cluster_model(model_out, X, labels, faces["face_id"].to_numpy(), graph, info)
+    return json.loads((out / "clusters.json").read_text())
+
+
+def cluster_images(
+    dataset: str | os.PathLike,
+    patterns: str | list[str],
+    to: str = "cluster",
+    model: str = "efficientnet",
+    weights: str | None = None,
+    arch: str | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    params: dict | None = None,
+    ann: str = "auto",
+    top: int | None = None,
+    num_protos: int = 3,
+    proto_out: str | os.PathLike | None = None,
+    link: str = "copy",
+    clean: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Cluster whole images matched by ``patterns`` by visual similarity; write ``dataset/to``.
+
+    Vectors are cached in ``dataset/images/`` per model and content hash, so a re-run (or
+    another clustering) embeds only new images. Unreadable files are listed in the summary
+    (``errors``) and left out.
+    """
+    from .image_embed import create_image_embedder, embed_images, index_images
+    from .store import write_table
+
+    dataset = Path(dataset)
+    out = dataset / to
+    prepare_output(out, clean)
+    params = dict(cluster_params(algorithm) if params is None else params)
+    est = make_clusterer(algorithm, **params)
+    store = FaceStore(dataset / "images")
+    index = index_images(patterns, store.root / "index.parquet")
+    embedder = create_image_embedder(model, weights, arch, device)
+    ok = index[index["status"] == "ok"]
+    X, errors = embed_images(store, ok, embedder, batch_size=batch_size, progress=progress)
+    index.loc[index["item_id"].isin(errors), "status"] = "error"
+    index.loc[index["item_id"].isin(errors), "error"] = index["item_id"].map(errors)
+    write_table(index, store.root / "index.parquet")
+    ok = index[index["status"] == "ok"].reset_index(drop=True)
+    if len(ok) < 2:
+        raise ValueError(f"{len(ok)} readable image(s) match {patterns!r}; clustering needs at least 2")
+    ids = ok["item_id"].tolist()
+    graph = cached_graph(store, embedder.name, ids, X, _graph_k(params, len(X)), ann)
+    labels, probs, rank = fit_labels(est, X, graph, top, num_protos)
+    items = pd.DataFrame({"item_id": ok["item_id"], "source_image": ok["path"], "cluster": labels,
+                          "membership": np.round(probs, 4), "prototype": rank >= 0, "prototype_rank": rank,
+                          "file": ok["path"]})
+    info = {"model": embedder.name, "algorithm": algorithm, "kind": "images",
+            "parameters": {**params, "n_neighbors_graph": graph.n_neighbors, "ann": graph.method, "top": top,
+                           "num_protos": num_protos},
+            "source": str(store.root),
+            "errors": index.loc[index["status"] == "error", "error"].tolist()}
+    write_cluster_run(out, items, info, link=link, clean=clean)
+    if proto_out:
+        write_prototypes(proto_out, items.rename(columns={"item_id": "face_id"}), clean=clean)
     return json.loads((out / "clusters.json").read_text())
 
 

