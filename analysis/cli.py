@@ -318,7 +318,44 @@ class ApplyLabels:
         return 0
 
 
-COMMANDS = [ExtractFaces, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Example]
+class Dashboard:
+    name = "dashboard"
+    help = "open the dashboard over a dataset (bound to 127.0.0.1)"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(Dashboard.name, help=Dashboard.help, description=Dashboard.help + (
+            ": the same as panel serve dashboard/app.py --args --dataset DATASET."))
+        p.add_argument("dataset", help="dataset folder with an extraction run")
+        p.add_argument("--faces", default="faces", help="extraction run inside the dataset (default: faces)")
+        p.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
+        p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        p.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
+        p.add_argument("--port", type=int, default=5006)
+        p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+        p.add_argument("--show", action="store_true", help="open a browser tab")
+        p.set_defaults(command=Dashboard)
+
+    @staticmethod
+    def run(args) -> int:
+        import subprocess
+
+        app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+        if not app.exists():
+            raise FileNotFoundError(f"{app} not found: the dashboard runs from a crowdsort checkout (pip install -e .)")
+        if not (Path(args.dataset) / args.faces).exists():
+            raise FileNotFoundError(f"{Path(args.dataset) / args.faces}: no extraction run; run crowdsort extract-faces first")
+        cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", args.address, "--port", str(args.port),
+               "--allow-websocket-origin", f"{args.address}:{args.port}", "--allow-websocket-origin", f"localhost:{args.port}"]
+        cmd += ["--show"] if args.show else []
+        cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces, "--model", args.model]
+        cmd += ["--weights", args.weights] if args.weights else []
+        cmd += ["--refs", args.refs] if args.refs else []
+        print(f"dashboard: http://{args.address}:{args.port}/app (Ctrl-C stops it)", flush=True)
+        return subprocess.call(cmd)
+
+
+COMMANDS = [ExtractFaces, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Dashboard, Example]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -300,3 +300,34 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
 
         write_named_folders(export, out, clean=clean)
     return out
+
+
+# -- review (the dashboard's data) --------------------------------------------------------------
+def open_review(dataset, source: str = "faces", model: str = "dlib", weights=None, refs=None,
+                progress: bool = True):
+    """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
+    (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
+    dataset's saved corrections (``dataset/annotations.json``)."""
+    from .identify import load_references
+    from .project import cached_layout
+    from .review import Annotations, ReviewSession
+
+    dataset = Path(dataset)
+    store = FaceStore(dataset / source)
+    if not store.exists():
+        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    faces = store.load_faces()
+    if len(faces) < 2:
+        raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
+    embedder = load_embedder(model, weights)
+    X = embed_faces(store, faces, embedder, progress=progress)
+    ids = faces["face_id"].tolist()
+    graph = cached_graph(store, embedder.name, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+    layout = cached_layout(store, embedder.name, ids, X, graph)
+    table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
+                          "face_index": faces["face_index"],
+                          "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]]})
+    if refs is not None and not hasattr(refs, "vectors"):
+        refs = load_references(refs, model, weights, progress=progress)
+        refs.check_model(embedder.name)
+    return ReviewSession(ids, X, graph, layout, Annotations.load(dataset / "annotations.json"), table, refs)

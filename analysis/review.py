@@ -1,0 +1,225 @@
+"""Reviewing a clustering by hand: names, merges, splits and rejections that persist.
+
+Corrections are stored per face, not per cluster number, so they survive re-clustering with
+new parameters: a cluster is named after the name most of its members carry (a name
+follows its faces), rejected faces stay out of every cluster, and faces marked "not a
+face" are left out altogether. :class:`ReviewSession` is what the dashboard drives; it
+holds the vectors, the cached graph and the map, and re-clusters without re-embedding.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .store import atomic_write_text
+
+ANNOTATIONS_VERSION = 1
+NOT_FACE = -2  # label of items marked "not a face": drawn apart from noise (-1)
+
+
+@dataclass
+class Annotations:
+    """Per-face corrections of a dataset, saved as JSON at every change."""
+
+    path: Path
+    names: dict[str, str] = field(default_factory=dict)  # face id → person
+    rejected: set[str] = field(default_factory=set)  # out of any cluster (noise)
+    not_face: set[str] = field(default_factory=set)  # not a face at all
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Annotations":
+        path = Path(path)
+        if not path.exists():
+            return cls(path)
+        d = json.loads(path.read_text())
+        if d.get("format_version") != ANNOTATIONS_VERSION:
+            raise ValueError(f"{path}: annotation format {d.get('format_version')}, expected {ANNOTATIONS_VERSION}")
+        return cls(path, dict(d["names"]), set(d["rejected"]), set(d["not_face"]))
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({
+            "format_version": ANNOTATIONS_VERSION, "names": self.names,
+            "rejected": sorted(self.rejected), "not_face": sorted(self.not_face)}, indent=1))
+
+
+def apply_corrections(labels: np.ndarray, ids: np.ndarray, ann: Annotations) -> np.ndarray:
+    """Labels with rejected faces moved to noise and non-faces to :data:`NOT_FACE`."""
+    labels = np.asarray(labels).copy()
+    labels[np.isin(ids, list(ann.rejected)) & (labels >= 0)] = -1
+    labels[np.isin(ids, list(ann.not_face))] = NOT_FACE
+    return labels
+
+
+def cluster_names(labels: np.ndarray, ids: np.ndarray, names: dict[str, str], min_share: float = 0.5) -> dict[int, str]:
+    """Name of each cluster: the name carried by more than ``min_share`` of its members."""
+    if not names:
+        return {}
+    df = pd.DataFrame({"c": labels, "n": pd.Series(ids).map(names).to_numpy()})
+    df = df[df["c"] >= 0]
+    out = {}
+    for c, g in df.groupby("c"):
+        counts = g["n"].value_counts()
+        if len(counts) and counts.iloc[0] > min_share * len(g):
+            out[int(c)] = counts.index[0]
+    return out
+
+
+class ReviewSession:
+    """A clustering under review: vectors, graph and map fixed; labels and names editable."""
+
+    def __init__(self, ids, X: np.ndarray, graph, layout: np.ndarray, annotations: Annotations,
+                 table: pd.DataFrame | None = None, refs=None):
+        self.ids = np.asarray(ids, dtype=object)
+        self.X, self.graph, self.layout, self.ann = X, graph, layout, annotations
+        self.table = table if table is not None else pd.DataFrame({"item_id": self.ids})
+        self.refs = refs
+        self.raw_labels = np.full(len(self.ids), -1)
+        self.labels = self.raw_labels.copy()
+
+    # -- clustering -----------------------------------------------------------------------
+    def recluster(self, algorithm: str, params: dict) -> np.ndarray:
+        from .cluster import make_clusterer, relabel_by_size
+
+        est = make_clusterer(algorithm, **params)
+        keep = ~np.isin(self.ids, list(self.ann.not_face))
+        labels = np.full(len(self.ids), NOT_FACE)
+        if keep.sum() >= 2:
+            sub = self.graph if keep.all() else _subgraph(self.graph, keep)
+            labels[keep] = est.fit(self.X[keep], graph=sub).labels_
+        self.raw_labels = labels
+        self.labels = relabel_by_size(apply_corrections(labels, self.ids, self.ann).clip(-1), None)
+        self.labels[labels == NOT_FACE] = NOT_FACE
+        return self.labels
+
+    def _renumber(self) -> None:
+        from .cluster import relabel_by_size
+
+        nf = self.labels == NOT_FACE
+        self.labels = relabel_by_size(np.where(nf, -1, self.labels), None)
+        self.labels[nf] = NOT_FACE
+
+    # -- summaries ------------------------------------------------------------------------
+    def names(self) -> dict[int, str]:
+        return cluster_names(self.labels, self.ids, self.ann.names)
+
+    def clusters(self) -> pd.DataFrame:
+        """One row per cluster, largest first: ``cluster, size, name``."""
+        lab = self.labels[self.labels >= 0]
+        sizes = np.bincount(lab) if len(lab) else np.zeros(0, int)
+        names = self.names()
+        return pd.DataFrame({"cluster": np.arange(len(sizes)), "size": sizes,
+                             "name": [names.get(c, "") for c in range(len(sizes))]})
+
+    def summary(self) -> dict:
+        n = int((self.labels != NOT_FACE).sum())
+        noise = int((self.labels == -1).sum())
+        return {"clusters": int(self.labels.max() + 1) if (self.labels >= 0).any() else 0,
+                "noise": noise, "noise_share": noise / n if n else 0.0, "items": n}
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Rows of ``cluster``, prototypes (medoid, then nearest to it) first."""
+        from .cluster import prototypes
+
+        rows = np.flatnonzero(self.labels == cluster)
+        if len(rows) < 2:
+            return rows
+        order = prototypes(self.X[rows], np.zeros(len(rows), int), len(rows))[0]
+        return rows[order]
+
+    def suggestions(self, cluster: int, n: int = 3) -> pd.DataFrame:
+        """Best reference matches for a cluster: ``label, distance`` (median over members)."""
+        from .identify import person_distances
+
+        if self.refs is None:
+            return pd.DataFrame(columns=["label", "distance"])
+        people, D = person_distances(self.X[self.labels == cluster], self.refs)
+        med = np.median(D, axis=0)
+        order = np.argsort(med)[:n]
+        return pd.DataFrame({"label": people[order], "distance": np.round(med[order], 4)})
+
+    # -- corrections (saved at once) ---------------------------------------------------------
+    def name(self, cluster: int, name: str) -> None:
+        rows = self.labels == cluster
+        name = name.strip()
+        for fid in self.ids[rows]:
+            if name:
+                self.ann.names[fid] = name
+            else:
+                self.ann.names.pop(fid, None)
+        self.ann.save()
+
+    def merge(self, clusters: list[int]) -> int:
+        """Merge into the first; a name any of them carries goes to all members."""
+        if len(clusters) < 2:
+            return clusters[0] if clusters else -1
+        names = self.names()
+        name = next((names[c] for c in clusters if c in names), "")
+        target = clusters[0]
+        self.labels[np.isin(self.labels, clusters)] = target
+        if name:
+            self.name(target, name)
+        members = self.ids[self.labels == target]
+        self._renumber()
+        return int(self.labels[self.ids == members[0]][0])
+
+    def split(self, cluster: int) -> list[int]:
+        """Re-cluster a cluster's members into two by average linkage (cosine); names dropped."""
+        from sklearn.cluster import AgglomerativeClustering
+
+        rows = np.flatnonzero(self.labels == cluster)
+        if len(rows) < 2:
+            return [cluster]
+        parts = AgglomerativeClustering(n_clusters=2, metric="cosine", linkage="average").fit(self.X[rows]).labels_
+        for fid in self.ids[rows]:
+            self.ann.names.pop(fid, None)
+        self.ann.save()
+        new = self.labels.max() + 1
+        self.labels[rows[parts == 1]] = new
+        first, second = self.ids[rows[parts == 0][0]], self.ids[rows[parts == 1][0]]
+        self._renumber()
+        return [int(self.labels[self.ids == first][0]), int(self.labels[self.ids == second][0])]
+
+    def reject(self, face_ids, not_face: bool = False) -> None:
+        """Take faces out of their cluster for good (or mark them as not a face)."""
+        face_ids = set(face_ids)
+        (self.ann.not_face if not_face else self.ann.rejected).update(face_ids)
+        for f in face_ids:
+            self.ann.names.pop(f, None)
+        self.ann.save()
+        rows = np.isin(self.ids, list(face_ids))
+        self.labels[rows] = NOT_FACE if not_face else -1
+        self._renumber()
+
+    # -- output -----------------------------------------------------------------------------
+    def labelled_table(self) -> pd.DataFrame:
+        """One row per item, as ``crowdsort apply-labels --keep-unlabeled`` writes it."""
+        names = self.names()
+        out = self.table.copy()
+        out["cluster"] = self.labels
+        out["labelled"] = [c in names for c in self.labels]
+        out["label"] = [names.get(c) or ("noise" if c == -1 else "not a face" if c == NOT_FACE else f"cluster {c:03d}")
+                        for c in self.labels]
+        return out[out["cluster"] != NOT_FACE].reset_index(drop=True)
+
+    def labels_csv(self) -> pd.DataFrame:
+        """``label,cluster`` rows for named clusters (the format ``apply-labels`` reads)."""
+        return pd.DataFrame([{"label": n, "cluster": c} for c, n in sorted(self.names().items())],
+                            columns=["label", "cluster"])
+
+
+def _subgraph(graph, keep: np.ndarray):
+    """The kNN graph restricted to ``keep`` rows, indices renumbered, dropped neighbours -1."""
+    from .neighbors import KNNGraph
+
+    new = np.full(len(keep), -1)
+    new[keep] = np.arange(keep.sum())
+    ind = graph.indices[keep]
+    ind = np.where(ind >= 0, new[np.maximum(ind, 0)], -1)
+    dist = np.where(ind >= 0, graph.distances[keep], np.inf).astype(np.float32)
+    order = np.argsort(ind < 0, axis=1, kind="stable")  # valid neighbours first, order kept
+    return KNNGraph(np.take_along_axis(ind, order, 1), np.take_along_axis(dist, order, 1), graph.method)

@@ -1,0 +1,290 @@
+"""The crowdsort dashboard: see, tune, name and export clusters in the browser.
+
+    panel serve dashboard/app.py --address 127.0.0.1 --args --dataset D [--faces faces] [--refs refs.h5]
+    crowdsort dashboard D                      (the same, bound to 127.0.0.1)
+
+A thin param-driven layer over :class:`analysis.review.ReviewSession`: the vectors, kNN graph
+and UMAP map are loaded once per server process (and stored in the dataset); widgets only
+re-cluster on the cached graph and redraw.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+import time
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` from a checkout
+
+from analysis.pipeline import cluster_params, open_review  # noqa: E402
+from analysis.review import NOT_FACE  # noqa: E402
+
+pn.extension("tabulator", notifications=True)
+hv.extension("bokeh")
+
+HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
+RASTER_MIN = 100_000
+GALLERY_MAX = 48
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+           "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
+NOISE_COLOR = "#cfcfcf"
+
+
+def parse_args(argv) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="dashboard/app.py")
+    ap.add_argument("--dataset", required=True, help="dataset folder (with an extraction run)")
+    ap.add_argument("--faces", default="faces", help="extraction run inside the dataset (default: faces)")
+    ap.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
+    return ap.parse_args(argv)
+
+
+def load_session(args: argparse.Namespace):
+    """One ReviewSession per server process and dataset (the heavy part is never per browser tab)."""
+    key = ("crowdsort-review", str(Path(args.dataset).resolve()), args.faces, args.model, args.refs)
+    if key not in pn.state.cache:
+        pn.state.cache[key] = open_review(args.dataset, args.faces, args.model, args.weights, args.refs, progress=False)
+    return pn.state.cache[key]
+
+
+def thumbnail_uri(path: str, size: int = 64) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def colors(labels: np.ndarray) -> np.ndarray:
+    out = np.array(PALETTE, dtype=object)[np.maximum(labels, 0) % len(PALETTE)]
+    out[labels < 0] = NOISE_COLOR
+    return out
+
+
+class Dashboard(param.Parameterized):
+    """State of one browser session; the views below depend on its parameters."""
+
+    algorithm = param.Selector(default="hdbscan", objects=["hdbscan", "rnn-dbscan", "dbscan"])
+    min_cluster_size = param.Integer(default=2, bounds=(2, 50), doc="HDBSCAN: smallest cluster")
+    min_samples = param.Integer(default=1, bounds=(1, 20), doc="HDBSCAN / DBSCAN: density")
+    n_neighbors = param.Integer(default=5, bounds=(2, 15), doc="RNN-DBSCAN: K")
+    eps = param.Number(default=0.06, bounds=(0.01, 0.3), step=0.005, doc="DBSCAN: cosine radius")
+    selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
+    version = param.Integer(default=0, doc="bumped after every change of labels or names")
+
+    def __init__(self, session, **params):
+        super().__init__(**params)
+        self.s = session
+        self.last_recluster_s = 0.0
+        self._thumbs = None
+        self.recluster()
+
+    # -- actions ------------------------------------------------------------------------------
+    def params_for_algorithm(self) -> dict:
+        if self.algorithm == "hdbscan":
+            return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
+        if self.algorithm == "rnn-dbscan":
+            return cluster_params("rnn-dbscan", knn=self.n_neighbors)
+        return {"eps": self.eps, "min_samples": max(2, self.min_samples)}
+
+    @param.depends("algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps", watch=True)
+    def recluster(self):
+        t = time.perf_counter()
+        self.s.recluster(self.algorithm, self.params_for_algorithm())
+        self.last_recluster_s = time.perf_counter() - t
+        self.selected = -1
+        self.version += 1
+
+    def changed(self, selected: int | None = None):
+        if selected is not None:
+            self.selected = selected
+        self.version += 1
+
+    # -- data for the views ---------------------------------------------------------------------
+    def thumbs(self):
+        if self._thumbs is None and len(self.s.ids) <= HOVER_THUMBS_MAX:
+            self._thumbs = [thumbnail_uri(p, 48) for p in self.s.table["crop_path"]]
+        return self._thumbs
+
+    def points_frame(self) -> pd.DataFrame:
+        lab = self.s.labels
+        names = self.s.names()
+        df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
+                           "name": [names.get(c, "") for c in lab], "color": colors(lab)})
+        if self.thumbs() is not None:
+            df["thumb"] = self.thumbs()
+        return df[lab != NOT_FACE]
+
+    # -- views ------------------------------------------------------------------------------------
+    @param.depends("version")
+    def status(self):
+        m = self.s.summary()
+        return pn.pane.Markdown(
+            f"{m['clusters']} clusters, noise {m['noise']} of {m['items']} "
+            f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
+            css_classes=["cs-status"], name="status")
+
+    @param.depends("version")
+    def map_view(self):
+        from bokeh.models import HoverTool
+
+        df = self.points_frame()
+        vdims = [c for c in ("cluster", "name", "color", "thumb") if c in df]
+        points = hv.Points(df, ["x", "y"], vdims)
+        if len(df) >= RASTER_MIN:
+            import datashader as ds
+            from holoviews.operation.datashader import dynspread, rasterize
+
+            plot = dynspread(rasterize(points, aggregator=ds.max("cluster"))).opts(
+                cmap=PALETTE, cnorm="eq_hist", responsive=True, height=560, tools=["tap"])
+        else:
+            tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
+                   + 'cluster @cluster @name</div>')
+            plot = points.opts(color="color", size=6 if len(df) < 5000 else 3, line_color=None,
+                               tools=[HoverTool(tooltips=tip), "tap"], responsive=True, height=560,
+                               xaxis=None, yaxis=None, title="UMAP of the faces, coloured by cluster (grey: noise)")
+        tap = hv.streams.Tap(source=points if len(df) < RASTER_MIN else plot)
+        tap.add_subscriber(self._on_tap)
+        return pn.pane.HoloViews(plot, sizing_mode="stretch_width", name="map")
+
+    def _on_tap(self, x=None, y=None):
+        if x is None:
+            return
+        d = np.hypot(self.s.layout[:, 0] - x, self.s.layout[:, 1] - y)
+        d[self.s.labels < 0] = np.inf
+        if np.isfinite(d.min()):
+            self.changed(int(self.s.labels[d.argmin()]))
+
+    @param.depends("version")
+    def cluster_table(self):
+        table = pn.widgets.Tabulator(self.s.clusters(), show_index=False, selectable=1, disabled=True,
+                                     height=560, width=260, pagination=None, name="clusters",
+                                     css_classes=["cs-clusters"])
+        table.on_click(lambda e: self.changed(int(self.s.clusters().iloc[e.row]["cluster"])))
+        return table
+
+    @param.depends("selected", "version")
+    def detail(self):
+        c = self.selected
+        if c < 0 or c > self.s.labels.max():
+            return pn.pane.Markdown("Click a cluster in the list or on the map to see its faces.")
+        rows = self.s.members(c)
+        name = self.s.names().get(c, "")
+        title = pn.pane.Markdown(f"### Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} faces)",
+                                 css_classes=["cs-detail-title"])
+        name_in = pn.widgets.TextInput(value=name, placeholder="name this person", width=220, name="Name")
+        name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
+        name_btn.on_click(lambda e: self._name(c, name_in.value))
+        sugg = self.s.suggestions(c)
+        sugg_btns = []
+        for _, r in sugg.iterrows():
+            b = pn.widgets.Button(name=f"{r['label']} ({r['distance']:.3f})", button_type="light")
+            b.on_click(lambda e, lab=r["label"]: self._name(c, lab))
+            sugg_btns.append(b)
+        split_btn = pn.widgets.Button(name="Split in two", button_type="warning")
+        split_btn.on_click(lambda e: self.changed(self.s.split(c)[0]))
+        shown = rows[:GALLERY_MAX]
+        labels = [f"#{i} {Path(self.s.table['crop_path'].iloc[r]).name}" for i, r in enumerate(shown)]
+        pick = pn.widgets.MultiChoice(name="Faces to take out", options=labels, width=420)
+        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger")
+        notface_btn = pn.widgets.Button(name="Not a face", button_type="danger")
+        chosen = lambda: [self.s.ids[shown[labels.index(v)]] for v in pick.value]  # noqa: E731
+        reject_btn.on_click(lambda e: (self.s.reject(chosen()), self.changed(c)))
+        notface_btn.on_click(lambda e: (self.s.reject(chosen(), not_face=True), self.changed(c)))
+        source_sel = pn.widgets.Select(name="Source photo of", options=[""] + labels, width=300)
+        source_view = pn.Column()
+
+        def show_source(e):
+            source_view.clear()
+            if e.new:
+                path = self.s.table["source_image"].iloc[shown[labels.index(e.new)]]
+                source_view.append(pn.pane.JPG(_downscaled(path), width=480))
+        source_sel.param.watch(show_source, "value")
+        gallery = pn.FlexBox(*[
+            pn.Column(pn.pane.JPG(Path(self.s.table["crop_path"].iloc[r]).read_bytes(), width=96, height=96),
+                      pn.pane.Str(f"#{i}{' proto' if i < 3 else ''}", styles={"font-size": "10px"}), margin=2)
+            for i, r in enumerate(shown)], css_classes=["cs-gallery"])
+        return pn.Column(title, pn.Row(name_in, name_btn),
+                         pn.Row(pn.pane.Markdown("Suggestions:"), *sugg_btns) if sugg_btns else None,
+                         gallery, pn.Row(pick, reject_btn, notface_btn), pn.Row(split_btn, source_sel), source_view)
+
+    def _name(self, c: int, name: str):
+        self.s.name(c, name)
+        self.changed(c)
+
+    def merge_widget(self):
+        choice = pn.widgets.MultiChoice(name="Merge clusters", options=[], width=260)
+        btn = pn.widgets.Button(name="Merge", button_type="primary")
+
+        @param.depends(self.param.version, watch=True)
+        def refresh(_=None):
+            choice.options = [f"{c:03d}" for c in self.s.clusters()["cluster"]]
+        refresh()
+        btn.on_click(lambda e: self.changed(self.s.merge([int(v) for v in choice.value])) if len(choice.value) > 1 else None)
+        return pn.Column(choice, btn)
+
+    def export_widgets(self, dataset: Path):
+        def csv():
+            return io.StringIO(self.s.labelled_table().to_csv(index=False))
+
+        download = pn.widgets.FileDownload(callback=csv, filename="labels.csv", label="Download labels CSV",
+                                           button_type="success", css_classes=["cs-download"])
+        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.s.labels_csv().to_csv(index=False)),
+                                            filename="cluster.identifications.csv", label="Download label,cluster CSV")
+        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export")
+        btn = pn.widgets.Button(name="Export folders", button_type="primary")
+        msg = pn.pane.Markdown("")
+
+        def export(e):
+            from analysis.export import write_named_folders
+
+            name = Path(folder.value).name or "export"  # only inside the dataset
+            write_named_folders(dataset / name, self.s.labelled_table(), clean=True)
+            msg.object = f"wrote {dataset / name}"
+        btn.on_click(export)
+        return pn.Column(download, labels_dl, folder, btn, msg)
+
+
+def _downscaled(path: str, size: int = 960) -> bytes:
+    from analysis.images import read_image
+    from PIL import Image
+
+    im = Image.fromarray(read_image(path))
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def create_app(args: argparse.Namespace):
+    session = load_session(args)
+    dash = Dashboard(session)
+    controls = pn.Param(dash, parameters=["algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps"],
+                        widgets={"min_cluster_size": {"type": pn.widgets.IntSlider, "throttled": True},
+                                 "min_samples": {"type": pn.widgets.IntSlider, "throttled": True},
+                                 "n_neighbors": {"type": pn.widgets.IntSlider, "throttled": True},
+                                 "eps": {"type": pn.widgets.FloatSlider, "throttled": True}},
+                        show_name=False, name="controls")
+    dataset = Path(args.dataset)
+    return pn.template.FastListTemplate(
+        title=f"crowdsort — {dataset.name}",
+        sidebar=[controls, dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
+                 dash.export_widgets(dataset)],
+        main=[pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"), dash.detail],
+    )
+
+
+if __name__.startswith("bokeh") or __name__ == "__main__":
+    create_app(parse_args(sys.argv[1:])).servable()

@@ -1,0 +1,153 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against the app
+served by `panel serve` on a free local port over a dataset built from ../shared/data/faces."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _browser_or_skip():
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium for the browser tests")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, dataset: Path):
+        self.dataset, self.port, self.proc = dataset, free_port(), None
+
+    def start(self):
+        cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
+               "--port", str(self.port), "--allow-websocket-origin", f"127.0.0.1:{self.port}",
+               "--args", "--dataset", str(self.dataset)]
+        self.log = open(self.dataset / f"server-{time.time_ns()}.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/app", timeout=5)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        raise RuntimeError(f"dashboard did not start: {Path(self.log.name).read_text()[-2000:]}")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
+    sync_api = _browser_or_skip()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        yield b
+        b.close()
+
+
+STATUS = re.compile(r"(\d+) clusters, noise")
+
+
+def status_clusters(page) -> int:
+    """The cluster count shown in the sidebar (-1 while the status is being redrawn)."""
+    try:
+        m = STATUS.search(page.get_by_text(STATUS).first.inner_text(timeout=5000))
+    except Exception:
+        return -1
+    return int(m.group(1)) if m else -1
+
+
+def open_page(chromium_browser, server):
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{server.url}/app")
+    page.get_by_text(STATUS).first.wait_for(timeout=60000)
+    page.locator(".cs-clusters .tabulator-row").first.wait_for(timeout=60000)
+    return page
+
+
+def test_dashboard_in_a_browser(chromium_browser, faces_store, tmp_path):
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")  # its own annotations, not shared with other tests
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        # the map is drawn
+        assert page.locator(".bk-Canvas, canvas").count() > 0
+        n0 = status_clusters(page)
+        assert n0 >= 15
+
+        # moving a parameter re-clusters and changes the count
+        handle = page.locator(".noUi-handle").first  # Min cluster size
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+        deadline = time.time() + 30
+        while status_clusters(page) in (n0, -1) and time.time() < deadline:
+            page.wait_for_timeout(300)
+        n1 = status_clusters(page)
+        assert n1 != n0 and n1 < n0  # larger clusters → fewer clusters
+
+        # clicking a cluster shows its prototypes
+        page.locator(".cs-clusters .tabulator-row").first.click()
+        page.get_by_text(re.compile(r"Cluster 000 \(\d+ faces\)")).first.wait_for(timeout=30000)
+        page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+        assert page.locator(".cs-gallery img").count() >= 3
+
+        # naming it puts the name in the downloaded CSV
+        page.get_by_placeholder("name this person").fill("Test Person")
+        page.locator(".cs-name-save button").first.click()
+        page.locator(".cs-clusters >> text=Test Person").first.wait_for(timeout=30000)
+        with page.expect_download() as dl:
+            page.locator(".cs-download").first.click()
+        csv = pd.read_csv(dl.value.path())
+        assert (csv["label"] == "Test Person").sum() == n_named(csv)
+        assert n_named(csv) >= 3 and {"face_id", "source_image", "cluster", "label"} <= set(csv.columns)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        page.close()
+    finally:
+        server.stop()
+
+    # after a restart the name is still there
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        page.locator(".cs-clusters >> text=Test Person").first.wait_for(timeout=30000)
+        page.close()
+    finally:
+        server.stop()
+
+
+def n_named(csv: pd.DataFrame) -> int:
+    return int(csv["labelled"].sum())
