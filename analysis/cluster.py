@@ -68,7 +68,10 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self.allow_single_cluster = allow_single_cluster
         self.random_state = random_state
 
-    def fit(self, X, y=None, graph: KNNGraph | None = None):
+    def fit(self, X, y=None, graph: KNNGraph | None = None, single_linkage_tree=None):
+        """``single_linkage_tree``: the ``single_linkage_tree_`` of an earlier fit on the same
+        graph with the same ``min_samples``; only ``min_cluster_size`` and the selection
+        differ, so the MST is skipped (the dashboard's sliders)."""
         from hdbscan._hdbscan_linkage import label
         from hdbscan.hdbscan_ import _tree_to_labels
 
@@ -80,8 +83,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         graph = _graph_for(self, X, graph, max(self.n_neighbors, min_samples))
         n = len(graph)
         self.graph_ = graph
-        edges = _mst_edges(graph, min_samples)
-        tree = label(edges)
+        tree = single_linkage_tree if single_linkage_tree is not None else label(_mst_edges(graph, min_samples))
+        self.single_linkage_tree_ = tree
         labels, probs, _, condensed, _ = _tree_to_labels(
             None, tree, min_cluster_size=self.min_cluster_size,
             cluster_selection_method=self.cluster_selection_method,
@@ -100,14 +103,14 @@ def relabel_by_size(labels: np.ndarray, top: int | None = None) -> np.ndarray:
     With ``top``, clusters beyond the ``top`` largest become noise.
     """
     labels = np.asarray(labels)
-    out = np.full(len(labels), NOISE, dtype=np.int64)
-    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
-    order = ids[np.lexsort((ids, -counts))]
+    ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    counts = np.where(ids >= 0, counts, -1)  # noise ranks last
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.lexsort((ids, -counts))] = np.arange(len(ids))
+    new = np.where(ids >= 0, rank, NOISE)
     if top is not None:
-        order = order[:top]
-    for new, old in enumerate(order):
-        out[labels == old] = new
-    return out
+        new[new >= top] = NOISE
+    return new[inverse.ravel()]
 
 
 def prototypes(X: np.ndarray, labels: np.ndarray, n: int = 3, scores: np.ndarray | None = None) -> dict[int, np.ndarray]:

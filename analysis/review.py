@@ -80,17 +80,32 @@ class ReviewSession:
         self.refs = refs
         self.raw_labels = np.full(len(self.ids), -1)
         self.labels = self.raw_labels.copy()
+        self._trees: dict = {}
+        self.setting = None
 
     # -- clustering -----------------------------------------------------------------------
-    def recluster(self, algorithm: str, params: dict) -> np.ndarray:
+    def recluster(self, algorithm: str, params: dict, force: bool = False) -> np.ndarray:
+        """Labels for these settings; kept (with their merges and splits) when unchanged."""
         from .cluster import make_clusterer, relabel_by_size
 
+        setting = (algorithm, sorted(params.items()))
+        if setting == self.setting and not force:
+            return self.labels
+        self.setting = setting
         est = make_clusterer(algorithm, **params)
         keep = ~np.isin(self.ids, list(self.ann.not_face))
         labels = np.full(len(self.ids), NOT_FACE)
         if keep.sum() >= 2:
             sub = self.graph if keep.all() else _subgraph(self.graph, keep)
-            labels[keep] = est.fit(self.X[keep], graph=sub).labels_
+            fit = {}
+            if algorithm == "hdbscan":  # the tree depends on min_samples and the faces only
+                key = (params.get("min_samples"), keep.tobytes())
+                if key in self._trees:
+                    fit["single_linkage_tree"] = self._trees[key]
+            est.fit(self.X[keep], graph=sub, **fit)
+            if algorithm == "hdbscan":
+                self._trees = {key: est.single_linkage_tree_}
+            labels[keep] = est.labels_
         self.raw_labels = labels
         self.labels = relabel_by_size(apply_corrections(labels, self.ids, self.ann).clip(-1), None)
         self.labels[labels == NOT_FACE] = NOT_FACE

@@ -269,7 +269,11 @@ def _downscaled(path: str, size: int = 960) -> bytes:
 
 
 def create_app(args: argparse.Namespace):
-    session = load_session(args)
+    return build_app(load_session(args), Path(args.dataset))
+
+
+def build_app(session, dataset: Path):
+    """The page for one browser session over a (shared) ReviewSession."""
     dash = Dashboard(session)
     controls = pn.Param(dash, parameters=["algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps"],
                         widgets={"min_cluster_size": {"type": pn.widgets.IntSlider, "throttled": True},
@@ -277,7 +281,6 @@ def create_app(args: argparse.Namespace):
                                  "n_neighbors": {"type": pn.widgets.IntSlider, "throttled": True},
                                  "eps": {"type": pn.widgets.FloatSlider, "throttled": True}},
                         show_name=False, name="controls")
-    dataset = Path(args.dataset)
     return pn.template.FastListTemplate(
         title=f"crowdsort — {dataset.name}",
         sidebar=[controls, dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
