@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import warnings
 
 import numpy as np
 
@@ -45,7 +46,11 @@ def umap_layout(X: np.ndarray, graph=None, n_neighbors: int = 15, min_dist: floa
         kw["precomputed_knn"] = (ind, dist, None)
     reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, metric="cosine", init=pca_init(X, seed),
                         random_state=seed, n_jobs=1, **kw)
-    return reducer.fit_transform(X).astype(np.float32)
+    with warnings.catch_warnings():
+        # precomputed kNN without its search index: we never call transform()
+        warnings.filterwarnings("ignore", message="precomputed_knn")
+        warnings.filterwarnings("ignore", message="n_jobs value")
+        return reducer.fit_transform(X).astype(np.float32)
 
 
 def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0) -> np.ndarray:
