@@ -40,6 +40,14 @@ def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
 
 
+def extraction_store(dataset, source: str = "faces") -> FaceStore:
+    """The extraction run ``dataset/source``; a clear error when there is none."""
+    store = FaceStore(Path(dataset) / source)
+    if not store.exists():
+        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    return store
+
+
 def cached_graph(store: FaceStore, model: str, face_ids, X: np.ndarray, k: int, ann: str):
     """kNN graph from the store's cache (keyed by model, K, method and the faces), else built and cached."""
     graph = store.load_graph(model, face_ids, k, ann)
@@ -88,9 +96,7 @@ def cluster_faces(
     Returns the run summary (also written as ``clusters.json``).
     """
     dataset = Path(dataset)
-    store = FaceStore(dataset / source)
-    if not store.exists():
-        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    store = extraction_store(dataset, source)
     out = dataset / to
     prepare_output(out, clean)  # fail before the expensive part
     params = dict(cluster_params(algorithm) if params is None else params)
@@ -216,9 +222,7 @@ def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margi
     """
     from .identify import References, identify_faces, load_references, pooled_identify
 
-    store = FaceStore(Path(dataset) / source)
-    if not store.exists():
-        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    store = extraction_store(dataset, source)
     embedder = load_embedder(model, weights)
     if not isinstance(refs, References):
         refs = load_references(refs, model, weights, progress=progress)
@@ -313,9 +317,7 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     from .review import Annotations, ReviewSession
 
     dataset = Path(dataset)
-    store = FaceStore(dataset / source)
-    if not store.exists():
-        raise FileNotFoundError(f"{store.root}: no extraction run here; run crowdsort extract-faces -d {dataset} --to {source} first")
+    store = extraction_store(dataset, source)
     faces = store.load_faces()
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")

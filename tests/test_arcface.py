@@ -85,3 +85,20 @@ def test_cluster_command_with_arcface(tmp_path, model_file):
     ids, X = FaceStore(ds / "faces").load_embeddings("arcface-w600k_r50")
     assert X.shape[1] == 512 and len(ids) == len(FaceStore(ds / "faces").load_faces())
     assert (ds / "cluster" / "assignments.csv").exists()
+    # identification through the same model: refs embedded with it; a dlib library is refused
+    refs = tmp_path / "refs"
+    for person in ("eileen_collins", "grace_hopper"):
+        (refs / person).mkdir(parents=True)
+        src = sorted((tmp_path / "images" / person).glob("*.jpg"))[0]
+        (refs / person / src.name).write_bytes(src.read_bytes())
+    assert main(["-q", "refs", "embed", str(refs), str(tmp_path / "refs.h5"), "--model", "arcface",
+                 "--weights", str(model_file)]) == 0
+    assert main(["-q", "identify", "-d", str(ds), "--refs", str(tmp_path / "refs.h5"), "--model", "arcface",
+                 "--weights", str(model_file), "--to", str(tmp_path / "ids.csv")]) == 0
+    import pandas as pd
+
+    ids_csv = pd.read_csv(tmp_path / "ids.csv")
+    assert len(ids_csv) == len(ids) and ids_csv["distance"].between(-0.01, 2.01).all()
+    assert main(["-q", "label-clusters", "-d", str(ds), "--refs", str(tmp_path / "refs.h5"),
+                 "--weights", str(model_file)]) == 0
+    assert main(["-q", "identify", "-d", str(ds), "--refs", str(tmp_path / "refs.h5")]) == 1  # dlib faces vs arcface refs
