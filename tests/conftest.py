@@ -47,3 +47,9 @@ def lfw_store(tmp_path_factory, lfw_dir):
     store = FaceStore(tmp_path_factory.mktemp("lfw") / "faces")
     extract_faces(str(lfw_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
     return store
+
+
+@pytest.fixture(scope="session")
+def need_shared():
+    """``need_shared("references")``: that folder of ../shared/data, or skip (fail under CI)."""
+    return lambda rel: _need(SHARED / rel)

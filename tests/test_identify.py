@@ -17,7 +17,6 @@ from analysis.embed import embed_faces, load_embedder
 from analysis.identify import (UNKNOWN, References, decide, embed_references, identify_clusters, identify_faces,
                                load_references, one_per_image, person_distances, pooled_identify, save_references)
 
-from conftest import SHARED, _need
 
 
 def unit(v):
@@ -90,9 +89,9 @@ def test_hdf5_round_trip_and_bad_files(tmp_path):
 
 # -- real photos -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def refs_dir(tmp_path_factory):
+def refs_dir(tmp_path_factory, need_shared):
     """../shared/data/references with one reference turned into a PNG (skelshop silently skipped PNG)."""
-    src = _need(SHARED / "references")
+    src = need_shared("references")
     dst = tmp_path_factory.mktemp("refs") / "refs"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.md"))
     jpg = sorted((dst / "obama").glob("*.jpg"))[0]
@@ -183,10 +182,10 @@ def test_cli_identify_label_clusters_apply_labels(tmp_path, faces_store, refs_h5
                  "--to", str(tmp_path / "x.csv")]) == 1
 
 
-def test_open_set_identification_lfw_dev(lfw_store):
+def test_open_set_identification_lfw_dev(lfw_store, need_shared):
     """150 of 594 people enrolled with one photo: both the enrolled top-1 and the share of
     unenrolled faces flagged unknown stay ≥ 0.9 with the default threshold and margin."""
-    refdir = _need(SHARED / "lfw-dev" / "references")
+    refdir = need_shared("lfw-dev/references")
     refs = embed_references(refdir, progress=False)
     faces = lfw_store.load_faces()
     X = embed_faces(lfw_store, faces, load_embedder("dlib"), progress=False)
@@ -210,8 +209,11 @@ ENTITIES = {
 
 @pytest.fixture
 def wiki_server():
-    jpeg = (SHARED / "references" / "obama")
-    img = next(jpeg.glob("*.jpg")).read_bytes() if jpeg.is_dir() else b"\xff\xd8fake"
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(buf, format="JPEG")
+    img = buf.getvalue()
     seen = {"agents": [], "hits": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -14,7 +14,6 @@ pytest.importorskip("torch")
 from analysis.cli import main  # noqa: E402
 from analysis.image_embed import EfficientNetLite0, create_image_embedder  # noqa: E402
 from analysis.models import ModelNotFoundError  # noqa: E402
-from conftest import SHARED, _need  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,10 @@ def test_efficientnet_weights_and_preprocessing_classify_correctly(effnet):
 
 
 @pytest.fixture(scope="module")
-def mixed_photos(tmp_path_factory):
+def mixed_photos(tmp_path_factory, need_shared):
     """../shared/data/images (8 categories, no people) plus 20 photos of people from faces/."""
-    images = _need(SHARED / "images")
-    faces = _need(SHARED / "faces")
+    images = need_shared("images")
+    faces = need_shared("faces")
     root = tmp_path_factory.mktemp("mixed") / "photos"
     shutil.copytree(images, root / "images", ignore=shutil.ignore_patterns("*.md"))
     people = sorted(p for d in ("obama", "biden", "angelina", "jennifer", "mark", "jack", "elon", "marissa",
