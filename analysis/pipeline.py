@@ -284,8 +284,6 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
                  export: str | os.PathLike | None = None, clean: bool = False) -> pd.DataFrame:
     """One row per face of the run with its person's name; unlabelled clusters kept as ``cluster NNN``
     (``noise`` for noise) only with ``keep_unlabeled``. ``export``: a folder per name."""
-    from .export import write_cluster_run
-
     items, info = load_cluster_run(dataset, cluster_run)
     table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
     unknown = sorted(set(table["cluster"]) - set(items["cluster"]))

@@ -32,7 +32,7 @@ def main() -> None:
     from analysis.neighbors import knn_graph
     from analysis.project import pca_init, umap_layout
     from analysis.review import Annotations, ReviewSession
-    from dashboard.app import Dashboard, build_app
+    from dashboard.app import Dashboard
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)

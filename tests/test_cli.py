@@ -77,8 +77,6 @@ def test_every_algorithm_from_the_cli(example_ds, algorithm):
 
 def test_prototypes_and_saved_model(example_ds, tmp_path):
     """--proto-out holds each cluster's prototypes; --model-out assigns faces back to their clusters."""
-    import numpy as np
-
     from analysis.cluster import assign_to_clusters
     from analysis.export import load_cluster_model
     from analysis.neighbors import KNNGraph
