@@ -251,8 +251,11 @@ class Dashboard(param.Parameterized):
             from analysis.export import write_named_folders
 
             name = Path(folder.value).name or "export"  # only inside the dataset
-            write_named_folders(dataset / name, self.s.labelled_table(), clean=True)
-            msg.object = f"wrote {dataset / name}"
+            try:
+                write_named_folders(dataset / name, self.s.labelled_table(), clean=True)
+                msg.object = f"wrote {dataset / name}"
+            except (OSError, ValueError) as err:
+                msg.object = f"not written: {err}"
         btn.on_click(export)
         return pn.Column(download, labels_dl, folder, btn, msg)
 
