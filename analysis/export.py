@@ -51,16 +51,17 @@ def _free_name(dst: Path) -> Path:
     return dst
 
 
-def prepare_output(out: Path, clean: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``clean``; only ever clean a previous cluster run."""
+def prepare_output(out: Path, clean: bool, marker: str = "clusters.json", option: str = "--to",
+                   what: str = "a crowdsort cluster run") -> None:
+    """Refuse a non-empty ``out`` unless ``clean``; only ever clean a folder holding ``marker``,
+    the file crowdsort writes into that kind of output (a cluster run by default)."""
     if out.exists() and any(out.iterdir()):
         if not clean:
+            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it (runs are never mixed)")
+        if not (out / marker).exists():
             raise OutputExistsError(
-                f"{out} is not empty; pass --clean to replace it (runs are never mixed)")
-        if not (out / "clusters.json").exists():
-            raise OutputExistsError(
-                f"{out} is not empty and holds no clusters.json: refusing to delete a folder "
-                "that is not a crowdsort cluster run; choose another --to")
+                f"{out} is not empty and holds no {marker}: refusing to delete a folder that is not "
+                f"{what}; choose another {option}")
 
 
 def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
@@ -117,11 +118,8 @@ def _json_default(o):
 def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False) -> None:
     """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not clean:
-            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it")
-        if not (out / "prototypes.csv").exists():
-            raise OutputExistsError(f"{out} holds no prototypes.csv: refusing to delete it; choose another --proto-out")
+    prepare_output(out, clean, "prototypes.csv", "--proto-out / --to", "a prototype folder")
+    if out.exists():
         shutil.rmtree(out)
     protos = items[items["prototype"] & (items["cluster"] >= 0)].sort_values(["cluster", "prototype_rank"])
     out.mkdir(parents=True, exist_ok=True)
@@ -172,11 +170,7 @@ def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str =
     folder this function wrote before.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not clean:
-            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it")
-        if not (out / "labels.csv").exists():
-            raise OutputExistsError(f"{out} holds no labels.csv: refusing to delete it; choose another folder")
+    prepare_output(out, clean, "labels.csv", "folder", "a crowdsort export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
