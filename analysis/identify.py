@@ -36,12 +36,22 @@ MARGINS = {"dlib": 0.01, "arcface": 0.05}
 POOL_SLACK = 0.01
 
 
+def model_kind(model: str) -> str:
+    """``arcface`` or ``dlib`` for an embedder name such as ``arcface-buffalo_l``."""
+    return "arcface" if model.startswith("arcface") else "dlib"
+
+
 def default_threshold(model: str) -> float:
-    return THRESHOLDS["arcface" if model.startswith("arcface") else "dlib"]
+    return THRESHOLDS[model_kind(model)]
 
 
 def default_margin(model: str) -> float:
-    return MARGINS["arcface" if model.startswith("arcface") else "dlib"]
+    return MARGINS[model_kind(model)]
+
+
+def _settings(refs: "References", threshold: float | None, margin: float | None) -> tuple[float, float]:
+    return (default_threshold(refs.model) if threshold is None else threshold,
+            default_margin(refs.model) if margin is None else margin)
 
 
 # -- the library ---------------------------------------------------------------------------------
@@ -201,7 +211,7 @@ def decide(people: np.ndarray, D: np.ndarray, threshold: float, margin: float) -
     })
 
 
-def one_per_image(people: np.ndarray, D: np.ndarray, groups: np.ndarray, threshold: float) -> np.ndarray:
+def one_per_image(D: np.ndarray, groups: np.ndarray, threshold: float) -> np.ndarray:
     """Distances with each photo's faces matched one-to-one to people (Hungarian, per photo).
 
     Two faces in one photo are never the same person: within a group, each person keeps only
@@ -231,12 +241,24 @@ def identify_faces(X: np.ndarray, refs: References, threshold: float | None = No
 
     ``groups``: the source photo of each face, to match faces and people one-to-one per photo.
     """
-    threshold = default_threshold(refs.model) if threshold is None else threshold
-    margin = default_margin(refs.model) if margin is None else margin
+    threshold, margin = _settings(refs, threshold, margin)
     people, D = person_distances(X, refs)
     if groups is not None:
-        D = one_per_image(people, D, groups, threshold)
+        D = one_per_image(D, groups, threshold)
     return decide(people, D, threshold, margin)
+
+
+def _name_clusters(people: np.ndarray, D: np.ndarray, cluster: np.ndarray, threshold: float, margin: float,
+                   one_to_one: bool = False) -> pd.DataFrame:
+    cluster = np.asarray(cluster)
+    ids = np.unique(cluster[cluster >= 0])
+    pooled = np.vstack([np.median(D[cluster == c], axis=0) for c in ids]) if len(ids) else D[:0]
+    if one_to_one:
+        pooled = one_per_image(pooled, np.zeros(len(pooled)), threshold)
+    out = decide(people, pooled, threshold, margin)
+    out.insert(0, "cluster", ids)
+    out.insert(1, "size", [int((cluster == c).sum()) for c in ids])
+    return out
 
 
 def identify_clusters(X: np.ndarray, cluster: np.ndarray, refs: References, threshold: float | None = None,
@@ -248,18 +270,9 @@ def identify_clusters(X: np.ndarray, cluster: np.ndarray, refs: References, thre
     who resembles an enrolled person in one shot stays unknown. ``one_to_one``: each person
     names at most one cluster (Hungarian matching over clusters).
     """
-    threshold = default_threshold(refs.model) if threshold is None else threshold
-    margin = default_margin(refs.model) if margin is None else margin
+    threshold, margin = _settings(refs, threshold, margin)
     people, D = person_distances(X, refs)
-    cluster = np.asarray(cluster)
-    ids = np.unique(cluster[cluster >= 0])
-    pooled = np.vstack([np.median(D[cluster == c], axis=0) for c in ids]) if len(ids) else D[:0]
-    if one_to_one:
-        pooled = one_per_image(people, pooled, np.zeros(len(pooled)), threshold)
-    out = decide(people, pooled, threshold, margin)
-    out.insert(0, "cluster", ids)
-    out.insert(1, "size", [int((cluster == c).sum()) for c in ids])
-    return out
+    return _name_clusters(people, D, cluster, threshold, margin, one_to_one)
 
 
 def pooled_identify(X: np.ndarray, cluster: np.ndarray, refs: References, threshold: float | None = None,
@@ -269,19 +282,20 @@ def pooled_identify(X: np.ndarray, cluster: np.ndarray, refs: References, thresh
     A cluster's name goes to a member only if the member itself is within ``threshold +
     POOL_SLACK`` of that person: a stranger merged into a known person's cluster stays unknown.
     """
-    threshold = default_threshold(refs.model) if threshold is None else threshold
-    margin = default_margin(refs.model) if margin is None else margin
+    threshold, margin = _settings(refs, threshold, margin)
     cluster = np.asarray(cluster)
     people, D = person_distances(X, refs)
     out = decide(people, D, threshold, margin)
     if not (cluster >= 0).any():
         return out
-    named = identify_clusters(X, cluster, refs, threshold, margin).set_index("cluster")["label"]
-    col = {p: j for j, p in enumerate(people)}
-    for i in np.flatnonzero(cluster >= 0):
-        name = named[cluster[i]]
-        if name == UNKNOWN:
-            continue
-        ok = D[i, col[name]] <= threshold + POOL_SLACK
-        out.loc[i, ["label", "best", "distance", "known"]] = [name if ok else UNKNOWN, name, round(float(D[i, col[name]]), 4), ok]
+    named = _name_clusters(people, D, cluster, threshold, margin).set_index("cluster")["label"]
+    name = pd.Series(cluster).map(named)  # NaN for noise
+    rows = np.flatnonzero((name.notna() & (name != UNKNOWN)).to_numpy())
+    name = name.to_numpy()[rows].astype(object)
+    d = D[rows, np.searchsorted(people, name)]  # people are sorted (np.unique)
+    ok = d <= threshold + POOL_SLACK
+    out.loc[rows, "label"] = np.where(ok, name, UNKNOWN)
+    out.loc[rows, "best"] = name
+    out.loc[rows, "distance"] = np.round(d.astype(np.float64), 4)
+    out.loc[rows, "known"] = ok
     return out

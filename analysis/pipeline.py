@@ -248,12 +248,11 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
 
     Evidence is every member's vector (all are cached in the store), or only the prototypes.
     """
-    from .identify import References, identify_clusters, load_references
+    from .identify import References, identify_clusters, load_references, model_kind
 
     items, info = load_cluster_run(dataset, cluster_run)
     if not isinstance(refs, References):
-        kind = "arcface" if info["model"].startswith("arcface") else "dlib"
-        refs = load_references(refs, kind, weights, progress=progress)
+        refs = load_references(refs, model_kind(info["model"]), weights, progress=progress)
     refs.check_model(info["model"])
     rows = items[items["cluster"] >= 0]
     if prototypes_only:

@@ -49,7 +49,7 @@ def test_one_per_image_never_names_two_faces_alike():
     # both faces of photo p1 are nearest to "a"; the second is a better "b" overall
     D = np.array([[0.02, 0.09], [0.03, 0.05], [0.02, 0.5]], dtype=np.float32)
     groups = np.array(["p1", "p1", "p2"])
-    D2 = one_per_image(people, D, groups, threshold=0.07)
+    D2 = one_per_image(D, groups, threshold=0.07)
     r = decide(people, D2, 0.07, 0.0)
     assert list(r["label"]) == ["a", "b", "a"]
     plain = decide(people, D, 0.07, 0.0)
