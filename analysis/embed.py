@@ -189,7 +189,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
     from PIL import Image
 
     ids = faces["face_id"].to_numpy()
-    cached_ids, cached = store.load_embeddings(embedder.name)
+    cached_ids, _ = store.load_embeddings(embedder.name)
     todo = faces[~np.isin(ids, cached_ids)]
     if len(todo):
         embedder.prepare()
@@ -204,6 +204,4 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
             bar.update(len(chunk))
         bar.close()
         store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new_vecs))
-        cached_ids, cached = store.load_embeddings(embedder.name)
-    pos = {fid: i for i, fid in enumerate(cached_ids)}
-    return cached[[pos[f] for f in ids]]
+    return store.vectors(embedder.name, ids)[0]

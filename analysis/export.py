@@ -28,6 +28,11 @@ def folder_name(label: int) -> str:
     return "noise" if label < 0 else f"{label:03d}"
 
 
+def unnamed_label(cluster: int) -> str:
+    """What a face of an unnamed cluster is labelled in name tables: ``cluster 003`` or ``noise``."""
+    return "noise" if cluster < 0 else f"cluster {cluster:03d}"
+
+
 def _place(src: Path, dst: Path, link: str) -> None:
     if link == "copy":
         shutil.copy2(src, dst)

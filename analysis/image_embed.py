@@ -287,6 +287,4 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
                     store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new))
                     new_ids, new = [], []
         bar.close()
-    cached_ids, cached = store.load_embeddings(embedder.name)
-    pos = {f: i for i, f in enumerate(cached_ids)}
-    return cached[[pos[f] for f in ids if f in pos]], errors
+    return store.vectors(embedder.name, ids)[0], errors

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size
 from .embed import embed_faces, load_embedder
-from .export import prepare_output, save_cluster_model, write_cluster_run, write_prototypes
+from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
 from .neighbors import knn_graph
 from .store import FaceStore
 
@@ -74,6 +74,14 @@ def fit_labels(est, X: np.ndarray, graph, top: int | None, num_protos: int):
     return labels, probs, rank
 
 
+def run_info(model: str, algorithm: str, params: dict, graph, top, num_protos: int, store: FaceStore, **extra) -> dict:
+    """What ``clusters.json`` records about how a run was made."""
+    return {"model": model, "algorithm": algorithm,
+            "parameters": {**params, "n_neighbors_graph": graph.n_neighbors, "ann": graph.method, "top": top,
+                           "num_protos": num_protos},
+            "source": str(store.root), **extra}
+
+
 def cluster_faces(
     dataset: str | os.PathLike,
     source: str = "faces",
@@ -119,12 +127,7 @@ def cluster_faces(
         "prototype_rank": rank,
     })
     items["file"] = items["crop_path"]
-    info = {
-        "model": embedder.name, "algorithm": algorithm,
-        "parameters": {**params, "n_neighbors_graph": graph.n_neighbors, "ann": graph.method, "top": top,
-                       "num_protos": num_protos},
-        "source": str(store.root),
-    }
+    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store)
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
         write_prototypes(proto_out, items, clean=clean)
@@ -183,11 +186,8 @@ def cluster_images(
     items = pd.DataFrame({"item_id": ok["item_id"], "source_image": ok["path"], "cluster": labels,
                           "membership": np.round(probs, 4), "prototype": rank >= 0, "prototype_rank": rank,
                           "file": ok["path"]})
-    info = {"model": embedder.name, "algorithm": algorithm, "kind": "images",
-            "parameters": {**params, "n_neighbors_graph": graph.n_neighbors, "ann": graph.method, "top": top,
-                           "num_protos": num_protos},
-            "source": str(store.root),
-            "errors": index.loc[index["status"] == "error", "error"].tolist()}
+    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, kind="images",
+                    errors=index.loc[index["status"] == "error", "error"].tolist())
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
         write_prototypes(proto_out, items.rename(columns={"item_id": "face_id"}), clean=clean)
@@ -205,12 +205,10 @@ def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[
 
 def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
     """Cached vectors of ``model`` for ``face_ids`` (in that order); error if any is missing."""
-    ids, X = store.load_embeddings(model)
-    pos = {f: i for i, f in enumerate(ids)}
-    missing = [f for f in face_ids if f not in pos]
-    if missing:
-        raise ValueError(f"{store.root}: {len(missing)} faces have no {model} vectors; re-run crowdsort cluster")
-    return X[[pos[f] for f in face_ids]]
+    X, found = store.vectors(model, face_ids)
+    if not found.all():
+        raise ValueError(f"{store.root}: {(~found).sum()} faces have no {model} vectors; re-run crowdsort cluster")
+    return X
 
 
 def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margin=None, one_per_image: bool = False,
@@ -292,7 +290,7 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
     name = items["cluster"].map(table.set_index("cluster")["label"])
     out = items[["face_id", "source_image", "face_index", "crop_path", "cluster"]].copy()
     out["labelled"] = name.notna().to_numpy()
-    out["label"] = name.fillna(items["cluster"].map(lambda c: "noise" if c < 0 else f"cluster {c:03d}"))
+    out["label"] = name.fillna(items["cluster"].map(unnamed_label))
     if not keep_unlabeled:
         out = out[out["labelled"]]
     out = out.reset_index(drop=True)

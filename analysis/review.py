@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .export import unnamed_label
 from .store import atomic_write_text
 
 ANNOTATIONS_VERSION = 1
@@ -86,7 +87,7 @@ class ReviewSession:
     # -- clustering -----------------------------------------------------------------------
     def recluster(self, algorithm: str, params: dict, force: bool = False) -> np.ndarray:
         """Labels for these settings; kept (with their merges and splits) when unchanged."""
-        from .cluster import make_clusterer, relabel_by_size
+        from .cluster import make_clusterer
 
         setting = (algorithm, sorted(params.items()))
         if setting == self.setting and not force:
@@ -107,8 +108,8 @@ class ReviewSession:
                 self._trees = {key: est.single_linkage_tree_}
             labels[keep] = est.labels_
         self.raw_labels = labels
-        self.labels = relabel_by_size(apply_corrections(labels, self.ids, self.ann).clip(-1), None)
-        self.labels[labels == NOT_FACE] = NOT_FACE
+        self.labels = apply_corrections(labels, self.ids, self.ann)
+        self._renumber()
         return self.labels
 
     def _renumber(self) -> None:
@@ -217,8 +218,7 @@ class ReviewSession:
         out = self.table.copy()
         out["cluster"] = self.labels
         out["labelled"] = [c in names for c in self.labels]
-        out["label"] = [names.get(c) or ("noise" if c == -1 else "not a face" if c == NOT_FACE else f"cluster {c:03d}")
-                        for c in self.labels]
+        out["label"] = [names.get(c) or ("not a face" if c == NOT_FACE else unnamed_label(c)) for c in self.labels]
         return out[out["cluster"] != NOT_FACE].reset_index(drop=True)
 
     def labels_csv(self) -> pd.DataFrame:

@@ -199,6 +199,14 @@ class FaceStore:
         X = vec.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, dim)
         return ids, X
 
+    def vectors(self, model: str, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Cached vectors of ``model`` for ``ids`` in that order (those found), and the found mask."""
+        cached_ids, X = self.load_embeddings(model)
+        pos = {f: i for i, f in enumerate(cached_ids)}
+        rows = np.array([pos.get(f, -1) for f in ids], dtype=np.int64)
+        found = rows >= 0
+        return X[rows[found]] if len(cached_ids) else np.zeros((0, 0), np.float32), found
+
     def save_embeddings(self, model: str, ids, X: np.ndarray) -> None:
         """Add vectors of ``model`` to its cache (existing ids are replaced)."""
         old_ids, old_X = self.load_embeddings(model)
