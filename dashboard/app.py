@@ -104,13 +104,12 @@ class Dashboard(param.Parameterized):
         t = time.perf_counter()
         self.s.recluster(self.algorithm, self.params_for_algorithm())
         self.last_recluster_s = time.perf_counter() - t
-        self.selected = -1
-        self.version += 1
+        self.changed(-1)
 
     def changed(self, selected: int | None = None):
-        if selected is not None:
-            self.selected = selected
-        self.version += 1
+        # one batched update: views depending on both are redrawn once, not twice (a second redraw
+        # would replace the name box while someone types in it)
+        self.param.update(version=self.version + 1, **({} if selected is None else {"selected": selected}))
 
     # -- data for the views ---------------------------------------------------------------------
     def thumbs(self):
@@ -131,8 +130,9 @@ class Dashboard(param.Parameterized):
     @param.depends("version")
     def status(self):
         m = self.s.summary()
+        params = ", ".join(f"{k}={v}" for k, v in self.params_for_algorithm().items())
         return pn.pane.Markdown(
-            f"{m['clusters']} clusters, noise {m['noise']} of {m['items']} "
+            f"{self.algorithm} ({params}): {m['clusters']} clusters, noise {m['noise']} of {m['items']} "
             f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
             css_classes=["cs-status"], name="status")
 
@@ -186,7 +186,9 @@ class Dashboard(param.Parameterized):
                                  css_classes=["cs-detail-title"])
         name_in = pn.widgets.TextInput(value=name, placeholder="name this person", width=220, name="Name")
         name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
-        name_btn.on_click(lambda e: self._name(c, name_in.value))
+        # value_input is what the box shows now; value waits for a blur that may come after the click
+        name_btn.on_click(lambda e: self._name(c, name_in.value_input))
+        name_in.param.watch(lambda e: self._name(c, name_in.value_input), "enter_pressed")
         sugg = self.s.suggestions(c)
         sugg_btns = []
         for _, r in sugg.iterrows():
@@ -204,7 +206,7 @@ class Dashboard(param.Parameterized):
         reject_btn.on_click(lambda e: (self.s.reject(chosen()), self.changed(c)))
         notface_btn.on_click(lambda e: (self.s.reject(chosen(), not_face=True), self.changed(c)))
         source_sel = pn.widgets.Select(name="Source photo of", options=[""] + labels, width=300)
-        source_view = pn.Column()
+        source_view = pn.Column(sizing_mode="stretch_width")
 
         def show_source(e):
             source_view.clear()
