@@ -331,6 +331,8 @@ class Dashboard:
         p.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
         p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
         p.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
+        p.add_argument("--run", default=None,
+                       help="review the images of this image cluster run (crowdsort cluster --model efficientnet|clip)")
         p.add_argument("--port", type=int, default=5006)
         p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: this machine only)")
         p.add_argument("--show", action="store_true", help="open a browser tab")
@@ -343,7 +345,11 @@ class Dashboard:
         app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
         if not app.exists():
             raise FileNotFoundError(f"{app} not found: the dashboard runs from a crowdsort checkout (pip install -e .)")
-        if not (Path(args.dataset) / args.faces).exists():
+        if args.run:
+            from .pipeline import load_image_run
+
+            load_image_run(args.dataset, args.run)  # fails here, in one line, rather than in the server log
+        elif not (Path(args.dataset) / args.faces).exists():
             raise FileNotFoundError(f"{Path(args.dataset) / args.faces}: no extraction run; run crowdsort extract-faces first")
         cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", args.address, "--port", str(args.port),
                "--allow-websocket-origin", f"{args.address}:{args.port}", "--allow-websocket-origin", f"localhost:{args.port}"]
@@ -351,6 +357,7 @@ class Dashboard:
         cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces, "--model", args.model]
         cmd += ["--weights", args.weights] if args.weights else []
         cmd += ["--refs", args.refs] if args.refs else []
+        cmd += ["--run", args.run] if args.run else []
         print(f"dashboard: http://{args.address}:{args.port}/app (Ctrl-C stops it)", flush=True)
         return subprocess.call(cmd)
 

@@ -129,3 +129,16 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     except OSError as e:
         raise ImageError(f"{path}: cannot read file ({e.strerror})") from None
     return decode_image(data, str(path), max_pixels)[0]
+
+
+def thumbnail_jpeg(path: str | os.PathLike, size: int, quality: int = 80) -> bytes:
+    """JPEG bytes of the image at ``path`` fitted in ``size`` × ``size``; a big JPEG is decoded
+    at reduced scale. An unreadable file gives a grey square (a thumbnail is never fatal)."""
+    try:
+        im = Image.fromarray(read_image(path, max_pixels=max(4 * size * size, 4096)))
+        im.thumbnail((size, size))
+    except ImageError:
+        im = Image.new("RGB", (size, size), (207, 207, 207))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -200,7 +200,7 @@ def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[
     root = Path(dataset) / run
     if not (root / "clusters.json").exists():
         raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
-    return pd.read_csv(root / "assignments.csv", dtype={"face_id": str}), json.loads((root / "clusters.json").read_text())
+    return pd.read_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str}), json.loads((root / "clusters.json").read_text())
 
 
 def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
@@ -308,8 +308,6 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
     dataset's saved corrections (``dataset/annotations.json``)."""
     from .identify import load_references
-    from .project import cached_layout
-    from .review import Annotations, ReviewSession
 
     dataset = Path(dataset)
     store = extraction_store(dataset, source)
@@ -318,13 +316,41 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
     embedder = load_embedder(model, weights)
     X = embed_faces(store, faces, embedder, progress=progress)
-    ids = faces["face_id"].tolist()
-    graph = cached_graph(store, embedder.name, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
-    layout = cached_layout(store, embedder.name, ids, X, graph)
     table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
                           "face_index": faces["face_index"],
                           "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]]})
     if refs is not None and not hasattr(refs, "vectors"):
         refs = load_references(refs, model, weights, progress=progress)
         refs.check_model(embedder.name)
-    return ReviewSession(ids, X, graph, layout, Annotations.load(dataset / "annotations.json"), table, refs)
+    return _review(store, embedder.name, X, table, dataset / "annotations.json", refs, "faces")
+
+
+def open_image_review(dataset, run: str = "cluster"):
+    """A :class:`review.ReviewSession` over the images of an image cluster run
+    (``crowdsort cluster --model efficientnet|clip``): its vectors come from the dataset's image
+    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.json``."""
+    items, info = load_image_run(dataset, run)
+    store = FaceStore(Path(dataset) / "images")
+    X = stored_vectors(store, info["model"], items["item_id"].tolist())
+    table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
+                          "crop_path": items["source_image"]})
+    return _review(store, info["model"], X, table, store.root / "annotations.json", None, "images")
+
+
+def load_image_run(dataset, run: str) -> tuple[pd.DataFrame, dict]:
+    """:func:`load_cluster_run`, refusing a face cluster run."""
+    items, info = load_cluster_run(dataset, run)
+    if info.get("kind") != "images":
+        raise ValueError(f"{Path(dataset) / run}: a face cluster run; open the faces with crowdsort dashboard {dataset}"
+                         " (without --run)")
+    return items, info
+
+
+def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str):
+    from .project import cached_layout
+    from .review import Annotations, ReviewSession
+
+    ids = table.iloc[:, 0].tolist()
+    graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+    layout = cached_layout(store, model, ids, X, graph)
+    return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind)

@@ -74,7 +74,8 @@ class ReviewSession:
     """A clustering under review: vectors, graph and map fixed; labels and names editable."""
 
     def __init__(self, ids, X: np.ndarray, graph, layout: np.ndarray, annotations: Annotations,
-                 table: pd.DataFrame | None = None, refs=None):
+                 table: pd.DataFrame | None = None, refs=None, kind: str = "faces"):
+        self.kind = kind  # "faces" or "images": what the items are, for the words a person reads
         self.ids = np.asarray(ids, dtype=object)
         self.X, self.graph, self.layout, self.ann = X, graph, layout, annotations
         self.table = table if table is not None else pd.DataFrame({"item_id": self.ids})

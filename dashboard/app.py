@@ -1,6 +1,7 @@
 """The crowdsort dashboard: see, tune, name and export clusters in the browser.
 
     panel serve dashboard/app.py --address 127.0.0.1 --args --dataset D [--faces faces] [--refs refs.h5]
+    panel serve dashboard/app.py --address 127.0.0.1 --args --dataset D --run RUN   (an image cluster run)
     crowdsort dashboard D                      (the same, bound to 127.0.0.1)
 
 A thin param-driven layer over :class:`analysis.review.ReviewSession`: the vectors, kNN graph
@@ -24,7 +25,8 @@ import param
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` from a checkout
 
-from analysis.pipeline import cluster_params, open_review  # noqa: E402
+from analysis.pipeline import cluster_params, open_image_review, open_review  # noqa: E402
+from analysis.images import thumbnail_jpeg  # noqa: E402
 from analysis.review import NOT_FACE  # noqa: E402
 
 pn.extension("tabulator", notifications=True)
@@ -37,6 +39,10 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
            "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
 NOISE_COLOR = "#cfcfcf"
+WORDS = {  # what the items are called, by ReviewSession.kind
+    "faces": {"items": "faces", "name": "name this person", "exclude": "Not a face", "view": "Source photo of"},
+    "images": {"items": "images", "name": "name this group", "exclude": "Exclude", "view": "Larger view of"},
+}
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -46,25 +52,34 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
+    ap.add_argument("--run", default=None, help="review the images of this image cluster run instead of faces")
     return ap.parse_args(argv)
 
 
 def load_session(args: argparse.Namespace):
     """One ReviewSession per server process and dataset (the heavy part is never per browser tab)."""
-    key = ("crowdsort-review", str(Path(args.dataset).resolve()), args.faces, args.model, args.refs)
+    key = ("crowdsort-review", str(Path(args.dataset).resolve()), args.faces, args.model, args.refs, args.run)
     if key not in pn.state.cache:
-        pn.state.cache[key] = open_review(args.dataset, args.faces, args.model, args.weights, args.refs, progress=False)
+        pn.state.cache[key] = (open_image_review(args.dataset, args.run) if args.run else
+                               open_review(args.dataset, args.faces, args.model, args.weights, args.refs, progress=False))
     return pn.state.cache[key]
 
 
 def thumbnail_uri(path: str, size: int = 64) -> str:
-    from PIL import Image
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
 
-    with Image.open(path) as im:
-        im.thumbnail((size, size))
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+def hover_thumbs(session) -> list[str] | None:
+    """Hover pictures for the map, made once per server process and shared by every tab."""
+    if len(session.ids) > HOVER_THUMBS_MAX:
+        return None
+    key = ("crowdsort-thumbs", id(session))
+    if key not in pn.state.cache:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:  # decoding releases the GIL
+            pn.state.cache[key] = list(pool.map(lambda p: thumbnail_uri(p, 48), session.table["crop_path"]))
+    return pn.state.cache[key]
 
 
 def colors(labels: np.ndarray) -> np.ndarray:
@@ -87,8 +102,8 @@ class Dashboard(param.Parameterized):
     def __init__(self, session, **params):
         super().__init__(**params)
         self.s = session
+        self.words = WORDS[session.kind]
         self.last_recluster_s = 0.0
-        self._thumbs = None
         self.recluster()
 
     # -- actions ------------------------------------------------------------------------------
@@ -112,18 +127,14 @@ class Dashboard(param.Parameterized):
         self.param.update(version=self.version + 1, **({} if selected is None else {"selected": selected}))
 
     # -- data for the views ---------------------------------------------------------------------
-    def thumbs(self):
-        if self._thumbs is None and len(self.s.ids) <= HOVER_THUMBS_MAX:
-            self._thumbs = [thumbnail_uri(p, 48) for p in self.s.table["crop_path"]]
-        return self._thumbs
-
     def points_frame(self) -> pd.DataFrame:
         lab = self.s.labels
         names = self.s.names()
         df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
                            "name": [names.get(c, "") for c in lab], "color": colors(lab)})
-        if self.thumbs() is not None:
-            df["thumb"] = self.thumbs()
+        thumbs = hover_thumbs(self.s)
+        if thumbs is not None:
+            df["thumb"] = thumbs
         return df[lab != NOT_FACE]
 
     # -- views ------------------------------------------------------------------------------------
@@ -154,7 +165,7 @@ class Dashboard(param.Parameterized):
                    + 'cluster @cluster @name</div>')
             plot = points.opts(color="color", size=6 if len(df) < 5000 else 3, line_color=None,
                                tools=[HoverTool(tooltips=tip), "tap"], responsive=True, height=560,
-                               xaxis=None, yaxis=None, title="UMAP of the faces, coloured by cluster (grey: noise)")
+                               xaxis=None, yaxis=None, title=f"UMAP of the {self.words['items']}, coloured by cluster (grey: noise)")
         tap = hv.streams.Tap(source=points if len(df) < RASTER_MIN else plot)
         tap.add_subscriber(self._on_tap)
         return pn.pane.HoloViews(plot, sizing_mode="stretch_width", name="map")
@@ -179,12 +190,12 @@ class Dashboard(param.Parameterized):
     def detail(self):
         c = self.selected
         if c < 0 or c > self.s.labels.max():
-            return pn.pane.Markdown("Click a cluster in the list or on the map to see its faces.")
+            return pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {self.words['items']}.")
         rows = self.s.members(c)
         name = self.s.names().get(c, "")
-        title = pn.pane.Markdown(f"### Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} faces)",
+        title = pn.pane.Markdown(f"### Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})",
                                  css_classes=["cs-detail-title"])
-        name_in = pn.widgets.TextInput(value=name, placeholder="name this person", width=220, name="Name")
+        name_in = pn.widgets.TextInput(value=name, placeholder=self.words["name"], width=220, name="Name")
         name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
         # value_input is what the box shows now; value waits for a blur that may come after the click
         name_btn.on_click(lambda e: self._name(c, name_in.value_input))
@@ -199,23 +210,23 @@ class Dashboard(param.Parameterized):
         split_btn.on_click(lambda e: self.changed(self.s.split(c)[0]))
         shown = rows[:GALLERY_MAX]
         labels = [f"#{i} {Path(self.s.table['crop_path'].iloc[r]).name}" for i, r in enumerate(shown)]
-        pick = pn.widgets.MultiChoice(name="Faces to take out", options=labels, width=420)
+        pick = pn.widgets.MultiChoice(name=f"{self.words['items'].capitalize()} to take out", options=labels, width=420)
         reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger")
-        notface_btn = pn.widgets.Button(name="Not a face", button_type="danger")
+        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger")
         chosen = lambda: [self.s.ids[shown[labels.index(v)]] for v in pick.value]  # noqa: E731
         reject_btn.on_click(lambda e: (self.s.reject(chosen()), self.changed(c)))
         notface_btn.on_click(lambda e: (self.s.reject(chosen(), not_face=True), self.changed(c)))
-        source_sel = pn.widgets.Select(name="Source photo of", options=[""] + labels, width=300)
+        source_sel = pn.widgets.Select(name=self.words["view"], options=[""] + labels, width=300)
         source_view = pn.Column(sizing_mode="stretch_width")
 
         def show_source(e):
             source_view.clear()
             if e.new:
                 path = self.s.table["source_image"].iloc[shown[labels.index(e.new)]]
-                source_view.append(pn.pane.JPG(_downscaled(path), width=480))
+                source_view.append(pn.pane.JPG(thumbnail_jpeg(path, 960), width=480))
         source_sel.param.watch(show_source, "value")
         gallery = pn.FlexBox(*[
-            pn.Column(pn.pane.JPG(Path(self.s.table["crop_path"].iloc[r]).read_bytes(), width=96, height=96),
+            pn.Column(pn.pane.JPG(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192), width=96, height=96),
                       pn.pane.Str(f"#{i}{' proto' if i < 3 else ''}", styles={"font-size": "10px"}), margin=2)
             for i, r in enumerate(shown)], css_classes=["cs-gallery"])
         return pn.Column(title, pn.Row(name_in, name_btn),
@@ -260,17 +271,6 @@ class Dashboard(param.Parameterized):
                 msg.object = f"not written: {err}"
         btn.on_click(export)
         return pn.Column(download, labels_dl, folder, btn, msg)
-
-
-def _downscaled(path: str, size: int = 960) -> bytes:
-    from analysis.images import read_image
-    from PIL import Image
-
-    im = Image.fromarray(read_image(path))
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
 
 
 def create_app(args: argparse.Namespace):

@@ -35,13 +35,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, dataset: Path):
-        self.dataset, self.port, self.proc = dataset, free_port(), None
+    def __init__(self, dataset: Path, *args: str):
+        self.dataset, self.args, self.port, self.proc = dataset, list(args), free_port(), None
 
     def start(self):
         cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
                "--port", str(self.port), "--allow-websocket-origin", f"127.0.0.1:{self.port}",
-               "--args", "--dataset", str(self.dataset)]
+               "--args", "--dataset", str(self.dataset), *self.args]
         self.log = open(self.dataset / f"server-{time.time_ns()}.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 120
@@ -156,3 +156,65 @@ def test_dashboard_in_a_browser(chromium_browser, faces_store, tmp_path):
 
 def n_named(csv: pd.DataFrame) -> int:
     return int(csv["labelled"].sum())
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, need_shared):
+    """../shared/data/images (12 photos in 8 categories) clustered by EfficientNet-Lite0."""
+    pytest.importorskip("torch")
+    from analysis.pipeline import cluster_images
+
+    ds = tmp_path_factory.mktemp("images-ds")
+    cluster_images(ds, str(need_shared("images")), to="cluster", model="efficientnet",
+                   params={"min_cluster_size": 2, "min_samples": 1}, progress=False)
+    return ds
+
+
+def test_image_run_review_keeps_names_in_the_image_store(image_run):
+    from analysis.pipeline import load_cluster_run, open_image_review
+
+    items, _ = load_cluster_run(image_run, "cluster")
+    s = open_image_review(image_run, "cluster")
+    assert s.kind == "images" and list(s.ids) == items["item_id"].tolist() and len(s.ids) == 12
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    assert s.summary()["clusters"] >= 2
+    members = s.ids[s.members(0)]
+    s.name(0, "first group")
+    table = s.labelled_table()
+    assert set(table.loc[table["label"] == "first group", "item_id"]) == set(members)
+    assert (image_run / "images" / "annotations.json").exists() and not (image_run / "annotations.json").exists()
+
+    again = open_image_review(image_run, "cluster")
+    again.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    assert "first group" in again.names().values()
+
+
+def test_a_face_run_or_a_missing_run_is_refused_in_one_line(faces_store, tmp_path, capsys):
+    from analysis.cli import main
+    from analysis.pipeline import cluster_faces
+
+    ds = tmp_path / "ds"
+    shutil.copytree(faces_store.root, ds / "faces")
+    cluster_faces(ds, progress=False)
+    assert main(["dashboard", str(ds), "--run", "cluster"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "a face cluster run" in err and len(err.splitlines()) == 1
+    assert main(["dashboard", str(ds), "--run", "nope"]) == 1
+    assert "no cluster run here" in capsys.readouterr().err
+
+
+def test_image_run_in_a_browser(chromium_browser, image_run):
+    server = Server(image_run, "--run", "cluster").start()
+    try:
+        page = open_page(chromium_browser, server)
+        page.get_by_text("to see its images").first.wait_for(timeout=30000)
+        page.locator(".cs-clusters .tabulator-row").first.click()
+        page.get_by_text(re.compile(r"Cluster 000 \(\d+ images\)")).first.wait_for(timeout=30000)
+        page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+        assert page.locator(".cs-gallery img").count() >= 2
+        page.get_by_placeholder("name this group").first.wait_for(timeout=10000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-images.png"), full_page=True)
+        page.close()
+    finally:
+        server.stop()
