@@ -75,6 +75,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         from hdbscan._hdbscan_linkage import label
         from hdbscan.hdbscan_ import _tree_to_labels
 
+        from .condense import eom_labels
+
         if self.min_cluster_size < 2:
             raise ValueError(f"min_cluster_size must be at least 2, got {self.min_cluster_size}")
         min_samples = self.min_cluster_size if self.min_samples is None else self.min_samples
@@ -85,12 +87,15 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self.graph_ = graph
         tree = single_linkage_tree if single_linkage_tree is not None else label(_mst_edges(graph, min_samples))
         self.single_linkage_tree_ = tree
-        labels, probs, _, condensed, _ = _tree_to_labels(
-            None, tree, min_cluster_size=self.min_cluster_size,
-            cluster_selection_method=self.cluster_selection_method,
-            allow_single_cluster=self.allow_single_cluster,
-            cluster_selection_epsilon=self.cluster_selection_epsilon,
-        )
+        if self.cluster_selection_method == "eom" and not self.allow_single_cluster and not self.cluster_selection_epsilon:
+            labels, probs, condensed = eom_labels(tree, self.min_cluster_size)
+        else:
+            labels, probs, _, condensed, _ = _tree_to_labels(
+                None, tree, min_cluster_size=self.min_cluster_size,
+                cluster_selection_method=self.cluster_selection_method,
+                allow_single_cluster=self.allow_single_cluster,
+                cluster_selection_epsilon=self.cluster_selection_epsilon,
+            )
         self.labels_ = np.asarray(labels[:n], dtype=np.int64)
         self.probabilities_ = np.asarray(probs[:n], dtype=np.float64)
         self.condensed_tree_ = condensed

@@ -35,6 +35,7 @@ hv.extension("bokeh")
 HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
 RASTER_MIN = 100_000
 GALLERY_MAX = 48
+TABLE_PAGE = 500  # clusters per page of the list
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
            "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
@@ -180,10 +181,12 @@ class Dashboard(param.Parameterized):
 
     @param.depends("version")
     def cluster_table(self):
-        table = pn.widgets.Tabulator(self.s.clusters(), show_index=False, selectable=1, disabled=True,
-                                     height=560, width=260, pagination=None, name="clusters",
-                                     css_classes=["cs-clusters"])
-        table.on_click(lambda e: self.changed(int(self.s.clusters().iloc[e.row]["cluster"])))
+        clusters = self.s.clusters()
+        # tens of thousands of rows would all go to the browser at each change: send pages instead
+        paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
+        table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
+                                     name="clusters", css_classes=["cs-clusters"], **paged)
+        table.on_click(lambda e: self.changed(int(table.value.iloc[e.row]["cluster"])))
         return table
 
     @param.depends("selected", "version")

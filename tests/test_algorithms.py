@@ -121,3 +121,28 @@ def test_rnn_prototypes_are_members():
         assert (est.labels_[rows] == c).all()
         members = np.flatnonzero(est.labels_ == c)
         assert est.reverse_counts_[rows[0]] == est.reverse_counts_[members].max()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_condensed_tree_and_eom_equal_the_hdbscan_package(seed):
+    """Row for row the same condensed tree, the same labels and the same probabilities as
+    hdbscan's own code, on single-linkage trees of blobs with exact duplicates (zero distances,
+    infinite lambdas) and on every min_cluster_size that matters here."""
+    from hdbscan.hdbscan_ import _tree_to_labels
+    from scipy.cluster.hierarchy import linkage
+
+    from analysis.condense import eom_labels
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(rng.integers(3, 12), 4)) * 4
+    X = centers[rng.integers(0, len(centers), 400)] + rng.normal(size=(400, 4)) * rng.uniform(0.2, 1.5)
+    X[:20] = X[20:40]  # duplicates
+    tree = linkage(X, "single")
+    n_clusters = {}
+    for mcs in (2, 3, 5, 8, 20, 300):
+        labels, probs, condensed = eom_labels(tree, mcs)
+        ref_labels, ref_probs, _, ref_condensed, _ = _tree_to_labels(None, tree, min_cluster_size=mcs)
+        assert np.array_equal(condensed, ref_condensed)
+        assert np.array_equal(labels, ref_labels) and np.array_equal(probs, ref_probs)
+        n_clusters[mcs] = labels.max() + 1
+    assert n_clusters[2] > 1 and n_clusters[300] == 0  # 300 of 400 points: no split leaves two clusters
