@@ -1,10 +1,12 @@
 """Reviewing a clustering by hand: names, merges, splits and rejections that persist.
 
 Corrections are stored per face, not per cluster number, so they survive re-clustering with
-new parameters: a cluster is named after the name most of its members carry (a name
-follows its faces), rejected faces stay out of every cluster, and faces marked "not a
-face" are left out altogether. :class:`ReviewSession` is what the dashboard drives; it
-holds the vectors, the cached graph and the map, and re-clusters without re-embedding.
+new parameters and a restart: a cluster is named after the name most of its members carry (a
+name follows its faces); a merge or a split records groups of faces that belong together,
+and after any re-clustering each group gathers its faces and the clusters made mostly of
+them; rejected faces stay out of every cluster, and faces marked "not a face" are left out
+altogether. :class:`ReviewSession` is what the dashboard drives; it holds the vectors, the
+cached graph and the map, re-clusters without re-embedding, and undoes corrections.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .store import atomic_write_text
 
 ANNOTATIONS_VERSION = 1
 NOT_FACE = -2  # label of items marked "not a face": drawn apart from noise (-1)
+UNDO_DEPTH = 50
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Annotations:
     names: dict[str, str] = field(default_factory=dict)  # face id → person
     rejected: set[str] = field(default_factory=set)  # out of any cluster (noise)
     not_face: set[str] = field(default_factory=set)  # not a face at all
+    groups: list[list[str]] = field(default_factory=list)  # faces kept together (merges, split halves), disjoint
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Annotations":
@@ -40,19 +44,53 @@ class Annotations:
         d = json.loads(path.read_text())
         if d.get("format_version") != ANNOTATIONS_VERSION:
             raise ValueError(f"{path}: annotation format {d.get('format_version')}, expected {ANNOTATIONS_VERSION}")
-        return cls(path, dict(d["names"]), set(d["rejected"]), set(d["not_face"]))
+        return cls(path, dict(d["names"]), set(d["rejected"]), set(d["not_face"]), [list(g) for g in d.get("groups", [])])
 
     def save(self) -> None:
         atomic_write_text(self.path, json.dumps({
             "format_version": ANNOTATIONS_VERSION, "names": self.names,
-            "rejected": sorted(self.rejected), "not_face": sorted(self.not_face)}, indent=1))
+            "rejected": sorted(self.rejected), "not_face": sorted(self.not_face), "groups": self.groups}, indent=1))
+
+    def add_group(self, face_ids) -> None:
+        """Keep these faces together; they leave the groups they were in (groups stay disjoint)."""
+        new = set(face_ids)
+        self.groups = [g for g in ([f for f in g if f not in new] for g in self.groups) if len(g) > 1]
+        self.groups.append(sorted(new))
+
+    def state(self) -> tuple:
+        return dict(self.names), set(self.rejected), set(self.not_face), [list(g) for g in self.groups]
+
+    def restore(self, state: tuple) -> None:
+        self.names, self.rejected, self.not_face, self.groups = state
+        self.save()
 
 
 def apply_corrections(labels: np.ndarray, ids: np.ndarray, ann: Annotations) -> np.ndarray:
-    """Labels with rejected faces moved to noise and non-faces to :data:`NOT_FACE`."""
+    """Labels after the corrections: each group, in the order made, becomes one cluster with
+    every cluster most of whose members are in it; then rejected faces go to noise and
+    non-faces to :data:`NOT_FACE`. The result may skip numbers (renumber it)."""
     labels = np.asarray(labels).copy()
-    labels[np.isin(ids, list(ann.rejected)) & (labels >= 0)] = -1
-    labels[np.isin(ids, list(ann.not_face))] = NOT_FACE
+    index = pd.Index(ids)
+
+    def rows_of(face_ids):
+        rows = index.get_indexer(list(face_ids))
+        return rows[rows >= 0]
+
+    for group in ann.groups:
+        rows = rows_of(group)
+        if len(rows) == 0:
+            continue
+        new = labels.max() + 1
+        sizes = np.bincount(labels[labels >= 0], minlength=new)
+        inside = labels[rows]
+        candidates, counts = np.unique(inside[inside >= 0], return_counts=True)
+        mostly = candidates[counts > 0.5 * sizes[candidates]]
+        take = np.isin(labels, mostly)
+        take[rows] = True
+        labels[take] = new
+    rejected = rows_of(ann.rejected)
+    labels[rejected] = np.minimum(labels[rejected], -1)
+    labels[rows_of(ann.not_face)] = NOT_FACE
     return labels
 
 
@@ -83,11 +121,12 @@ class ReviewSession:
         self.raw_labels = np.full(len(self.ids), -1)
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
+        self._undo: list[tuple] = []  # annotation states before each correction (this process only)
         self.setting = None
 
     # -- clustering -----------------------------------------------------------------------
     def recluster(self, algorithm: str, params: dict, force: bool = False) -> np.ndarray:
-        """Labels for these settings; kept (with their merges and splits) when unchanged."""
+        """Labels for these settings (the corrections applied); nothing is re-fit when unchanged."""
         from .cluster import make_clusterer
 
         setting = (algorithm, sorted(params.items()))
@@ -109,8 +148,7 @@ class ReviewSession:
                 self._trees = {key: est.single_linkage_tree_}
             labels[keep] = est.labels_
         self.raw_labels = labels
-        self.labels = apply_corrections(labels, self.ids, self.ann)
-        self._renumber()
+        self._apply()
         return self.labels
 
     def _renumber(self) -> None:
@@ -160,57 +198,81 @@ class ReviewSession:
         return pd.DataFrame({"label": people[order], "distance": np.round(med[order], 4)})
 
     # -- corrections (saved at once) ---------------------------------------------------------
-    def name(self, cluster: int, name: str) -> None:
-        rows = self.labels == cluster
-        name = name.strip()
-        for fid in self.ids[rows]:
-            if name:
-                self.ann.names[fid] = name
-            else:
-                self.ann.names.pop(fid, None)
+    def _correct(self, change) -> None:
+        """Apply ``change`` to the annotations, save them, and re-apply them all to the clustering."""
+        self._undo.append(self.ann.state())
+        del self._undo[:-UNDO_DEPTH]
+        change()
         self.ann.save()
+        self._apply()
+
+    def _apply(self) -> None:
+        self.labels = apply_corrections(self.raw_labels, self.ids, self.ann)
+        self._renumber()
+
+    def undo(self) -> bool:
+        """Take back the last correction (name, merge, split, rejection); False if none is left."""
+        if not self._undo:
+            return False
+        self.ann.restore(self._undo.pop())
+        self._apply()
+        return True
+
+    def cluster_of(self, face_id: str) -> int:
+        return int(self.labels[self.ids == face_id][0])
+
+    def name(self, cluster: int, name: str) -> None:
+        def change():
+            for fid in self.ids[self.labels == cluster]:
+                if name.strip():
+                    self.ann.names[fid] = name.strip()
+                else:
+                    self.ann.names.pop(fid, None)
+        self._correct(change)
 
     def merge(self, clusters: list[int]) -> int:
-        """Merge into the first; a name any of them carries goes to all members."""
+        """One cluster of these, kept together from now on; a name any of them carries goes to all."""
         if len(clusters) < 2:
             return clusters[0] if clusters else -1
         names = self.names()
         name = next((names[c] for c in clusters if c in names), "")
-        target = clusters[0]
-        self.labels[np.isin(self.labels, clusters)] = target
-        if name:
-            self.name(target, name)
-        members = self.ids[self.labels == target]
-        self._renumber()
-        return int(self.labels[self.ids == members[0]][0])
+        members = self.ids[np.isin(self.labels, clusters)]
+
+        def change():
+            self.ann.add_group(members)
+            if name:
+                self.ann.names.update(dict.fromkeys(members, name))
+        self._correct(change)
+        return self.cluster_of(members[0])
 
     def split(self, cluster: int) -> list[int]:
-        """Re-cluster a cluster's members into two by average linkage (cosine); names dropped."""
+        """Two clusters from one, by average linkage (cosine) on its members, kept apart from
+        now on; names dropped."""
         from sklearn.cluster import AgglomerativeClustering
 
         rows = np.flatnonzero(self.labels == cluster)
         if len(rows) < 2:
             return [cluster]
         parts = AgglomerativeClustering(n_clusters=2, metric="cosine", linkage="average").fit(self.X[rows]).labels_
-        for fid in self.ids[rows]:
-            self.ann.names.pop(fid, None)
-        self.ann.save()
-        new = self.labels.max() + 1
-        self.labels[rows[parts == 1]] = new
-        first, second = self.ids[rows[parts == 0][0]], self.ids[rows[parts == 1][0]]
-        self._renumber()
-        return [int(self.labels[self.ids == first][0]), int(self.labels[self.ids == second][0])]
+        halves = [self.ids[rows[parts == k]] for k in (0, 1)]
+
+        def change():
+            for half in halves:
+                self.ann.add_group(half)
+            for fid in self.ids[rows]:
+                self.ann.names.pop(fid, None)
+        self._correct(change)
+        return [self.cluster_of(h[0]) for h in halves]
 
     def reject(self, face_ids, not_face: bool = False) -> None:
         """Take faces out of their cluster for good (or mark them as not a face)."""
         face_ids = set(face_ids)
-        (self.ann.not_face if not_face else self.ann.rejected).update(face_ids)
-        for f in face_ids:
-            self.ann.names.pop(f, None)
-        self.ann.save()
-        rows = np.isin(self.ids, list(face_ids))
-        self.labels[rows] = NOT_FACE if not_face else -1
-        self._renumber()
+
+        def change():
+            (self.ann.not_face if not_face else self.ann.rejected).update(face_ids)
+            for f in face_ids:
+                self.ann.names.pop(f, None)
+        self._correct(change)
 
     # -- output -----------------------------------------------------------------------------
     def labelled_table(self) -> pd.DataFrame:

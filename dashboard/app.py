@@ -249,7 +249,9 @@ class Dashboard(param.Parameterized):
             choice.options = [f"{c:03d}" for c in self.s.clusters()["cluster"]]
         refresh()
         btn.on_click(lambda e: self.changed(self.s.merge([int(v) for v in choice.value])) if len(choice.value) > 1 else None)
-        return pn.Column(choice, btn)
+        undo = pn.widgets.Button(name="Undo last correction", css_classes=["cs-undo"])
+        undo.on_click(lambda e: self.changed() if self.s.undo() else None)
+        return pn.Column(choice, btn, undo)
 
     def export_widgets(self, dataset: Path):
         def csv():

@@ -120,6 +120,7 @@ def open_page(chromium_browser, server):
 
 
 def test_dashboard_in_a_browser(chromium_browser, faces_store, tmp_path):
+    sync_api = _browser_or_skip()
     dataset = tmp_path / "ds"
     shutil.copytree(faces_store.root, dataset / "faces")  # its own annotations, not shared with other tests
     server = Server(dataset).start()
@@ -142,7 +143,13 @@ def test_dashboard_in_a_browser(chromium_browser, faces_store, tmp_path):
         open_first_cluster(page)
         assert page.locator(".cs-gallery img").count() >= 3
 
-        # naming it puts the name in the downloaded CSV
+        # naming it (a wrong name undone first) puts the name in the downloaded CSV
+        page.get_by_placeholder("name this person").fill("Wrong Name")
+        page.locator(".cs-name-save button").first.click()
+        page.locator(".cs-clusters >> text=Wrong Name").first.wait_for(timeout=30000)
+        page.locator(".cs-undo button").first.click()  # undo takes the name back
+        page.locator(".cs-clusters >> text=Wrong Name").first.wait_for(state="detached", timeout=30000)
+        sync_api.expect(page.get_by_placeholder("name this person")).to_have_value("", timeout=30000)  # redrawn
         page.get_by_placeholder("name this person").fill("Test Person")
         page.locator(".cs-name-save button").first.click()
         page.locator(".cs-clusters >> text=Test Person").first.wait_for(timeout=30000)

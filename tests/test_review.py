@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from analysis.neighbors import knn_graph
 from analysis.review import NOT_FACE, Annotations, ReviewSession, cluster_names
@@ -65,6 +66,61 @@ def test_merge_and_split(session):
     for h in halves:  # the split recovers the two groups
         assert len(set(session.truth[session.labels == h])) == 1
     assert "Bea" not in session.names().values()  # a split clears names: name the halves again
+
+
+def same_partition(a, b) -> bool:
+    return adjusted_rand_score(a, b) == 1.0
+
+
+def test_merge_survives_new_parameters_a_restart_and_can_be_undone(session, tmp_path):
+    a = int(session.labels[session.truth == 0][0])
+    b = int(session.labels[session.truth == 1][0])
+    merged = session.merge([a, b])
+    together = np.isin(session.truth, [0, 1])
+    assert (session.labels[together] == merged).all()
+    # new parameters, then a restarted server over the same annotations: still one cluster
+    session.recluster("dbscan", {"eps": 0.05, "min_samples": 2})
+    assert len(set(session.labels[together])) == 1 and session.labels[together][0] >= 0
+    restarted = ReviewSession(session.ids, session.X, session.graph, session.layout,
+                              Annotations.load(tmp_path / "ann.json"))
+    restarted.recluster("hdbscan", {"min_cluster_size": 3, "min_samples": 1})
+    assert len(set(restarted.labels[together])) == 1 and restarted.summary()["clusters"] == 5
+    # a group takes its own faces, not the cluster of a face that strays into another one
+    assert not np.isin(restarted.labels[~together], restarted.labels[together]).any()
+    assert restarted.undo() is False  # undo history is this process's own
+    assert session.undo() is True
+    session.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    assert session.summary()["clusters"] == 6 and Annotations.load(tmp_path / "ann.json").groups == []
+
+
+def test_split_halves_stay_apart_after_reclustering(tmp_path):
+    """Two true groups that the clustering joins (close centres): split once, they stay two."""
+    X, truth = groups(n_groups=4, size=10, seed=3)
+    X[truth == 1] = X[truth == 0] * 0.9 + X[truth == 1] * 0.1  # group 1 almost on group 0
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ids = np.array([f"f{i:03d}" for i in range(len(X))], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((len(X), 2)), Annotations.load(tmp_path / "ann.json"))
+    s.recluster("dbscan", {"eps": 0.1, "min_samples": 2})
+    joined = int(s.labels[truth == 0][0])
+    assert (s.labels[truth <= 1] == joined).all()
+    halves = s.split(joined)
+    assert same_partition(s.labels[truth <= 1], truth[truth <= 1])
+    for params in ({"eps": 0.12, "min_samples": 2}, {"eps": 0.1, "min_samples": 3}):
+        s.recluster("dbscan", params)
+        assert same_partition(s.labels[truth <= 1], truth[truth <= 1]) and (s.labels[truth <= 1] >= 0).all()
+    assert len(halves) == 2
+    s.undo()
+    assert len(set(s.labels[truth <= 1])) == 1
+
+
+def test_undo_takes_back_names_and_rejections(session):
+    c = int(session.labels[session.truth == 2][0])
+    before = session.labels.copy()
+    session.name(c, "Cy")
+    session.reject(session.ids[session.truth == 2][:2])
+    assert session.undo() and session.undo()
+    assert session.names() == {} and np.array_equal(session.labels, before)
+    assert not session.undo()
 
 
 def test_cluster_names_need_a_majority():
