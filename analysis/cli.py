@@ -71,6 +71,8 @@ class Cluster:
         p.add_argument("--arch", default=None, help="clip: open_clip model name (default ViT-B-32)")
         p.add_argument("--batch-size", type=int, default=32, help="images per model call (efficientnet, clip)")
         p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
+        p.add_argument("--workers", type=int, default=None,
+                       help="face embedding processes (default: one per core for dlib; ArcFace uses all cores in one)")
         p.add_argument("--algorithm", default="hdbscan",
                        choices=["hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative", "chinese-whispers"],
                        help="clustering over the kNN graph (default hdbscan: the best measured on lfw-dev)")
@@ -113,7 +115,7 @@ class Cluster:
         s = cluster_faces(
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
             args.top, args.num_protos, args.proto_out, args.model_out, args.link, args.clean,
-            progress=not args.quiet,
+            progress=not args.quiet, workers=args.workers,
         )
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")

@@ -34,9 +34,16 @@ class DlibEmbedder:
 
     name = "dlib"
     dim = 128
+    single_threaded = True
 
     def __init__(self):
         self._shape = self._net = None
+
+    def __getstate__(self):  # a worker process loads the model itself
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
 
     def prepare(self):
         if self._net is None:
@@ -100,6 +107,9 @@ class ArcFaceEmbedder:
         self.name = name or f"arcface-{self.model_file.stem}"
         self.providers = providers
         self._session = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_session": None}
 
     @staticmethod
     def is_recognition_model(path: Path) -> bool:
@@ -180,28 +190,80 @@ def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None)
     raise ValueError(f"unknown model {model!r}; choose one of: dlib, arcface")
 
 
-def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+# Worker processes load the model once each; the batch is handed over as crop paths.
+_WORKER = None
+
+
+def _init_worker(embedder) -> None:
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER = embedder.prepare()
+
+
+def _read_crops(paths) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def _embed_batch(batch) -> np.ndarray:
+    paths, landmarks = batch
+    return _WORKER.embed(_read_crops(paths), landmarks)
+
+
+def default_workers(embedder) -> int:
+    """dlib's network runs on one core: a process per core. ONNX Runtime uses every core itself."""
+    return max(1, os.cpu_count() or 1) if getattr(embedder, "single_threaded", False) else 1
+
+
+def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True, workers: int | None = None,
+                save_every: int = 5000) -> np.ndarray:
     """Vectors for the rows of ``faces`` (a faces table), computing only those not cached.
 
     The cache is keyed by face id and model name, so a re-run embeds only new faces and two
-    models' vectors never mix. Returns an (n, d) array in the order of ``faces``.
+    models' vectors never mix; it is written every ``save_every`` faces, so an interrupted run
+    resumes there. ``workers`` processes (default: :func:`default_workers`) share the work
+    when there are enough faces to pay for starting them. Returns an (n, d) array in the order
+    of ``faces``.
     """
-    from PIL import Image
+    import multiprocessing as mp
 
     ids = faces["face_id"].to_numpy()
     cached_ids, _ = store.load_embeddings(embedder.name)
     todo = faces[~np.isin(ids, cached_ids)]
     if len(todo):
-        embedder.prepare()
-        new_ids, new_vecs = [], []
+        workers = default_workers(embedder) if workers is None else workers
+        workers = min(workers, -(-len(todo) // (4 * batch_size)))  # a worker costs a model load: give it ≥ 4 batches
+        batches = [([store.crop_file(p) for p in chunk["crop_path"]],
+                    [np.asarray(v, dtype=np.float64) for v in chunk["crop_landmarks"]], list(chunk["face_id"]))
+                   for chunk in (todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size))]
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
-        for start in range(0, len(todo), batch_size):
-            chunk = todo.iloc[start:start + batch_size]
-            crops = [np.asarray(Image.open(store.crop_file(p)).convert("RGB")) for p in chunk["crop_path"]]
-            lms = [np.asarray(v, dtype=np.float64) for v in chunk["crop_landmarks"]]
-            new_vecs.append(embedder.embed(crops, lms))
-            new_ids.extend(chunk["face_id"])
-            bar.update(len(chunk))
-        bar.close()
-        store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new_vecs))
+        new_ids, new_vecs = [], []
+
+        def flush():
+            if new_ids:
+                store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new_vecs))
+                new_ids.clear()
+                new_vecs.clear()
+
+        def keep(batch_ids, vecs):
+            new_ids.extend(batch_ids)
+            new_vecs.append(vecs)
+            bar.update(len(batch_ids))
+            if len(new_ids) >= save_every:
+                flush()
+
+        try:  # what was embedded is kept even when the run stops half way (Ctrl-C, a crash)
+            if workers <= 1:
+                embedder.prepare()
+                for paths, lms, batch_ids in batches:
+                    keep(batch_ids, embedder.embed(_read_crops(paths), lms))
+            else:
+                with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(embedder,)) as pool:
+                    results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])
+                    for (_, _, batch_ids), vecs in zip(batches, results):
+                        keep(batch_ids, vecs)
+        finally:
+            flush()
+            bar.close()
     return store.vectors(embedder.name, ids)[0]

@@ -98,9 +98,11 @@ def cluster_faces(
     link: str = "copy",
     clean: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
 
+    ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
     Returns the run summary (also written as ``clusters.json``).
     """
     dataset = Path(dataset)
@@ -113,7 +115,7 @@ def cluster_faces(
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s) extracted; clustering needs at least 2")
     embedder = load_embedder(model, weights)
-    X = embed_faces(store, faces, embedder, progress=progress)
+    X = embed_faces(store, faces, embedder, progress=progress, workers=workers)
     graph = cached_graph(store, embedder.name, faces["face_id"].tolist(), X, _graph_k(params, len(X)), ann)
     labels, probs, rank = fit_labels(est, X, graph, top, num_protos)
     items = pd.DataFrame({

@@ -38,7 +38,7 @@ def peak_mb() -> float:
 
 
 def bench_pipeline(photos: Path, workers: int) -> None:
-    from analysis.embed import embed_faces, load_embedder
+    from analysis.embed import default_workers, embed_faces, load_embedder
     from analysis.extract import extract_faces
     from analysis.images import find_images
     from analysis.store import FaceStore
@@ -56,10 +56,13 @@ def bench_pipeline(photos: Path, workers: int) -> None:
         again = extract_faces(str(photos), store, workers=workers, progress=False)
         print(f"re-run (nothing changed): {time.perf_counter() - t:.2f} s, {again['processed']} processed")
         faces = store.load_faces()
-        t = time.perf_counter()
-        embed_faces(store, faces, load_embedder("dlib"), progress=False)
-        dt = time.perf_counter() - t
-        print(f"embed dlib     {len(faces)} faces: {dt:.1f} s = {len(faces) / dt:.1f} faces/s (1 process)")
+        for embed_workers in sorted({1, default_workers(load_embedder("dlib"))}):
+            shutil.rmtree(store.root / "embeddings", ignore_errors=True)
+            t = time.perf_counter()
+            embed_faces(store, faces, load_embedder("dlib"), progress=False, workers=embed_workers)
+            dt = time.perf_counter() - t
+            print(f"embed dlib     {len(faces)} faces: {dt:.1f} s = {len(faces) / dt:.1f} faces/s "
+                  f"({embed_workers} process{'es' if embed_workers > 1 else ''})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -200,3 +200,40 @@ def test_graph_is_cached_and_reused(tmp_path, faces_store):
     stamp = graphs[0].stat().st_mtime_ns
     cluster_faces(ds, "faces", "c2", algorithm="rnn-dbscan", params={"n_neighbors": 5}, progress=False)
     assert graphs[0].stat().st_mtime_ns == stamp and len(list((faces_store.root / "graphs").glob("*.npz"))) == 1
+
+
+def _fresh_copy(store: FaceStore, tmp_path: Path) -> FaceStore:
+    """The extraction without any cached vectors."""
+    shutil.copytree(store.root, tmp_path / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs", "projections"))
+    return FaceStore(tmp_path / "faces")
+
+
+def test_parallel_embedding_equals_one_process(faces_store, tmp_path):
+    faces = faces_store.load_faces()
+    one = embed_faces(faces_store, faces, load_embedder("dlib"), progress=False)
+    store = _fresh_copy(faces_store, tmp_path)
+    assert len(store.load_embeddings("dlib")[0]) == 0
+    two = embed_faces(store, faces, load_embedder("dlib"), batch_size=8, workers=2, progress=False)
+    assert two.shape == one.shape and np.abs(two - one).max() < 1e-5
+
+
+def test_interrupted_embedding_keeps_its_work_and_resumes(faces_store, tmp_path):
+    faces = faces_store.load_faces()
+    store = _fresh_copy(faces_store, tmp_path)
+    emb = load_embedder("dlib")
+    calls = []
+    real = emb.embed
+
+    def stops_at_the_fourth_batch(crops, lms):
+        calls.append(len(crops))
+        if len(calls) == 4:
+            raise RuntimeError("stopped half way")
+        return real(crops, lms)
+
+    emb.embed = stops_at_the_fourth_batch
+    with pytest.raises(RuntimeError, match="half way"):
+        embed_faces(store, faces, emb, batch_size=10, save_every=20, workers=1, progress=False)
+    assert len(store.load_embeddings("dlib")[0]) == 30  # three batches done before the stop, all kept
+    calls[:] = [0] * 10  # the next run does not stop
+    X = embed_faces(store, faces, emb, batch_size=10, workers=1, progress=False)
+    assert sum(calls) == len(faces) - 30 and X.shape == (len(faces), 128)  # only the rest embedded
