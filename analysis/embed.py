@@ -170,12 +170,14 @@ def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None)
     ``dlib``: dlib ResNet (files resolved by :func:`resolve_model_file`).
     ``arcface``: ``weights`` is a pack tag (``buffalo_l`` …, looked up under
     ``$CROWDSORT_INSIGHTFACE_HOME`` or ``~/.insightface/models``), a pack folder, or an
-    ``.onnx`` file; default ``buffalo_l``.
+    ``.onnx`` file; default: the config file's ``[arcface] weights``, else ``buffalo_l``.
     """
     if model == "dlib":
         return DlibEmbedder()
     if model == "arcface":
-        weights = weights or "buffalo_l"
+        from .config import resolve
+
+        weights = resolve(weights, None, "arcface", "weights", "buffalo_l")
         p = Path(weights).expanduser()
         if p.suffix == ".onnx":
             if not p.is_file():

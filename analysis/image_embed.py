@@ -200,14 +200,17 @@ def create_image_embedder(model: str = "efficientnet", weights: str | None = Non
                           device: str | None = None):
     """Image embedder by name: ``efficientnet`` (offline default) or ``clip``.
 
-    CLIP options fall back to ``CROWDSORT_CLIP_ARCH`` / ``CROWDSORT_CLIP_WEIGHTS``; weights
-    ``none`` gives an untrained model (for speed measurements only).
+    Options not given come from ``CROWDSORT_CLIP_ARCH`` / ``CROWDSORT_CLIP_WEIGHTS``, then
+    from the config file (:mod:`analysis.config`); weights ``none`` gives an untrained model
+    (for speed measurements only).
     """
+    from .config import resolve
+
     if model == "efficientnet":
-        return EfficientNetLite0(weights, device)
+        return EfficientNetLite0(resolve(weights, None, "efficientnet", "weights"), device)
     if model == "clip":
-        weights = weights or os.environ.get("CROWDSORT_CLIP_WEIGHTS", CLIP_DEFAULT_WEIGHTS)
-        return ClipImageEncoder(arch or os.environ.get("CROWDSORT_CLIP_ARCH", CLIP_DEFAULT_ARCH),
+        weights = resolve(weights, "CROWDSORT_CLIP_WEIGHTS", "clip", "weights", CLIP_DEFAULT_WEIGHTS)
+        return ClipImageEncoder(resolve(arch, "CROWDSORT_CLIP_ARCH", "clip", "arch", CLIP_DEFAULT_ARCH),
                                 None if weights.lower() in ("none", "random") else weights, device)
     raise ValueError(f"unknown image model {model!r}; choose one of: {', '.join(IMAGE_MODELS)}")
 

@@ -17,6 +17,13 @@ def _need(path: Path) -> Path:
     pytest.skip(f"{path} not found (real labelled photos live in ../shared/data; set CROWDSORT_SHARED_DATA)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_config(tmp_path_factory):
+    """A user's ~/.config/crowdsort/config.toml must not change what the tests load."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    os.environ.pop("CROWDSORT_CONFIG", None)
+
+
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     return _need(SHARED / "faces")
