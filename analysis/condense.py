@@ -14,10 +14,10 @@ CONDENSED_DTYPE = [("parent", np.intp), ("child", np.intp), ("lambda_val", float
 
 
 @njit(cache=True)
-def _subtree_points(left, right, n, start, queue):
-    """Leaves under ``start`` in breadth-first order (the package's order), into ``queue``."""
+def _bfs(left, right, n, start, queue):
+    """Nodes under ``start`` in breadth-first order (the package's order) into ``queue``; their count."""
     queue[0] = start
-    head, tail, k = 0, 1, 0
+    head, tail = 0, 1
     while head < tail:
         x = queue[head]
         head += 1
@@ -25,15 +25,7 @@ def _subtree_points(left, right, n, start, queue):
             queue[tail] = left[x - n]
             queue[tail + 1] = right[x - n]
             tail += 2
-        else:
-            k += 1
-    out = np.empty(k, np.int64)
-    j = 0
-    for i in range(tail):
-        if queue[i] < n:
-            out[j] = queue[i]
-            j += 1
-    return out, queue[:tail]
+    return tail
 
 
 @njit(cache=True)
@@ -47,15 +39,7 @@ def _condense(hierarchy, min_cluster_size):
     size = hierarchy[:, 3].astype(np.int64)
 
     order = np.empty(root + 1, np.int64)  # breadth-first from the root: cluster ids follow it
-    order[0] = root
-    head, tail = 0, 1
-    while head < tail:
-        x = order[head]
-        head += 1
-        if x >= n:
-            order[tail] = left[x - n]
-            order[tail + 1] = right[x - n]
-            tail += 2
+    _bfs(left, right, n, root, order)
 
     relabel = np.empty(root + 1, np.int64)
     relabel[root] = n
@@ -86,12 +70,11 @@ def _condense(hierarchy, min_cluster_size):
             elif nsub >= min_cluster_size:  # the cluster goes on under its parent's id
                 relabel[sub] = relabel[node]
             else:  # too small: its points fall out here
-                points, visited = _subtree_points(left, right, n, sub, queue)
-                for p in points:
-                    parent[pos], child[pos], lam[pos], csize[pos] = relabel[node], p, lv, 1
-                    pos += 1
-                for v in visited:
+                for v in queue[:_bfs(left, right, n, sub, queue)]:
                     ignore[v] = True
+                    if v < n:
+                        parent[pos], child[pos], lam[pos], csize[pos] = relabel[node], v, lv, 1
+                        pos += 1
     return parent[:pos], child[:pos], lam[:pos], csize[:pos]
 
 
