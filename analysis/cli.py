@@ -144,6 +144,11 @@ class Example:
         return 0
 
 
+def add_face_model_options(p) -> None:
+    p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+    p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+
+
 def _add_refs_options(p, what: str) -> None:
     p.add_argument("-d", "--dataset", required=True, help="dataset folder")
     p.add_argument("--refs", required=True, help="reference library: an HDF5 from 'refs embed', or a folder REFDIR/<name>/*.jpg")
@@ -165,8 +170,7 @@ class Refs:
         e = rsub.add_parser("embed", help="detect, align and embed REFDIR/<name>/* into an HDF5 file")
         e.add_argument("refdir", help="folder with one sub-folder per person (folder name = label)")
         e.add_argument("out", help="HDF5 file to write, e.g. refs.h5")
-        e.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
-        e.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        add_face_model_options(e)
         e.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"], help="face detector")
         b = rsub.add_parser("build", help="fetch each person's Wikidata image (P18) into REFDIR/<Qid>/")
         b.add_argument("people", help="text file; lines starting with a Wikidata id (Q76 Barack Obama) are used")
@@ -210,8 +214,7 @@ class Identify:
             "second-best person; 'unknown' beyond the threshold or margin."))
         _add_refs_options(p, "a face")
         p.add_argument("--from", dest="source", default="faces", help="extraction run (default: faces)")
-        p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
-        p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        add_face_model_options(p)
         p.add_argument("--one-per-image", action="store_true",
                        help="two faces in one photo are never the same person (Hungarian matching per photo)")
         p.add_argument("--cluster-run", default=None,
@@ -330,8 +333,7 @@ class Dashboard:
             ": the same as panel serve dashboard/app.py --args --dataset DATASET."))
         p.add_argument("dataset", help="dataset folder with an extraction run")
         p.add_argument("--faces", default="faces", help="extraction run inside the dataset (default: faces)")
-        p.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
-        p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
+        add_face_model_options(p)
         p.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
         p.add_argument("--run", default=None,
                        help="review the images of this image cluster run (crowdsort cluster --model efficientnet|clip)")

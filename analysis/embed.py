@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .align import CROP_SIZE, arcface_input
 from .models import ModelNotFoundError, resolve_model_file
+from .store import EmbeddingWriter
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
     of ``faces``.
     """
     import multiprocessing as mp
+    from contextlib import ExitStack
 
     ids = faces["face_id"].to_numpy()
     cached_ids, _ = store.load_embeddings(embedder.name)
@@ -240,32 +242,15 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
                     [np.asarray(v, dtype=np.float64) for v in chunk["crop_landmarks"]], list(chunk["face_id"]))
                    for chunk in (todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size))]
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
-        new_ids, new_vecs = [], []
-
-        def flush():
-            if new_ids:
-                store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new_vecs))
-                new_ids.clear()
-                new_vecs.clear()
-
-        def keep(batch_ids, vecs):
-            new_ids.extend(batch_ids)
-            new_vecs.append(vecs)
-            bar.update(len(batch_ids))
-            if len(new_ids) >= save_every:
-                flush()
-
-        try:  # what was embedded is kept even when the run stops half way (Ctrl-C, a crash)
+        with bar, EmbeddingWriter(store, embedder.name, save_every) as writer, ExitStack() as stack:
             if workers <= 1:
                 embedder.prepare()
-                for paths, lms, batch_ids in batches:
-                    keep(batch_ids, embedder.embed(_read_crops(paths), lms))
+                results = (embedder.embed(_read_crops(paths), lms) for paths, lms, _ in batches)
             else:
-                with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(embedder,)) as pool:
-                    results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])
-                    for (_, _, batch_ids), vecs in zip(batches, results):
-                        keep(batch_ids, vecs)
-        finally:
-            flush()
-            bar.close()
+                pool = stack.enter_context(mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                                                        initargs=(embedder,)))
+                results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])
+            for (_, _, batch_ids), vecs in zip(batches, results):
+                writer.add(batch_ids, vecs)
+                bar.update(len(batch_ids))
     return store.vectors(embedder.name, ids)[0]

@@ -248,7 +248,7 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
 
     Decoding and preprocessing run on a thread pool ahead of the model (PIL and numpy release
     the GIL), so the model rarely waits for files; a file that does not decode is reported and
-    skipped, never the end of the batch. Vectors are saved every 4,096 images.
+    skipped, never the end of the batch. Vectors are saved every 4,096 images and when the run stops.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -256,6 +256,7 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
 
     from .embed import l2_normalize
     from .images import ImageError, read_image
+    from .store import EmbeddingWriter
 
     ids = items["item_id"].to_numpy()
     cached_ids, _ = store.load_embeddings(embedder.name)
@@ -271,9 +272,8 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
             except ImageError as e:
                 return i, str(e)
 
-        new_ids, new = [], []
         bar = tqdm(total=len(todo), disable=not progress, unit="img", desc=f"embed ({embedder.name})")
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with bar, EmbeddingWriter(store, embedder.name, 4096) as writer, ThreadPoolExecutor(max(1, workers)) as pool:
             batches = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
             pending = [pool.map(load, b) for b in batches[:2]]  # two batches in flight
             for k in range(len(batches)):
@@ -283,11 +283,7 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
                 good = [(i, a) for i, a in loaded if not isinstance(a, str)]
                 errors.update({todo_ids[i]: a for i, a in loaded if isinstance(a, str)})
                 if good:
-                    new.append(l2_normalize(embedder.embed_batch(np.stack([a for _, a in good]))))
-                    new_ids += [todo_ids[i] for i, _ in good]
+                    writer.add([todo_ids[i] for i, _ in good],
+                               l2_normalize(embedder.embed_batch(np.stack([a for _, a in good]))))
                 bar.update(len(loaded))
-                if new_ids and (len(new_ids) >= 4096 or k == len(batches) - 1):
-                    store.save_embeddings(embedder.name, np.array(new_ids, dtype=object), np.vstack(new))
-                    new_ids, new = [], []
-        bar.close()
     return store.vectors(embedder.name, ids)[0], errors

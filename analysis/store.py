@@ -246,3 +246,32 @@ class FaceStore:
         buf = io.BytesIO()
         np.savez(buf, indices=graph.indices, distances=graph.distances, method=graph.method)
         atomic_write_bytes(self._graph_path(model, face_ids, graph.n_neighbors, method), buf.getvalue())
+
+
+class EmbeddingWriter:
+    """New vectors of one model, added to the store's cache every ``every`` items and when the
+    ``with`` block ends, also by an error or Ctrl-C: a stopped run keeps what it embedded."""
+
+    def __init__(self, store: FaceStore, model: str, every: int):
+        self.store, self.model, self.every = store, model, every
+        self.ids: list = []
+        self.vecs: list[np.ndarray] = []
+
+    def add(self, ids, vecs: np.ndarray) -> None:
+        if len(ids):
+            self.ids.extend(ids)
+            self.vecs.append(vecs)
+        if len(self.ids) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.ids:
+            self.store.save_embeddings(self.model, np.array(self.ids, dtype=object), np.vstack(self.vecs))
+            self.ids, self.vecs = [], []
+
+    def __enter__(self) -> "EmbeddingWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+

@@ -25,6 +25,7 @@ import param
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` from a checkout
 
+from analysis.cli import add_face_model_options  # noqa: E402
 from analysis.pipeline import cluster_params, open_image_review, open_review  # noqa: E402
 from analysis.images import thumbnail_jpeg  # noqa: E402
 from analysis.review import NOT_FACE  # noqa: E402
@@ -50,8 +51,7 @@ def parse_args(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="dashboard/app.py")
     ap.add_argument("--dataset", required=True, help="dataset folder (with an extraction run)")
     ap.add_argument("--faces", default="faces", help="extraction run inside the dataset (default: faces)")
-    ap.add_argument("--model", default="dlib", choices=["dlib", "arcface"])
-    ap.add_argument("--weights", default=None)
+    add_face_model_options(ap)
     ap.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
     ap.add_argument("--run", default=None, help="review the images of this image cluster run instead of faces")
     return ap.parse_args(argv)
