@@ -8,6 +8,62 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .paths import in_dataset
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless its text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.required or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if action.default is None:
+            return text + " (default: none)"
+        if isinstance(action.default, bool):
+            return text + (" (default: on)" if action.default else " (default: off)")
+        return text + " (default: %(default)s)"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: -q/-v are taken after the subcommand too (``crowdsort cluster -d x -q``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: not given here, the value before the subcommand stands
+        self.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details")
+
+
+def add_dry_run(p) -> None:
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, write nothing")
+
+
+def dataset_inputs(dataset: str, patterns: str) -> str:
+    """Input paths read inside the dataset; one line when one is read from the current folder instead."""
+    from .paths import inputs_in_dataset
+
+    notes: list[str] = []
+    resolved = inputs_in_dataset(dataset, patterns, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return resolved
+
+
+def report_skipped(skipped, verbose: bool) -> None:
+    """What a scan passed over (links, folders named like images, unsupported types): counted,
+    and one line each with -v."""
+    if not skipped:
+        return
+    if verbose:
+        for path, reason in skipped:
+            print(f"not an image: {path}: {reason}", file=sys.stderr)
+    else:
+        from collections import Counter
+
+        kinds = ", ".join(f"{n} {r}" for r, n in Counter(r for _, r in skipped).most_common())
+        print(f"passed over {len(skipped)} entries ({kinds}); -v lists them", file=sys.stderr)
 
 
 class ExtractFaces:
@@ -20,8 +76,9 @@ class ExtractFaces:
             ". Re-running skips unchanged images, processes new or changed ones and marks deleted ones gone."))
         p.add_argument("-d", "--dataset", required=True, help="dataset folder (created if missing)")
         p.add_argument("--from", dest="source", required=True,
-                       help="comma-separated globs of images or folders (scanned recursively), e.g. 'images/*'")
-        p.add_argument("--to", default="faces", help="extraction run name inside the dataset (default: faces)")
+                       help="comma-separated globs of images or folders (scanned recursively), read inside the "
+                            "dataset, e.g. 'images/*' (absolute paths as given)")
+        p.add_argument("--to", default="faces", help="extraction run name inside the dataset")
         p.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"],
                        help="detector: mediapipe BlazeFace (default) or dlib HOG")
         p.add_argument("--min-score", type=float, default=None,
@@ -29,8 +86,20 @@ class ExtractFaces:
         p.add_argument("--max-faces", type=int, default=None,
                        help="keep the N most prominent faces per image (size and centrality); default all")
         p.add_argument("--min-size", type=int, default=0, help="drop faces whose box is smaller (pixels)")
-        p.add_argument("--skip-partial", action="store_true", help="drop faces whose box leaves the image")
+        p.add_argument("--skip-partial", action="store_true",
+                       help="drop faces whose box (with --crop ffhq: whose crop) leaves the image")
+        p.add_argument("--crop", default="aligned", choices=["aligned", "ffhq"],
+                       help="aligned: the 256 px identity crop only; ffhq: also dtst's square dataset crop "
+                            "(about 4x the eye distance, at the photo's resolution) in RUN/ffhq/")
+        p.add_argument("--max-size", type=int, default=None,
+                       help="ffhq: largest crop side in pixels (smaller faces keep their own size; default: no cap)")
+        p.add_argument("--padding", action=argparse.BooleanOptionalAction, default=True,
+                       help="ffhq: where the crop leaves the photo, mirror and blur it (else black)")
+        add_dry_run(p)
         p.add_argument("--workers", type=int, default=1, help="parallel processes (each loads the detector once)")
+        p.add_argument("--prune", action="store_true",
+                       help="mark images that --from no longer matches as gone (default: a run over another "
+                            "folder adds to the dataset; only deleted files are dropped)")
         p.set_defaults(command=ExtractFaces)
 
     @staticmethod
@@ -38,9 +107,16 @@ class ExtractFaces:
         from .extract import ExtractParams, extract_faces
         from .store import FaceStore
 
-        params = ExtractParams(args.engine, args.min_score, args.max_faces, args.min_size, args.skip_partial)
+        params = ExtractParams(args.engine, args.min_score, args.max_faces, args.min_size, args.skip_partial,
+                               args.crop, args.max_size, args.padding)
         store = FaceStore(Path(args.dataset) / args.to)
-        s = extract_faces(args.source, store, params, workers=args.workers, progress=not args.quiet)
+        s = extract_faces(dataset_inputs(args.dataset, args.source), store, params, workers=args.workers,
+                          progress=not args.quiet, prune=args.prune, dry_run=args.dry_run)
+        report_skipped(s["skipped"], args.verbose)
+        if args.dry_run:
+            print(f"dry run: {s['images']} images: {s['to_process']} to process, {s['unchanged']} unchanged, "
+                  f"{s['gone']} would be marked gone → {store.root} (nothing written)")
+            return 0
         for err in s["errors"]:
             print(f"skipped: {err}", file=sys.stderr)
         print(f"{s['images']} images: {s['processed']} processed, {s['unchanged']} unchanged, "
@@ -59,9 +135,9 @@ class Cluster:
             ". Writes DIR/000 (largest) …, DIR/noise, assignments.csv and clusters.json."))
         p.add_argument("-d", "--dataset", required=True, help="dataset folder")
         p.add_argument("--from", dest="source", default="faces",
-                       help="faces: the extraction run (default: faces); images (--model efficientnet|clip): "
-                            "comma-separated globs of images or folders, e.g. 'images/*'")
-        p.add_argument("--to", default="cluster", help="output folder name inside the dataset (default: cluster)")
+                       help="faces: the extraction run; images (--model efficientnet|clip): comma-separated globs "
+                            "of images or folders read inside the dataset, e.g. 'images/*'")
+        p.add_argument("--to", default="cluster", help="output folder name inside the dataset")
         p.add_argument("--model", default="dlib", choices=["dlib", "arcface", "efficientnet", "clip"],
                        help="dlib/arcface: faces by identity; efficientnet (offline) / clip: whole images")
         p.add_argument("--weights", default=None,
@@ -88,25 +164,38 @@ class Cluster:
                        help="kNN search: exact up to 50k faces, pynndescent above (auto)")
         p.add_argument("--top", type=int, default=None, help="keep the N largest clusters; the rest go to noise/")
         p.add_argument("--num-protos", type=int, default=3, help="prototypes per cluster (marked in assignments.csv)")
-        p.add_argument("--proto-out", default=None, help="also copy each cluster's prototypes to DIR/<cluster>/")
+        p.add_argument("--proto-out", default=None,
+                       help="also copy each cluster's prototypes to DIR/<cluster>/ (inside the dataset; default: none)")
         p.add_argument("--model-out", default=None,
-                       help="save vectors, labels and graph (.npz) to assign new faces to these clusters later")
+                       help="save vectors, labels and graph (.npz, inside the dataset) to assign new faces to "
+                            "these clusters later (default: none)")
         p.add_argument("--clean", action="store_true", help="replace an existing cluster run in --to")
         p.add_argument("--link", default="copy", choices=["copy", "hardlink", "symlink"],
                        help="how crops are placed in the cluster folders")
+        add_dry_run(p)
         p.set_defaults(command=Cluster)
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_images, cluster_params
+        from .pipeline import cluster_faces, cluster_images, cluster_params, output_plan
 
         params = cluster_params(args.algorithm, args.min_cluster_size, args.min_samples, args.knn, args.eps)
+        proto_out, model_out = in_dataset(args.dataset, args.proto_out), in_dataset(args.dataset, args.model_out)
+        if not (args.clean or args.dry_run) and output_plan(Path(args.dataset) / args.to, False) == "replace":
+            print(f"note: replacing the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
+                  file=sys.stderr)
         if args.model in ("efficientnet", "clip"):
             if args.model_out:
                 raise ValueError("--model-out is for face clusterings")
-            s = cluster_images(args.dataset, args.source, args.to, args.model, args.weights, args.arch, args.algorithm,
-                               params, args.ann, args.top, args.num_protos, args.proto_out, args.link, args.clean,
-                               args.batch_size, args.device, progress=not args.quiet)
+            s = cluster_images(args.dataset, dataset_inputs(args.dataset, args.source), args.to, args.model,
+                               args.weights, args.arch, args.algorithm, params, args.ann, args.top, args.num_protos,
+                               proto_out, args.link, args.clean, args.batch_size, args.device,
+                               progress=not args.quiet, dry_run=args.dry_run)
+            if args.dry_run:
+                print(f"dry run: {s['images']} images ({args.model}) → {Path(args.dataset) / args.to}: {s['output']} "
+                      "(nothing written)")
+                return 0
+            report_skipped(s.get("skipped", []), args.verbose)
             for e in s["errors"]:
                 print(f"skipped: {e}", file=sys.stderr)
             print(f"{s['n_items']} images → {s['n_clusters']} clusters, {s['n_noise']} noise "
@@ -114,11 +203,55 @@ class Cluster:
             return 0
         s = cluster_faces(
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
-            args.top, args.num_protos, args.proto_out, args.model_out, args.link, args.clean,
-            progress=not args.quiet, workers=args.workers,
+            args.top, args.num_protos, proto_out, model_out, args.link, args.clean,
+            progress=not args.quiet, workers=args.workers, dry_run=args.dry_run,
         )
+        if args.dry_run:
+            print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({args.model}) → "
+                  f"{Path(args.dataset) / args.to}: {s['output']} (nothing written)")
+            return 0
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
+        return 0
+
+
+class ExtractFrames:
+    name = "extract-frames"
+    help = "write the key frames of videos as images into the dataset, each traced to its video and time"
+
+    @staticmethod
+    def register_subcommand(sub):
+        p = sub.add_parser(ExtractFrames.name, help=ExtractFrames.help, description=ExtractFrames.help + (
+            ". Key frames (I-frames) only, at most one every --keyframes seconds, named <video stem>_<NNNN>.jpg; "
+            "frames.parquet and videos.parquet beside them. Re-running skips videos already done."))
+        p.add_argument("-d", "--dataset", required=True, help="dataset folder (created if missing)")
+        p.add_argument("--from", dest="source", required=True,
+                       help="comma-separated globs of videos or folders (mp4 mkv avi mov webm flv wmv m4v), read "
+                            "inside the dataset, e.g. videos")
+        p.add_argument("--to", default="images/frames", help="folder for the frames, inside the dataset")
+        p.add_argument("--keyframes", type=float, default=10.0,
+                       help="at most one key frame every K seconds; 0 keeps every key frame")
+        p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="image format of the frames")
+        p.add_argument("--workers", type=int, default=1, help="videos decoded at once (one process each)")
+        add_dry_run(p)
+        p.set_defaults(command=ExtractFrames)
+
+    @staticmethod
+    def run(args) -> int:
+        from .frames import extract_frames
+
+        s = extract_frames(dataset_inputs(args.dataset, args.source), args.dataset, to=args.to,
+                           keyframes=args.keyframes, fmt=args.format, workers=args.workers, dry_run=args.dry_run,
+                           progress=not args.quiet)
+        report_skipped(s["skipped"], args.verbose)
+        for err in s["errors"]:
+            print(f"skipped: {err}", file=sys.stderr)
+        if args.dry_run:
+            print(f"dry run: {s['videos']} videos: {len(s['to_process'])} to process, {len(s['to_skip'])} to skip; "
+                  f"{s['frames']} key frames would be written (nothing written)")
+        else:
+            print(f"{s['videos']} videos: {s['processed']} processed, {s['unchanged']} unchanged, {s['failed']} "
+                  f"unreadable, {s['gone']} gone; {s['frames']} new frames, {s['frames_total']} in {s['root']}")
         return 0
 
 
@@ -151,7 +284,9 @@ def add_face_model_options(p) -> None:
 
 def _add_refs_options(p, what: str) -> None:
     p.add_argument("-d", "--dataset", required=True, help="dataset folder")
-    p.add_argument("--refs", required=True, help="reference library: an HDF5 from 'refs embed', or a folder REFDIR/<name>/*.jpg")
+    p.add_argument("--refs", required=True,
+                   help="reference library: an HDF5 from 'refs embed', or a folder REFDIR/<name>/*.jpg (read inside "
+                        "the dataset, or from the current folder when it is not there)")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"cosine distance above which {what} is unknown (default: calibrated per model, "
                         "dlib 0.07 ≈ 0.37 Euclidean; arcface 0.60)")
@@ -168,17 +303,25 @@ class Refs:
         p = sub.add_parser(Refs.name, help=Refs.help, description=Refs.help + ".")
         rsub = p.add_subparsers(title="refs commands", metavar="ACTION", dest="action", required=True)
         e = rsub.add_parser("embed", help="detect, align and embed REFDIR/<name>/* into an HDF5 file")
+        e.add_argument("-d", "--dataset", default=None,
+                       help="dataset folder: REFDIR and OUT are read inside it (default: the current folder)")
         e.add_argument("refdir", help="folder with one sub-folder per person (folder name = label)")
         e.add_argument("out", help="HDF5 file to write, e.g. refs.h5")
         add_face_model_options(e)
         e.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"], help="face detector")
         b = rsub.add_parser("build", help="fetch each person's Wikidata image (P18) into REFDIR/<Qid>/")
+        b.add_argument("-d", "--dataset", default=None,
+                       help="dataset folder: PEOPLE and REFDIR are read inside it (default: the current folder)")
         b.add_argument("people", help="text file; lines starting with a Wikidata id (Q76 Barack Obama) are used")
         b.add_argument("refdir", help="reference folder to fill (existing people are kept)")
         p.set_defaults(command=Refs)
 
     @staticmethod
     def run(args) -> int:
+        if args.dataset:
+            for name in ("refdir", "out", "people"):
+                if getattr(args, name, None):
+                    setattr(args, name, in_dataset(args.dataset, getattr(args, name)))
         if args.action == "build":
             from .wikidata import build_references
 
@@ -219,7 +362,7 @@ class Identify:
                        help="two faces in one photo are never the same person (Hungarian matching per photo)")
         p.add_argument("--cluster-run", default=None,
                        help="pool evidence over the clusters of this run (e.g. cluster): better recall")
-        p.add_argument("--to", default=None, help="CSV to write (default: DATASET/identifications.csv)")
+        p.add_argument("--to", default="identifications.csv", help="CSV to write, inside the dataset")
         p.set_defaults(command=Identify)
 
     @staticmethod
@@ -229,9 +372,9 @@ class Identify:
 
         if args.one_per_image and args.cluster_run:
             raise ValueError("--one-per-image and --cluster-run cannot be combined")
-        df = identify_dataset(args.dataset, args.refs, args.source, args.threshold, args.margin, args.one_per_image,
+        df = identify_dataset(args.dataset, dataset_inputs(args.dataset, args.refs), args.source, args.threshold, args.margin, args.one_per_image,
                               args.cluster_run, args.model, args.weights, progress=not args.quiet)
-        to = Path(args.to or Path(args.dataset) / "identifications.csv")
+        to = Path(in_dataset(args.dataset, args.to or "identifications.csv"))
         atomic_write_text(to, df.to_csv(index=False))
         print(f"{len(df)} faces: {int(df['known'].sum())} identified as {df.loc[df['known'], 'label'].nunique()} "
               f"people, {int((~df['known']).sum())} unknown → {to}")
@@ -249,7 +392,7 @@ class Protos:
         w = psub.add_parser("write", help="copy prototypes to DIR/<cluster>/<rank>-<crop>.jpg with prototypes.csv")
         w.add_argument("-d", "--dataset", required=True, help="dataset folder")
         w.add_argument("--cluster-run", default="cluster", help="cluster run inside the dataset (default: cluster)")
-        w.add_argument("--to", required=True, help="folder to write")
+        w.add_argument("--to", required=True, help="folder to write, inside the dataset")
         w.add_argument("--clean", action="store_true", help="replace a prototype folder written before")
         p.set_defaults(command=Protos)
 
@@ -259,7 +402,7 @@ class Protos:
         from .pipeline import load_cluster_run
 
         items, _ = load_cluster_run(args.dataset, args.cluster_run)
-        write_prototypes(args.to, items.assign(file=items["crop_path"]), clean=args.clean)
+        write_prototypes(in_dataset(args.dataset, args.to), items.assign(file=items["crop_path"]), clean=args.clean)
         n = int((items["prototype"] & (items["cluster"] >= 0)).sum())
         print(f"{n} prototypes of {items.loc[items['cluster'] >= 0, 'cluster'].nunique()} clusters → {args.to}")
         return 0
@@ -278,7 +421,7 @@ class LabelClusters:
         p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
         p.add_argument("--prototypes-only", action="store_true", help="use only each cluster's prototypes")
         p.add_argument("--one-to-one", action="store_true", help="each person names at most one cluster")
-        p.add_argument("--to", default=None, help="CSV to write (default: DATASET/<run>.identifications.csv)")
+        p.add_argument("--to", default=None, help="CSV to write, inside the dataset (default: <cluster run>.identifications.csv)")
         p.set_defaults(command=LabelClusters)
 
     @staticmethod
@@ -286,9 +429,9 @@ class LabelClusters:
         from .pipeline import label_clusters
         from .store import atomic_write_text
 
-        df = label_clusters(args.dataset, args.refs, args.cluster_run, args.threshold, args.margin, args.one_to_one,
+        df = label_clusters(args.dataset, dataset_inputs(args.dataset, args.refs), args.cluster_run, args.threshold, args.margin, args.one_to_one,
                             args.prototypes_only, args.weights, progress=not args.quiet)
-        to = Path(args.to or Path(args.dataset) / f"{args.cluster_run}.identifications.csv")
+        to = Path(in_dataset(args.dataset, args.to or f"{args.cluster_run}.identifications.csv"))
         atomic_write_text(to, df.to_csv(index=False))
         print(f"{len(df)} clusters: {int(df['known'].sum())} named, {int((~df['known']).sum())} unknown → {to}")
         return 0
@@ -302,12 +445,13 @@ class ApplyLabels:
     def register_subcommand(sub):
         p = sub.add_parser(ApplyLabels.name, help=ApplyLabels.help, description=ApplyLabels.help + ".")
         p.add_argument("-d", "--dataset", required=True, help="dataset folder")
-        p.add_argument("--labels", required=True, help="CSV with columns label,cluster (hand-written or from label-clusters)")
+        p.add_argument("--labels", required=True,
+                       help="CSV with columns label,cluster (hand-written or from label-clusters), read inside the dataset")
         p.add_argument("--cluster-run", default="cluster", help="cluster run inside the dataset (default: cluster)")
-        p.add_argument("--to", required=True, help="CSV to write")
+        p.add_argument("--to", required=True, help="CSV to write, inside the dataset")
         p.add_argument("--keep-unlabeled", action="store_true",
                        help="keep faces of unnamed clusters (label 'cluster NNN' or 'noise')")
-        p.add_argument("--export", default=None, help="also copy crops into DIR/<name>/")
+        p.add_argument("--export", default=None, help="also copy crops into DIR/<name>/, inside the dataset (default: none)")
         p.add_argument("--clean", action="store_true", help="replace an --export folder written before")
         p.set_defaults(command=ApplyLabels)
 
@@ -316,29 +460,39 @@ class ApplyLabels:
         from .pipeline import apply_labels
         from .store import atomic_write_text
 
-        df = apply_labels(args.dataset, args.labels, args.cluster_run, args.keep_unlabeled, args.export, args.clean)
-        atomic_write_text(Path(args.to), df.to_csv(index=False))
+        labels, to = dataset_inputs(args.dataset, args.labels), Path(in_dataset(args.dataset, args.to))
+        export = in_dataset(args.dataset, args.export)
+        if to.resolve() == Path(labels).resolve():
+            raise ValueError(f"--to {args.to} is the --labels file: it would be overwritten; write to another file")
+        df = apply_labels(args.dataset, labels, args.cluster_run, args.keep_unlabeled, export, args.clean)
+        atomic_write_text(to, df.to_csv(index=False))
         print(f"{len(df)} faces, {int(df['labelled'].sum())} named ({df.loc[df['labelled'], 'label'].nunique()} names) "
-              f"→ {args.to}{' and ' + args.export if args.export else ''}")
+              f"→ {to}{' and ' + export if export else ''}")
         return 0
 
 
 class Dashboard:
     name = "dashboard"
     help = "open the dashboard over a dataset (bound to 127.0.0.1)"
+    token_env = "CROWDSORT_DASHBOARD_TOKEN"  # dashboard/app.py admits other machines with this token only
 
     @staticmethod
     def register_subcommand(sub):
         p = sub.add_parser(Dashboard.name, help=Dashboard.help, description=Dashboard.help + (
             ": the same as panel serve dashboard/app.py --args --dataset DATASET."))
-        p.add_argument("dataset", help="dataset folder with an extraction run")
-        p.add_argument("--faces", default="faces", help="extraction run inside the dataset (default: faces)")
+        p.add_argument("-d", "--dataset", dest="dataset_opt", default=None, help="dataset folder with an extraction run")
+        p.add_argument("dataset", nargs="?", default=None, help="the dataset folder, as -d (the older spelling)")
+        p.add_argument("--from", "--faces", dest="faces", default="faces", help="extraction run inside the dataset")
         add_face_model_options(p)
-        p.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
-        p.add_argument("--run", default=None,
-                       help="review the images of this image cluster run (crowdsort cluster --model efficientnet|clip)")
+        p.add_argument("--refs", default=None,
+                       help="reference library (HDF5 or folder, read inside the dataset) for name suggestions")
+        p.add_argument("--cluster-run", "--run", dest="run", default=None,
+                       help="review the images of this image cluster run (crowdsort cluster --model "
+                            "efficientnet|clip) instead of the faces")
         p.add_argument("--port", type=int, default=5006)
-        p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+        p.add_argument("--address", default="127.0.0.1",
+                       help="interface to listen on (default: this machine only; any other, e.g. 0.0.0.0, "
+                            "admits only browsers given the printed URL with its token)")
         p.add_argument("--show", action="store_true", help="open a browser tab")
         p.set_defaults(command=Dashboard)
 
@@ -346,6 +500,11 @@ class Dashboard:
     def run(args) -> int:
         import subprocess
 
+        args.dataset = args.dataset_opt or args.dataset
+        if not args.dataset:
+            raise ValueError("which dataset? pass -d DATASET")
+        if args.refs:
+            args.refs = dataset_inputs(args.dataset, args.refs)
         app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
         if not app.exists():
             raise FileNotFoundError(f"{app} not found: the dashboard runs from a crowdsort checkout (pip install -e .)")
@@ -355,18 +514,79 @@ class Dashboard:
             load_image_run(args.dataset, args.run)  # fails here, in one line, rather than in the server log
         elif not (Path(args.dataset) / args.faces).exists():
             raise FileNotFoundError(f"{Path(args.dataset) / args.faces}: no extraction run; run crowdsort extract-faces first")
-        cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", args.address, "--port", str(args.port),
-               "--allow-websocket-origin", f"{args.address}:{args.port}", "--allow-websocket-origin", f"localhost:{args.port}"]
+        cmd, env, url = Dashboard.server_command(args, app)
+        if Dashboard.token_env in env:
+            print(f"warning: --address {args.address} serves the dashboard (photos and names) to the network, "
+                  "unencrypted (http); only browsers opening the URL below, with its token, get in", file=sys.stderr)
+        print(f"dashboard: {url} (Ctrl-C stops it)", flush=True)
+        return subprocess.call(cmd, env=env)
+
+    @staticmethod
+    def server_command(args, app: Path) -> tuple[list[str], dict[str, str], str]:
+        """``panel serve`` argv, its environment and the URL to open. Served beyond this machine
+        the app admits only a random token, passed in the environment: ``ps`` shows every user
+        the command line."""
+        import secrets
+
+        hosts = Dashboard.host_names(args.address)
+        cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", args.address, "--port", str(args.port)]
+        for host in hosts:
+            cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]
         cmd += ["--show"] if args.show else []
         cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces, "--model", args.model]
         cmd += ["--weights", args.weights] if args.weights else []
         cmd += ["--refs", args.refs] if args.refs else []
         cmd += ["--run", args.run] if args.run else []
-        print(f"dashboard: http://{args.address}:{args.port}/app (Ctrl-C stops it)", flush=True)
-        return subprocess.call(cmd)
+        env = {k: v for k, v in os.environ.items() if k != Dashboard.token_env}
+        url = f"http://{hosts[0]}:{args.port}/app"
+        if not Dashboard.is_local(args.address):
+            env[Dashboard.token_env] = secrets.token_urlsafe(32)
+            url += f"?token={env[Dashboard.token_env]}"
+        return cmd, env, url
 
+    @staticmethod
+    def is_local(address: str) -> bool:
+        import ipaddress
 
-COMMANDS = [ExtractFaces, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Dashboard, Example]
+        try:
+            return address == "localhost" or ipaddress.ip_address(address).is_loopback
+        except ValueError:  # a host name: whatever it resolves to, assume the network
+            return False
+
+    @staticmethod
+    def host_names(address: str) -> list[str]:
+        """The names browsers may reach the server by (each is let open its websocket), the one
+        to print first: for a wildcard address, this machine's addresses and names."""
+        import socket
+
+        if address not in ("0.0.0.0", "::", ""):
+            names = [address, "localhost"]
+        else:
+            ips = Dashboard.machine_addresses()
+            lan = [ip for ip in ips if not Dashboard.is_local(ip)]
+            # the wildcard itself last: --show opens it
+            names = [*lan, socket.gethostname(), socket.getfqdn(), *ips, "localhost", "127.0.0.1", address]
+        return list(dict.fromkeys(f"[{n}]" if ":" in n else n for n in names))
+
+    @staticmethod
+    def machine_addresses() -> list[str]:
+        """This machine's IP addresses, found without the network: its default route's and its name's."""
+        import socket
+
+        ips = set()
+        try:  # connecting a UDP socket sends nothing
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect(("203.0.113.1", 9))
+                ips.add(s.getsockname()[0])
+        except OSError:  # no route: offline
+            pass
+        try:
+            ips |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP)}
+        except OSError:  # the name does not resolve (Debian maps it to 127.0.1.1 at best)
+            pass
+        return sorted(ips, key=lambda ip: (":" in ip, ip))
+
+COMMANDS = [ExtractFaces, ExtractFrames, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Dashboard, Example]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crowdsort {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=CommandParser)
     for cmd in COMMANDS:
         cmd.register_subcommand(sub)
     return parser
@@ -388,11 +608,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")  # keep mediapipe's C++ logging quiet
+    from .locks import DatasetBusyError
+    from .workers import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     try:
         return args.command.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, ConnectionError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, ConnectionError, DatasetBusyError) as e:
         print(f"crowdsort {args.command.name}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"crowdsort {args.command.name}: interrupted; what was done is saved, run it again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

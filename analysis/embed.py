@@ -198,7 +198,10 @@ _WORKER = None
 
 
 def _init_worker(embedder) -> None:
+    from .workers import die_with_parent
+
     global _WORKER
+    die_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER = embedder.prepare()
 
@@ -206,7 +209,18 @@ def _init_worker(embedder) -> None:
 def _read_crops(paths) -> list[np.ndarray]:
     from PIL import Image
 
-    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    from .store import DamagedFileError
+
+    crops = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                crops.append(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DamagedFileError(
+                f"crop {p} cannot be read ({e}); delete it and re-run crowdsort extract-faces on this dataset "
+                "(missing crops are made again)") from None
+    return crops
 
 
 def _embed_batch(batch) -> np.ndarray:
@@ -220,12 +234,12 @@ def default_workers(embedder) -> int:
 
 
 def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True, workers: int | None = None,
-                save_every: int = 5000) -> np.ndarray:
+                save_every: int = 5000, save_seconds: float = 20.0) -> np.ndarray:
     """Vectors for the rows of ``faces`` (a faces table), computing only those not cached.
 
     The cache is keyed by face id and model name, so a re-run embeds only new faces and two
-    models' vectors never mix; it is written every ``save_every`` faces, so an interrupted run
-    resumes there. ``workers`` processes (default: :func:`default_workers`) share the work
+    models' vectors never mix; it is written every ``save_every`` faces or ``save_seconds``,
+    so an interrupted run resumes there. ``workers`` processes (default: :func:`default_workers`) share the work
     when there are enough faces to pay for starting them. Returns an (n, d) array in the order
     of ``faces``.
     """
@@ -233,7 +247,8 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
     from contextlib import ExitStack
 
     ids = faces["face_id"].to_numpy()
-    cached_ids, _ = store.load_embeddings(embedder.name)
+    dim = getattr(embedder, "dim", None)  # ArcFace knows its dimension only once loaded
+    cached_ids, _ = store.load_embeddings(embedder.name, dim)
     todo = faces[~np.isin(ids, cached_ids)]
     if len(todo):
         workers = default_workers(embedder) if workers is None else workers
@@ -242,7 +257,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
                     [np.asarray(v, dtype=np.float64) for v in chunk["crop_landmarks"]], list(chunk["face_id"]))
                    for chunk in (todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size))]
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
-        with bar, EmbeddingWriter(store, embedder.name, save_every) as writer, ExitStack() as stack:
+        with bar, EmbeddingWriter(store, embedder.name, save_every, save_seconds) as writer, ExitStack() as stack:
             if workers <= 1:
                 embedder.prepare()
                 results = (embedder.embed(_read_crops(paths), lms) for paths, lms, _ in batches)
@@ -253,4 +268,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
             for (_, _, batch_ids), vecs in zip(batches, results):
                 writer.add(batch_ids, vecs)
                 bar.update(len(batch_ids))
-    return store.vectors(embedder.name, ids)[0]
+    X, found = store.vectors(embedder.name, ids, getattr(embedder, "dim", None))
+    if not found.all():  # e.g. a model that writes NaN for some input: say so, never cluster holes
+        raise ValueError(f"{(~found).sum()} faces got no valid {embedder.name} vector (see the warnings above)")
+    return X

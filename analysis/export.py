@@ -56,28 +56,113 @@ def _free_name(dst: Path) -> Path:
     return dst
 
 
-def prepare_output(out: Path, clean: bool, marker: str = "clusters.json", option: str = "--to",
-                   what: str = "a crowdsort cluster run") -> None:
-    """Refuse a non-empty ``out`` unless ``clean``; only ever clean a folder holding ``marker``,
-    the file crowdsort writes into that kind of output (a cluster run by default)."""
-    if out.exists() and any(out.iterdir()):
-        if not clean:
-            raise OutputExistsError(f"{out} is not empty; pass --clean to replace it (runs are never mixed)")
-        if not (out / marker).exists():
-            raise OutputExistsError(
-                f"{out} is not empty and holds no {marker}: refusing to delete a folder that is not "
-                f"{what}; choose another {option}")
+MANIFEST = ".crowdsort-manifest.json"
+# What an output folder is, by kind: the word in messages and the file older versions wrote
+# into it before manifests existed.
+OUTPUT_KINDS = {
+    "cluster-run": ("a crowdsort cluster run", "clusters.json"),
+    "prototypes": ("a crowdsort prototype folder", "prototypes.csv"),
+    "export": ("a crowdsort export", "labels.csv"),
+}
+_TMP_PREFIX = ".crowdsort-tmp-"
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def _legacy_cluster_run(out: Path) -> bool:
+    """A cluster run written before manifests: only the names such a run holds, folders of files."""
+    for p in out.iterdir():
+        if p.name in ("assignments.csv", "clusters.json"):
+            continue
+        if not (p.is_dir() and not p.is_symlink() and (p.name == "noise" or p.name.isdigit())):
+            return False
+        if any(q.is_dir() and not q.is_symlink() for q in p.iterdir()):
+            return False
+    return (out / "clusters.json").is_file()
+
+
+def prepare_output(out: Path, clean: bool, kind: str = "cluster-run", option: str = "--to",
+                   replace_own: bool = False) -> str:
+    """``new`` for an empty or missing ``out``, ``replace`` for one that may be replaced:
+    with ``clean``, or with ``replace_own`` (a new run into the same folder, as dtst does) when
+    it is one crowdsort wrote, i.e. its manifest lists every file in it (a user's file inside
+    stops it). Anything else is refused (:class:`OutputExistsError`)."""
+    what, legacy = OUTPUT_KINDS[kind]
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputExistsError(f"{out} is not a folder; choose another {option}")
+    if not (out.exists() and any(out.iterdir())):
+        return "new"
+    manifest = out / MANIFEST
+    if not clean and not (replace_own and manifest.is_file()):
+        raise OutputExistsError(f"{out} is not empty; pass --clean to replace {what} (runs are never mixed)")
+    if not manifest.is_file():
+        if kind == "cluster-run" and _legacy_cluster_run(out):
+            return "replace"
+        raise OutputExistsError(f"{out} is not empty and is not {what} (no {MANIFEST}): refusing to delete it; "
+                                f"choose another {option}")
+    try:
+        info = json.loads(manifest.read_text())
+        listed = set(info["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputExistsError(f"{manifest} is damaged: refusing to delete {out}; check it and delete it yourself "
+                                f"if it holds nothing of yours, or choose another {option}") from None
+    if info.get("kind") != kind:
+        raise OutputExistsError(f"{out} holds a crowdsort {info.get('kind')}, not {what}: choose another {option}")
+    foreign = [f for f in _files_under(out) if f != MANIFEST and f not in listed]
+    if foreign:
+        raise OutputExistsError(f"{out} holds files crowdsort did not write ({', '.join(foreign[:3])}"
+                                f"{', …' if len(foreign) > 3 else ''}): refusing to replace it; move them out or "
+                                f"choose another {option}")
+    return "replace"
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    """Build folders left by a run that was killed (their pid is no longer alive)."""
+    for p in parent.glob(f"{_TMP_PREFIX}*"):
+        try:
+            pid = int(p.name[len(_TMP_PREFIX):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def publish(out: str | os.PathLike, build, kind: str, clean: bool = False, option: str = "--to",
+            replace_own: bool = False):
+    """Write an output folder atomically: ``build(tmp)`` fills a hidden folder beside ``out``,
+    a manifest of every file is added, and the folder is renamed into place (replacing a
+    previous one only as :func:`prepare_output` allows). Returns what ``build`` returns."""
+    out = Path(out)
+    prepare_output(out, clean, kind, option, replace_own)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(out.parent)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+    try:
+        result = build(tmp)
+        (tmp / MANIFEST).write_text(json.dumps({"tool": "crowdsort", "kind": kind, "format_version": FORMAT_VERSION,
+                                                "files": _files_under(tmp)}, indent=0))
+        prepare_output(out, clean, kind, option, replace_own)  # again: the folder may have changed meanwhile
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-old-"))
+            out.rename(old / "x")
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
 
 
 def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
                       link: str = "copy", clean: bool = False) -> pd.DataFrame:
     """Write the run for ``items`` (one row per item with ``file``, ``cluster`` and any other
     columns for assignments.csv) into ``out``. Returns the assignments table written."""
-    out = Path(out)
-    prepare_output(out, clean)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    def build(tmp: Path) -> pd.DataFrame:
         table = items.copy()
         table["folder"] = [folder_name(c) for c in table["cluster"]]
         names = []
@@ -98,18 +183,8 @@ def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
             "sizes": sizes,
         }
         (tmp / "clusters.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-        if out.exists():
-            old = out.with_name(f".{out.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return table
+        return table
+    return publish(out, build, "cluster-run", clean, replace_own=True)
 
 
 def _json_default(o):
@@ -122,21 +197,19 @@ def _json_default(o):
 
 def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False) -> None:
     """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first."""
-    out = Path(out)
-    prepare_output(out, clean, "prototypes.csv", "--proto-out / --to", "a prototype folder")
-    if out.exists():
-        shutil.rmtree(out)
     protos = items[items["prototype"] & (items["cluster"] >= 0)].sort_values(["cluster", "prototype_rank"])
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for _, r in protos.iterrows():
-        d = out / folder_name(int(r["cluster"]))
-        d.mkdir(exist_ok=True)
-        dst = d / f"{int(r['prototype_rank'])}-{Path(r['file']).name}"
-        shutil.copy2(r["file"], dst)
-        rows.append({"cluster": int(r["cluster"]), "rank": int(r["prototype_rank"]), "face_id": r["face_id"],
-                     "path": str(dst.relative_to(out))})
-    pd.DataFrame(rows).to_csv(out / "prototypes.csv", index=False)
+
+    def build(tmp: Path) -> None:
+        rows = []
+        for _, r in protos.iterrows():
+            d = tmp / folder_name(int(r["cluster"]))
+            d.mkdir(exist_ok=True)
+            dst = d / f"{int(r['prototype_rank'])}-{Path(r['file']).name}"
+            shutil.copy2(r["file"], dst)
+            rows.append({"cluster": int(r["cluster"]), "rank": int(r["prototype_rank"]), "face_id": r["face_id"],
+                         "path": str(dst.relative_to(tmp))})
+        pd.DataFrame(rows, columns=["cluster", "rank", "face_id", "path"]).to_csv(tmp / "prototypes.csv", index=False)
+    publish(out, build, "prototypes", clean, "--proto-out / --to")
 
 
 MODEL_FORMAT = "crowdsort-cluster-model"
@@ -172,32 +245,41 @@ def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str =
     """``out/<label>/<crop>`` for a labelled table (``crop_path``, ``label``) plus ``labels.csv``.
 
     Built beside ``out`` and renamed into place like a cluster run; ``clean`` replaces only a
-    folder this function wrote before.
+    folder this function wrote before. Two labels never share a folder.
     """
-    out = Path(out)
-    prepare_output(out, clean, "labels.csv", "folder", "a crowdsort export")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    folders = label_folders(table["label"].astype(str))
+
+    def build(tmp: Path) -> None:
         paths = []
-        for src, label in zip(table["crop_path"], table["label"]):
-            d = tmp / safe_folder(str(label))
+        for src, label in zip(table["crop_path"], table["label"].astype(str)):
+            d = tmp / folders[label]
             d.mkdir(exist_ok=True)
             dst = _free_name(d / Path(src).name)
             _place(Path(src), dst, link)
             paths.append(f"{d.name}/{dst.name}")
         table.assign(output_path=paths).to_csv(tmp / "labels.csv", index=False)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    publish(out, build, "export", clean, "folder")
 
 
-def safe_folder(label: str) -> str:
-    """A folder name for a person's label: path separators and control characters replaced."""
+def label_folders(labels) -> dict[str, str]:
+    """A distinct folder name per label: ``a/b`` and ``a_b`` both make ``a_b`` safe, so the
+    second gets ``a_b~2`` rather than sharing a folder (and a name) with the first."""
+    out, used = {}, set()
+    for label in sorted(set(labels)):
+        base = safe_folder(label)
+        name, n = base, 2
+        while name.lower() in used:  # case-insensitive file systems too
+            name, n = f"{base}~{n}", n + 1
+        used.add(name.lower())
+        out[label] = name
+    return out
+
+
+def safe_folder(label: str, max_bytes: int = 200) -> str:
+    """A folder name for a person's label: path separators and control characters replaced,
+    cut to fit a file name (255 bytes on most file systems, with room for ``~N``)."""
     import re
 
     name = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", label).strip(" .")
+    name = name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip(" .")
     return name or "_"

@@ -24,10 +24,14 @@ from tqdm.auto import tqdm
 
 from .align import CROP_SIZE, align_crop, transform_points
 from .detect import is_partial, load_detector, rank_faces
-from .images import ImageError, content_hash, decode_image, find_images
+from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
+from .images import ImageError, content_hash, decode_image, find_images, read_image_bytes
 from .store import FaceStore, atomic_write_bytes
 
 log = logging.getLogger(__name__)
+
+
+CROP_STYLES = ("aligned", "ffhq")
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,21 @@ class ExtractParams:
     min_score: float | None = None  # None: the engine's default
     max_faces: int | None = None  # None: every face above min_score
     min_size: int = 0  # pixels, shorter box side
-    skip_partial: bool = False
+    skip_partial: bool = False  # drop faces whose box (ffhq: whose crop) leaves the image
+    crop: str = "aligned"  # also write a dataset crop: "ffhq" (dtst's), beside the identity crop
+    max_size: int | None = None  # ffhq: cap on the crop's side; None: the photo's own resolution
+    padding: bool = True  # ffhq: mirror and blur where the crop leaves the photo (else black)
+
+    def __post_init__(self):
+        if self.crop not in CROP_STYLES:
+            raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
 
     def signature(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if self.crop == "aligned":  # datasets made before dataset crops existed keep their signature
+            for k in ("crop", "max_size", "padding"):
+                d.pop(k)
+        return json.dumps(d, sort_keys=True)
 
 
 def face_id(image_path: str, image_hash: str, engine: str, box: np.ndarray) -> str:
@@ -65,8 +80,15 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
     height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
     faces = [f.scaled(scale) for f in detector.detect(rgb)]
     faces = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= params.min_size]
+    if params.crop == "ffhq":  # a face whose eyes or mouth are missing cannot be cropped this way
+        faces = [f for f in faces if not np.isnan(f.landmarks[[0, 1, 3]]).any()]
+
+    def partial(f) -> bool:
+        if params.crop == "ffhq":
+            return is_partial_quad(ffhq_quad(f.landmarks)[0], width, height)
+        return is_partial(f.box, width, height)
     if params.skip_partial:
-        faces = [f for f in faces if not is_partial(f.box, width, height)]
+        faces = [f for f in faces if not partial(f)]
     faces = rank_faces(faces, width, height)
     if params.max_faces is not None:
         faces = faces[: params.max_faces]
@@ -75,14 +97,18 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
         fid = face_id(path, h, detector.name, f.box)
         crop, m = align_crop(rgb, f.landmarks / scale)
         rel = crop_name(path, fid)
-        buf = io.BytesIO()
-        Image.fromarray(crop).save(buf, format="JPEG", quality=95)
-        atomic_write_bytes(store_root / rel, buf.getvalue())
+        _save_jpeg(crop, store_root / rel)
+        dataset_rel, dataset_size = "", 0
+        if params.crop == "ffhq":
+            big, _ = ffhq_crop(rgb, f.landmarks / scale, params.max_size, params.padding)
+            dataset_rel, dataset_size = rel.replace("crops/", "ffhq/", 1), big.shape[0]
+            _save_jpeg(big, store_root / dataset_rel)
         rows.append({
             "face_id": fid, "image_path": path, "image_hash": h, "face_index": i,
             "x0": f.box[0], "y0": f.box[1], "x1": f.box[2], "y1": f.box[3],
             "score": f.score, "prominence": f.prominence, "engine": detector.name,
-            "crop_path": rel, "crop_size": CROP_SIZE, "partial": is_partial(f.box, width, height),
+            "crop_path": rel, "crop_size": CROP_SIZE, "partial": partial(f), "crop_style": params.crop,
+            "dataset_crop_path": dataset_rel, "dataset_crop_size": dataset_size,
             "gone": False, "image_width": width, "image_height": height, "record": record,
             "landmarks": f.landmarks.ravel().astype(np.float32),
             "crop_landmarks": transform_points(m, f.landmarks / scale).ravel().astype(np.float32),
@@ -91,6 +117,12 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
     image_row = {"image_hash": h, "width": width, "height": height, "n_faces": len(rows),
                  "status": "ok" if rows else "no_face", "error": ""}
     return image_row, rows
+
+
+def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 _WORKER: dict = {}
@@ -103,6 +135,13 @@ def _init_worker(params: ExtractParams, store_root: Path) -> None:
     _WORKER["root"] = store_root
 
 
+def _init_pool_worker(params: ExtractParams, store_root: Path) -> None:
+    from .workers import die_with_parent
+
+    die_with_parent()
+    _init_worker(params, store_root)
+
+
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     path, prev_hash = task
     row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
@@ -110,7 +149,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
            "record": time.time_ns()}
     try:
         st = os.stat(path)
-        data = Path(path).read_bytes()
+        data = read_image_bytes(path)  # an oversized file is refused before it is read
         row.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
         if prev_hash is not None and content_hash(data) == prev_hash:
             row.update(image_hash=prev_hash, status="unchanged")
@@ -129,11 +168,15 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     return row, []
 
 
-def plan(paths: list[Path], previous: pd.DataFrame, signature: str) -> tuple[list[tuple[str, str | None]], set[str]]:
+def plan(paths: list[Path], previous: pd.DataFrame, signature: str, prune: bool = False,
+         missing_crops: frozenset[str] = frozenset()) -> tuple[list[tuple[str, str | None]], set[str]]:
     """Which images need work, and which recorded images are gone.
 
     An image is skipped without being read when its size, mtime and run signature match
-    the record; otherwise it is hashed, and processed unless the content hash matches.
+    the record and its crops are there; otherwise it is hashed, and processed unless the
+    content hash matches. A recorded image is gone when its file is deleted, or, with
+    ``prune``, when these patterns no longer match it: a run over another folder adds to
+    the dataset, it never drops what earlier runs found.
     """
     prev = previous.set_index("image_path") if len(previous) else None
     tasks = []
@@ -142,16 +185,28 @@ def plan(paths: list[Path], previous: pd.DataFrame, signature: str) -> tuple[lis
         if prev is not None and key in prev.index:
             r = prev.loc[key]
             same_run = r["signature"] == signature
-            if same_run and r["status"] != "gone":
+            if same_run and r["status"] != "gone" and key not in missing_crops:
                 st = p.stat()
                 if st.st_size == r["size_bytes"] and st.st_mtime_ns == r["mtime_ns"]:
                     continue
                 tasks.append((key, r["image_hash"] or None))
                 continue
         tasks.append((key, None))
+    if prev is None:
+        return tasks, set()
     current = {str(p) for p in paths}
-    gone = set() if prev is None else {p for p in prev.index if p not in current and prev.loc[p, "status"] != "gone"}
+    live = prev.index[prev["status"] != "gone"]
+    gone = {p for p in live if p not in current and (prune or not os.path.lexists(p))}
     return tasks, gone
+
+
+def _missing_crops(store: FaceStore) -> frozenset[str]:
+    """Images some of whose crops are missing (deleted by hand, or a damaged one removed)."""
+    faces = store.load_faces()
+    if not len(faces):
+        return frozenset()
+    exists = np.array([(store.root / c).is_file() for c in faces["crop_path"]], dtype=bool)
+    return frozenset(faces.loc[~exists, "image_path"])
 
 
 def extract_faces(
@@ -161,20 +216,46 @@ def extract_faces(
     workers: int = 1,
     progress: bool = True,
     checkpoint_every: int = 256,
+    prune: bool = False,
+    dry_run: bool = False,
 ) -> dict:
     """Run extraction over the images matched by ``patterns`` into ``store``.
 
-    Returns a summary: counts of images seen, processed, unchanged, failed, gone, faces.
+    Images found by earlier runs over other patterns stay; ``prune`` marks those these
+    patterns do not match as gone. Returns a summary: counts of images seen, processed,
+    unchanged, failed, gone, faces, and the entries skipped while scanning. ``dry_run``:
+    the summary of what would be done (``to_process``, ``unchanged``, ``gone``); nothing written.
     """
-    paths = find_images(patterns)
-    store.root.mkdir(parents=True, exist_ok=True)
+    from .locks import DatasetLock
+    from .store import remove_stale_temp
+
+    skipped: list = []
+    paths = find_images(patterns, skipped=skipped)
     load_detector(params.engine)  # unknown engine: fail before any work
+    if dry_run:
+        tasks, gone = (plan(paths, store.load_images(), params.signature(), prune, _missing_crops(store))
+                       if store.exists() else ([(str(p), None) for p in paths], set()))
+        return {"images": len(paths), "to_process": len(tasks), "unchanged": len(paths) - len(tasks),
+                "gone": len(gone), "skipped": skipped, "dry_run": True}
+    store.root.mkdir(parents=True, exist_ok=True)
+    with DatasetLock(store.root.parent, "extract-faces"):
+        for folder in (store.root, store.crops_dir, store.parts_dir):
+            if folder.exists():
+                remove_stale_temp(folder)
+        return _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune)
+
+
+def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune) -> dict:
     previous = store.load_images()
-    tasks, gone = plan(paths, previous, params.signature())
-    store.write_params({"engine": params.engine, "params": asdict(params), "sources": patterns})
+    tasks, gone = plan(paths, previous, params.signature(), prune, _missing_crops(store))
+    sources = store.read_params().get("sources", [])
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    new_sources = [patterns] if isinstance(patterns, str) else list(patterns)
+    store.write_params({"engine": params.engine, "params": asdict(params),
+                        "sources": (new_sources if prune else sources + [p for p in new_sources if p not in sources])})
 
     summary = {"images": len(paths), "processed": 0, "unchanged": len(paths) - len(tasks), "failed": 0,
-               "faces": 0, "gone": len(gone), "errors": []}
+               "faces": 0, "gone": len(gone), "errors": [], "skipped": skipped}
     by_path = previous.set_index("image_path") if len(previous) else None
     pending_img, pending_faces, last = [], [], time.monotonic()
 
@@ -202,15 +283,16 @@ def extract_faces(
             if len(pending_img) >= checkpoint_every or time.monotonic() - last > 60:
                 flush()
 
-    if tasks:
-        if workers <= 1:
+    try:
+        if tasks and workers <= 1:
             _init_worker(params, store.root)
             consume(map(_work, tasks))
-        else:
+        elif tasks:
             ctx = mp.get_context("spawn")  # detectors hold threads; never fork them
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(params, store.root)) as pool:
+            with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(params, store.root)) as pool:
                 consume(pool.imap(_work, tasks, chunksize=4))
-    flush()
+    finally:  # Ctrl-C or SIGTERM too: what was done is kept, and the re-run resumes after it
+        flush()
     images, faces = store.consolidate(gone)
     summary["faces_total"] = int(len(faces[~faces["gone"]]))
     summary["no_face"] = int((images["status"] == "no_face").sum())

@@ -32,6 +32,8 @@ UNKNOWN = "unknown"
 # is required as well.
 THRESHOLDS = {"dlib": 0.07, "arcface": 0.60}
 MARGINS = {"dlib": 0.01, "arcface": 0.05}
+# Vector size of each model kind whose size is fixed (ArcFace packs differ).
+MODEL_DIMS = {"dlib": 128}
 # How much further than the threshold a face may be from the person its cluster is named after.
 POOL_SLACK = 0.01
 
@@ -106,7 +108,7 @@ def embed_references(refdir: str | os.PathLike, model: str = "dlib", weights: st
     label_of = {str(f): label for label, f in files}
     embedder = load_embedder(model, weights)
     with tempfile.TemporaryDirectory(prefix="crowdsort-refs-") as tmp:
-        store = FaceStore(tmp)
+        store = FaceStore(Path(tmp) / "faces")  # its own dataset folder: its own lock
         extract_faces([glob.escape(str(f)) for _, f in files], store, ExtractParams(engine=engine), progress=progress)
         faces = store.load_faces()
         for path, n in faces.groupby("image_path").size().items():
@@ -159,21 +161,40 @@ def load_references(path: str | os.PathLike, model: str = "dlib", weights: str |
         with h5py.File(path, "r") as h:
             version = int(h.attrs.get("format_version", -1))
             if version != REFS_FORMAT_VERSION:
-                raise ValueError(f"{path}: reference format {version}, this crowdsort reads {REFS_FORMAT_VERSION}; "
-                                 "re-run crowdsort refs embed")
+                raise ValueError(f"reference format {version}, this crowdsort reads {REFS_FORMAT_VERSION}")
+            model_name = str(h.attrs["model"]) if "model" in h.attrs else _bad("no model attribute")
             labels, vectors, sources = [], [], []
             for key in h:
                 ds = h[key]
+                if not isinstance(ds, h5py.Dataset) or ds.ndim != 2:
+                    _bad(f"{key!r} is not a vectors × d dataset")
                 v = np.asarray(ds, dtype=np.float32)
-                labels += [str(ds.attrs["label"])] * len(v)
+                if "label" not in ds.attrs:
+                    _bad(f"{key!r} has no label attribute")
+                label = ds.attrs["label"]
+                label = label.decode() if isinstance(label, bytes) else str(label)
+                src = json.loads(ds.attrs.get("sources", "[]"))
+                if not isinstance(src, list) or len(src) != len(v):
+                    _bad(f"{key!r}: sources do not list one file per vector")
+                if not (np.isfinite(v).all() and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-3)):
+                    _bad(f"{label!r}: vectors that are not finite or not of unit length")
+                labels += [label] * len(v)
                 vectors.append(v)
-                sources += json.loads(ds.attrs["sources"])
-            model_name = str(h.attrs["model"])
+                sources += [str(x) for x in src]
             missing = json.loads(h.attrs.get("missing", "[]"))
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 reference file ({e}); re-run crowdsort refs embed") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a usable reference file ({e}); re-run crowdsort refs embed REFDIR {path}") from None
+    dims = {v.shape[1] for v in vectors}
+    expected = MODEL_DIMS.get(model_kind(model_name))
+    if len(dims) > 1 or (expected and dims and dims != {expected}):
+        raise ValueError(f"{path}: {'/'.join(map(str, sorted(dims)))}-D vectors for model {model_name!r}"
+                         f"{f' (which gives {expected}-D)' if expected else ''}; re-run crowdsort refs embed REFDIR {path}")
     X = np.vstack(vectors) if vectors else np.zeros((0, 1), np.float32)
     return References(model_name, np.array(labels, dtype=object), X, sources, missing)
+
+
+def _bad(why: str):
+    raise ValueError(why)
 
 
 # -- distances and decisions ---------------------------------------------------------------------

@@ -215,18 +215,19 @@ def create_image_embedder(model: str = "efficientnet", weights: str | None = Non
     raise ValueError(f"unknown image model {model!r}; choose one of: {', '.join(IMAGE_MODELS)}")
 
 
-def index_images(patterns, index_file: Path) -> pd.DataFrame:
+def index_images(patterns, index_file: Path, skipped: list | None = None) -> pd.DataFrame:
     """``path, size, mtime_ns, item_id, status, error`` for every image matched by ``patterns``.
 
     The id is the content hash, so a renamed or copied file keeps its cached vector; files
     unchanged since the last run (same size and mtime) are not read again.
     """
     from .images import content_hash, find_images
+    from .store import read_cache
 
-    old = pd.read_parquet(index_file) if index_file.exists() else pd.DataFrame(columns=INDEX_COLUMNS)
-    old = old.set_index("path")
+    old = read_cache(index_file, pd.read_parquet)  # a cache: rebuilt when damaged
+    old = (pd.DataFrame(columns=INDEX_COLUMNS) if old is None else old).set_index("path")
     rows = []
-    for p in find_images(patterns):
+    for p in find_images(patterns, skipped=skipped):
         path = str(p)
         try:
             st = p.stat()

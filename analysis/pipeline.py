@@ -11,6 +11,7 @@ import pandas as pd
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size
 from .embed import embed_faces, load_embedder
 from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
+from .locks import DatasetLock
 from .neighbors import knn_graph
 from .store import FaceStore
 
@@ -38,6 +39,16 @@ def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=
     if algorithm == "chinese-whispers":
         return {k: v for k, v in {"threshold": eps, "min_cluster_size": min_cluster_size}.items() if v is not None}
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
+
+
+def output_plan(out: Path, clean: bool) -> str:
+    """What a run would do to its output folder: ``new``, ``replace``, or ``refused: why``."""
+    from .export import OutputExistsError
+
+    try:
+        return prepare_output(out, clean, replace_own=True)
+    except OutputExistsError as e:
+        return f"refused: {e}"
 
 
 def extraction_store(dataset, source: str = "faces") -> FaceStore:
@@ -99,16 +110,31 @@ def cluster_faces(
     clean: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    dry_run: bool = False,
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
 
     ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
-    Returns the run summary (also written as ``clusters.json``).
+    Returns the run summary (also written as ``clusters.json``); with ``dry_run``, what would
+    be done (faces, how many to embed, what happens to the output), nothing written.
     """
     dataset = Path(dataset)
+    if dry_run:
+        store = extraction_store(dataset, source)
+        faces = store.load_faces()
+        _, found = store.vectors(load_embedder(model, weights).name, faces["face_id"])
+        return {"dry_run": True, "faces": len(faces), "to_embed": int((~found).sum()),
+                "output": output_plan(dataset / to, clean)}
+    with DatasetLock(dataset, "cluster"):
+        return _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
+                              model_out, link, clean, progress, workers)
+
+
+def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
+                   model_out, link, clean, progress, workers) -> dict:
     store = extraction_store(dataset, source)
     out = dataset / to
-    prepare_output(out, clean)  # fail before the expensive part
+    prepare_output(out, clean, replace_own=True)  # fail before the expensive part
     params = dict(cluster_params(algorithm) if params is None else params)
     est = make_clusterer(algorithm, **params)
     faces = store.load_faces()
@@ -128,7 +154,9 @@ def cluster_faces(
         "prototype": rank >= 0,
         "prototype_rank": rank,
     })
-    items["file"] = items["crop_path"]
+    # the folders hold the dataset crops where they were written (what a dataset builder picks from)
+    dataset_crops = faces["dataset_crop_path"].fillna("").to_numpy()
+    items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], items["crop_path"])
     info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store)
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
@@ -156,23 +184,38 @@ def cluster_images(
     batch_size: int = 32,
     device: str | None = None,
     progress: bool = True,
+    dry_run: bool = False,
 ) -> dict:
     """Cluster whole images matched by ``patterns`` by visual similarity; write ``dataset/to``.
 
     Vectors are cached in ``dataset/images/`` per model and content hash, so a re-run (or
     another clustering) embeds only new images. Unreadable files are listed in the summary
-    (``errors``) and left out.
+    (``errors``) and left out. ``dry_run``: the images found and what happens to the output.
     """
+    dataset = Path(dataset)
+    if dry_run:
+        from .images import find_images
+
+        skipped: list = []
+        return {"dry_run": True, "images": len(find_images(patterns, skipped=skipped)),
+                "skipped": [[str(p), r] for p, r in skipped], "output": output_plan(dataset / to, clean)}
+    with DatasetLock(dataset, "cluster"):
+        return _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, params, ann, top, num_protos,
+                               proto_out, link, clean, batch_size, device, progress)
+
+
+def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, params, ann, top, num_protos, proto_out,
+                    link, clean, batch_size, device, progress) -> dict:
     from .image_embed import create_image_embedder, embed_images, index_images
     from .store import write_table
 
-    dataset = Path(dataset)
     out = dataset / to
-    prepare_output(out, clean)
+    prepare_output(out, clean, replace_own=True)
     params = dict(cluster_params(algorithm) if params is None else params)
     est = make_clusterer(algorithm, **params)
     store = FaceStore(dataset / "images")
-    index = index_images(patterns, store.root / "index.parquet")
+    skipped: list = []
+    index = index_images(patterns, store.root / "index.parquet", skipped)
     embedder = create_image_embedder(model, weights, arch, device)
     ok = index[index["status"] == "ok"]
     X, errors = embed_images(store, ok, embedder, batch_size=batch_size, progress=progress)
@@ -189,7 +232,8 @@ def cluster_images(
                           "membership": np.round(probs, 4), "prototype": rank >= 0, "prototype_rank": rank,
                           "file": ok["path"]})
     info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, kind="images",
-                    errors=index.loc[index["status"] == "error", "error"].tolist())
+                    errors=index.loc[index["status"] == "error", "error"].tolist(),
+                    skipped=[[str(path), reason] for path, reason in skipped])
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
         write_prototypes(proto_out, items.rename(columns={"item_id": "face_id"}), clean=clean)
@@ -272,7 +316,12 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path}: needs columns label,cluster (found {', '.join(df.columns)})")
     df = df.dropna(subset=["label"])
     df = df[(df["label"].str.strip() != "") & (df["label"] != UNKNOWN)]
-    df["cluster"] = df["cluster"].astype(int)
+    number = pd.to_numeric(df["cluster"], errors="coerce")
+    bad = df[number.isna() | (number != number.round())]
+    if len(bad):
+        raise ValueError(f"{path}: cluster {bad['cluster'].iloc[0]!r} (label {bad['label'].iloc[0]!r}) is not a "
+                         "cluster number; use the numbers of the run's folders (000, 001, …) or -1 for noise")
+    df["cluster"] = number.astype(int)
     dup = df[df["cluster"].duplicated(keep=False)]
     if len(dup):
         raise ValueError(f"{path}: cluster {dup['cluster'].iloc[0]} has two labels; keep one row per cluster")
@@ -308,7 +357,7 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
                 progress: bool = True):
     """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
     (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
-    dataset's saved corrections (``dataset/annotations.json``)."""
+    dataset's saved corrections (``dataset/annotations.jsonl``)."""
     from .identify import load_references
 
     dataset = Path(dataset)
@@ -324,19 +373,19 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     if refs is not None and not hasattr(refs, "vectors"):
         refs = load_references(refs, model, weights, progress=progress)
         refs.check_model(embedder.name)
-    return _review(store, embedder.name, X, table, dataset / "annotations.json", refs, "faces")
+    return _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
 
 
 def open_image_review(dataset, run: str = "cluster"):
     """A :class:`review.ReviewSession` over the images of an image cluster run
     (``crowdsort cluster --model efficientnet|clip``): its vectors come from the dataset's image
-    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.json``."""
+    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.jsonl``."""
     items, info = load_image_run(dataset, run)
     store = FaceStore(Path(dataset) / "images")
     X = stored_vectors(store, info["model"], items["item_id"].tolist())
     table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
                           "crop_path": items["source_image"]})
-    return _review(store, info["model"], X, table, store.root / "annotations.json", None, "images")
+    return _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
 
 
 def load_image_run(dataset, run: str) -> tuple[pd.DataFrame, dict]:

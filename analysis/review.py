@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,50 +20,150 @@ import numpy as np
 import pandas as pd
 
 from .export import unnamed_label
-from .store import atomic_write_text
+from .store import DamagedFileError, atomic_write_bytes
 
-ANNOTATIONS_VERSION = 1
+ANNOTATIONS_VERSION = 2  # 1: one JSON document, rewritten at each change; 2: a log of corrections
 NOT_FACE = -2  # label of items marked "not a face": drawn apart from noise (-1)
 UNDO_DEPTH = 50
 
 
 @dataclass
 class Annotations:
-    """Per-face corrections of a dataset, saved as JSON at every change."""
+    """Per-face corrections of a dataset: the state replayed from a log of corrections.
+
+    The log (``annotations.jsonl``) is one JSON correction per line, appended under a file
+    lock: two dashboards on one dataset each read what the other appended before adding
+    their own, so neither erases the other's names. A correction killed half-written is a
+    line without its newline, which readers ignore and the next writer removes. An undo is
+    a line naming the correction it takes back; the state is every correction not taken back,
+    in the log's order.
+    """
 
     path: Path
     names: dict[str, str] = field(default_factory=dict)  # face id → person
     rejected: set[str] = field(default_factory=set)  # out of any cluster (noise)
     not_face: set[str] = field(default_factory=set)  # not a face at all
     groups: list[list[str]] = field(default_factory=list)  # faces kept together (merges, split halves), disjoint
+    ops: list[dict] = field(default_factory=list)  # the corrections read so far, in the log's order
+    offset: int = 0  # bytes of the log read
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Annotations":
         path = Path(path)
-        if not path.exists():
-            return cls(path)
-        d = json.loads(path.read_text())
-        if d.get("format_version") != ANNOTATIONS_VERSION:
-            raise ValueError(f"{path}: annotation format {d.get('format_version')}, expected {ANNOTATIONS_VERSION}")
-        return cls(path, dict(d["names"]), set(d["rejected"]), set(d["not_face"]), [list(g) for g in d.get("groups", [])])
+        ann = cls(path)
+        old = path.with_suffix(".json")
+        if path.suffix == ".jsonl" and not path.exists() and old.exists():
+            ann._append([{"id": uuid.uuid4().hex, "snapshot": _read_v1(old)}])  # the old file stays as it was
+        ann.sync()
+        if ann.ops:  # a copy of a log that reads well, for the day this one is damaged
+            atomic_write_bytes(ann.backup, path.read_bytes()[: ann.offset])
+        return ann
 
-    def save(self) -> None:
-        atomic_write_text(self.path, json.dumps({
-            "format_version": ANNOTATIONS_VERSION, "names": self.names,
-            "rejected": sorted(self.rejected), "not_face": sorted(self.not_face), "groups": self.groups}, indent=1))
+    @property
+    def backup(self) -> Path:
+        return self.path.with_name(self.path.name + ".bak")
 
-    def add_group(self, face_ids) -> None:
+    # -- the log ------------------------------------------------------------------------------
+    def sync(self) -> bool:
+        """Apply what others appended since the last read; True if anything was."""
+        if not self.path.exists():
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line without its newline is still being written, or was killed
+        if not end:
+            return False
+        new = []
+        for i, line in enumerate(data[:end].splitlines()):
+            try:
+                op = json.loads(line)
+                if not isinstance(op, dict) or "id" not in op:
+                    raise ValueError("not a correction")
+            except ValueError as e:
+                line_no = self.path.read_bytes()[: self.offset].count(b"\n") + i + 1
+                raise DamagedFileError(
+                    f"{self.path} is damaged at line {line_no} ({e}); the last good copy is {self.backup}: "
+                    f"copy it over {self.path.name} (the corrections made since it was taken are lost)") from None
+            new.append(op)
+        self.offset += end
+        self._take(new)
+        return True
+
+    def _take(self, new: list[dict]) -> None:
+        self.ops += new
+        if any("undo" in op for op in new):
+            self._replay()
+        else:
+            for op in new:
+                self._apply(op)
+
+    def _replay(self) -> None:
+        undone = {op["undo"] for op in self.ops if "undo" in op}
+        self.names, self.rejected, self.not_face, self.groups = {}, set(), set(), []
+        for op in self.ops:
+            if op["id"] not in undone:
+                self._apply(op)
+
+    def _apply(self, op: dict) -> None:
+        if "snapshot" in op:
+            d = op["snapshot"]
+            self.names, self.rejected = dict(d["names"]), set(d["rejected"])
+            self.not_face, self.groups = set(d["not_face"]), [list(g) for g in d.get("groups", [])]
+        for g in op.get("groups", []):
+            self._add_group(g)
+        for fid, name in op.get("names", {}).items():
+            if name:
+                self.names[fid] = name
+            else:
+                self.names.pop(fid, None)
+        self.rejected.update(op.get("rejected", []))
+        self.not_face.update(op.get("not_face", []))
+
+    def _append(self, ops: list[dict]) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                size = f.seek(0, os.SEEK_END)
+                if size and os.pread(f.fileno(), 1, size - 1) != b"\n":  # a writer killed mid-line
+                    f.seek(0)
+                    f.truncate(f.read().rfind(b"\n") + 1)
+                f.write(b"".join(json.dumps(op, ensure_ascii=False).encode() + b"\n" for op in ops))
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        self.sync()  # ours and anything appended before it, in the log's order
+
+    # -- corrections --------------------------------------------------------------------------
+    def record(self, **change) -> str:
+        """Append one correction: ``names`` {face: name or ""}, ``groups`` [[faces]], ``rejected`` /
+        ``not_face`` [faces]; returns its id (for :meth:`undo`)."""
+        op = {"id": uuid.uuid4().hex, **change}
+        self._append([op])
+        return op["id"]
+
+    def undo(self, op_id: str) -> None:
+        self._append([{"id": uuid.uuid4().hex, "undo": op_id}])
+
+    def _add_group(self, face_ids) -> None:
         """Keep these faces together; they leave the groups they were in (groups stay disjoint)."""
         new = set(face_ids)
         self.groups = [g for g in ([f for f in g if f not in new] for g in self.groups) if len(g) > 1]
         self.groups.append(sorted(new))
 
-    def state(self) -> tuple:
-        return dict(self.names), set(self.rejected), set(self.not_face), [list(g) for g in self.groups]
 
-    def restore(self, state: tuple) -> None:
-        self.names, self.rejected, self.not_face, self.groups = state
-        self.save()
+def _read_v1(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+        if d.get("format_version") != 1:
+            raise ValueError(f"format {d.get('format_version')}, expected 1")
+        return {"names": d["names"], "rejected": d["rejected"], "not_face": d["not_face"], "groups": d.get("groups", [])}
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise DamagedFileError(f"{path} is damaged ({e}); move it away to start without its corrections") from None
 
 
 def apply_corrections(labels: np.ndarray, ids: np.ndarray, ann: Annotations) -> np.ndarray:
@@ -121,7 +222,7 @@ class ReviewSession:
         self.raw_labels = np.full(len(self.ids), -1)
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
-        self._undo: list[tuple] = []  # annotation states before each correction (this process only)
+        self._undo: list[str] = []  # ids of this process's corrections, the last one last
         self.setting = None
 
     # -- clustering -----------------------------------------------------------------------
@@ -198,23 +299,29 @@ class ReviewSession:
         return pd.DataFrame({"label": people[order], "distance": np.round(med[order], 4)})
 
     # -- corrections (saved at once) ---------------------------------------------------------
-    def _correct(self, change) -> None:
-        """Apply ``change`` to the annotations, save them, and re-apply them all to the clustering."""
-        self._undo.append(self.ann.state())
+    def _correct(self, **change) -> None:
+        """Record one correction in the log (with whatever another server added before it) and
+        re-apply them all to the clustering."""
+        self._undo.append(self.ann.record(**change))
         del self._undo[:-UNDO_DEPTH]
-        change()
-        self.ann.save()
         self._apply()
 
     def _apply(self) -> None:
         self.labels = apply_corrections(self.raw_labels, self.ids, self.ann)
         self._renumber()
 
+    def refresh(self) -> bool:
+        """Take in corrections another server saved; True if there were any."""
+        if self.ann.sync():
+            self._apply()
+            return True
+        return False
+
     def undo(self) -> bool:
-        """Take back the last correction (name, merge, split, rejection); False if none is left."""
+        """Take back this process's last correction (name, merge, split, rejection); False if none is left."""
         if not self._undo:
             return False
-        self.ann.restore(self._undo.pop())
+        self.ann.undo(self._undo.pop())
         self._apply()
         return True
 
@@ -222,13 +329,7 @@ class ReviewSession:
         return int(self.labels[self.ids == face_id][0])
 
     def name(self, cluster: int, name: str) -> None:
-        def change():
-            for fid in self.ids[self.labels == cluster]:
-                if name.strip():
-                    self.ann.names[fid] = name.strip()
-                else:
-                    self.ann.names.pop(fid, None)
-        self._correct(change)
+        self._correct(names=dict.fromkeys(self.ids[self.labels == cluster], name.strip()))
 
     def merge(self, clusters: list[int]) -> int:
         """One cluster of these, kept together from now on; a name any of them carries goes to all."""
@@ -237,12 +338,7 @@ class ReviewSession:
         names = self.names()
         name = next((names[c] for c in clusters if c in names), "")
         members = self.ids[np.isin(self.labels, clusters)]
-
-        def change():
-            self.ann.add_group(members)
-            if name:
-                self.ann.names.update(dict.fromkeys(members, name))
-        self._correct(change)
+        self._correct(groups=[list(members)], **({"names": dict.fromkeys(members, name)} if name else {}))
         return self.cluster_of(members[0])
 
     def split(self, cluster: int) -> list[int]:
@@ -255,24 +351,13 @@ class ReviewSession:
             return [cluster]
         parts = AgglomerativeClustering(n_clusters=2, metric="cosine", linkage="average").fit(self.X[rows]).labels_
         halves = [self.ids[rows[parts == k]] for k in (0, 1)]
-
-        def change():
-            for half in halves:
-                self.ann.add_group(half)
-            for fid in self.ids[rows]:
-                self.ann.names.pop(fid, None)
-        self._correct(change)
+        self._correct(groups=[list(h) for h in halves], names=dict.fromkeys(self.ids[rows], ""))
         return [self.cluster_of(h[0]) for h in halves]
 
     def reject(self, face_ids, not_face: bool = False) -> None:
         """Take faces out of their cluster for good (or mark them as not a face)."""
-        face_ids = set(face_ids)
-
-        def change():
-            (self.ann.not_face if not_face else self.ann.rejected).update(face_ids)
-            for f in face_ids:
-                self.ann.names.pop(f, None)
-        self._correct(change)
+        face_ids = sorted(set(face_ids))
+        self._correct(names=dict.fromkeys(face_ids, ""), **{"not_face" if not_face else "rejected": face_ids})
 
     # -- output -----------------------------------------------------------------------------
     def labelled_table(self) -> pd.DataFrame:

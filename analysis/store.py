@@ -8,12 +8,15 @@ run (``D/cluster``). An extraction run is a :class:`FaceStore`::
       images.parquet          one row per source image: hash, size, status, error, n_faces
       faces.parquet           one row per face: provenance, box, landmarks, crop
       parts/                  checkpoints of an unfinished run (merged when it finishes)
-      crops/<stem>-<id>.jpg   aligned crops
+      crops/<stem>-<id>.jpg   aligned crops (what the identity models read)
+      ffhq/<stem>-<id>.jpg    dataset crops (--crop ffhq), at the photo's resolution
       embeddings/<model>.parquet   face_id → L2-normalised float32 vector, per model
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -23,6 +26,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -37,6 +42,8 @@ FACE_COLUMNS = {
     "score": "float32", "prominence": "float32", "engine": "string", "crop_path": "string",
     "crop_size": "int32", "partial": "bool", "gone": "bool", "image_width": "int32", "image_height": "int32",
     "record": "int64",
+    # a dataset crop written beside the identity crop (extract-faces --crop ffhq); "" and 0 if none
+    "crop_style": "string", "dataset_crop_path": "string", "dataset_crop_size": "int32",
 }
 # List columns: landmarks and crop_landmarks are 4 (x, y) points flattened; keypoints are
 # the engine's own points flattened.
@@ -48,10 +55,29 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _tmp_prefix() -> str:
+    # the writer's pid in the name tells a file being written from one left by a killed run
+    return f".tmp-{os.getpid()}-"
+
+
+def remove_stale_temp(folder: Path) -> int:
+    """Remove temporary files in ``folder`` left by writers that were killed; returns how many."""
+    n = 0
+    for p in folder.glob(".tmp-*"):
+        try:
+            os.kill(int(p.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+            n += 1
+        except (ValueError, IndexError, PermissionError):
+            continue
+    return n
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -69,7 +95,7 @@ def write_table(df: pd.DataFrame | pa.Table, path: Path) -> None:
     """Atomically write a DataFrame or Arrow table as Parquet."""
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(), suffix=".parquet")
     os.close(fd)
     try:
         pq.write_table(table, tmp)
@@ -77,6 +103,34 @@ def write_table(df: pd.DataFrame | pa.Table, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class DamagedFileError(ValueError):
+    """A file of the dataset that cannot be read; the message names it and the fix."""
+
+
+def read_parquet(path: Path, fix: str) -> pd.DataFrame:
+    """A table of the dataset, or one line naming the file and ``fix``."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise DamagedFileError(f"{path} is damaged ({_reason(e)}); {fix}") from None
+
+
+def read_cache(path: Path, load):
+    """``load(path)`` for a cache file; a damaged one is removed (it is rebuilt) and None returned."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except Exception as e:  # any decoder error: the cache is derived data
+        log.warning("%s is damaged (%s): removed, it is rebuilt", path, _reason(e))
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _reason(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 def empty_frame(columns: dict[str, str], lists: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -131,13 +185,33 @@ class FaceStore:
         frames = []
         main = self.root / f"{name}.parquet"
         if main.exists():
-            frames.append(pd.read_parquet(main))
-        if self.parts_dir.exists():
-            frames += [pd.read_parquet(p) for p in sorted(self.parts_dir.glob(f"*-{name}.parquet"))]
+            frames.append(read_parquet(main, f"delete {self.root / 'images.parquet'} and {self.root / 'faces.parquet'}"
+                                             " and re-run crowdsort extract-faces to rebuild them"))
+        frames += [df for _, df in self._parts(name)]
         frames = [f for f in frames if len(f)]
         if not frames:
             return empty_frame(columns, lists)
         return _conform(pd.concat(frames, ignore_index=True), columns, lists)
+
+    def _parts(self, name: str):
+        """``(stamp, table)`` of each checkpoint; a checkpoint is its images and faces files
+        together, and one whose either file is damaged is dropped whole, so its images are
+        simply processed again."""
+        if not self.parts_dir.exists():
+            return []
+        out = []
+        for p in sorted(self.parts_dir.glob(f"*-{name}.parquet")):
+            stamp = p.name.split("-")[0]
+            try:
+                pair = {n: pd.read_parquet(self.parts_dir / f"{stamp}-{n}.parquet") for n in ("faces", "images")}
+            except (OSError, ValueError, pa.ArrowException) as e:
+                log.warning("checkpoint %s is incomplete or damaged (%s): removed, its images are processed again",
+                            self.parts_dir / stamp, _reason(e))
+                for twin in self.parts_dir.glob(f"{stamp}-*.parquet"):
+                    twin.unlink(missing_ok=True)
+                continue
+            out.append((stamp, pair[name]))
+        return out
 
     def load_images(self) -> pd.DataFrame:
         """One row per source image, the latest record of each (checkpoints included)."""
@@ -146,8 +220,8 @@ class FaceStore:
 
     def load_faces(self, include_gone: bool = False) -> pd.DataFrame:
         """One row per face; faces of images re-processed later are replaced by the new ones."""
-        images = self._read("images", IMAGE_COLUMNS)
         faces = self._read("faces", FACE_COLUMNS, FACE_LIST_COLUMNS)
+        images = self._read("images", IMAGE_COLUMNS)
         if len(faces):
             # A face belongs to the latest processing (record) of its image: faces of an earlier
             # record, e.g. before the file changed or the run's parameters did, are dropped.
@@ -181,47 +255,88 @@ class FaceStore:
         return images, faces
 
     # -- embeddings -----------------------------------------------------------------------------
+    # One model's cache is a main file plus append-only parts: a checkpoint writes only the new
+    # vectors (never the whole cache again), and the parts are merged into the main file when
+    # a run ends. Every vector is checked when read; a bad one counts as not cached.
     def _embedding_path(self, model: str) -> Path:
         return self.root / "embeddings" / f"{_safe_name(model)}.parquet"
 
-    def load_embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(face_ids, vectors)`` cached for ``model``; empty arrays when none."""
-        path = self._embedding_path(model)
-        if not path.exists():
-            return np.array([], dtype=object), np.zeros((0, 0), dtype=np.float32)
-        table = pq.read_table(path)
+    def _embedding_parts(self, model: str) -> Path:
+        return self.root / "embeddings" / f"{_safe_name(model)}.parts"
+
+    def _read_vectors(self, path: Path, model: str):
+        table = read_cache(path, pq.read_table)
+        if table is None:
+            return None
         stored = (table.schema.metadata or {}).get(b"model", b"").decode()
         if stored != model:
-            raise ValueError(f"{path}: holds vectors of model {stored!r}, not {model!r}")
+            raise DamagedFileError(f"{path}: holds vectors of model {stored!r}, not {model!r}; delete it (a cache)")
         ids = table.column("face_id").to_numpy(zero_copy_only=False)
         vec = table.column("vector").combine_chunks()
-        dim = vec.type.list_size
-        X = vec.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, dim)
-        return ids, X
+        return ids, vec.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, vec.type.list_size), path
 
-    def vectors(self, model: str, ids) -> tuple[np.ndarray, np.ndarray]:
+    def load_embeddings(self, model: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(face_ids, vectors)`` cached for ``model`` (the latest of each id); empty arrays when none.
+
+        Vectors that are not finite, not of unit norm or not of the model's dimension ``dim``
+        (the main file's when not given) are left out with a warning, so they are embedded again.
+        """
+        files = [self._embedding_path(model)]
+        parts = self._embedding_parts(model)
+        if parts.exists():
+            files += sorted(parts.glob("*.parquet"))
+        read = [r for r in (self._read_vectors(f, model) for f in files) if r is not None and len(r[0])]
+        if not read:
+            return np.array([], dtype=object), np.zeros((0, dim or 0), dtype=np.float32)
+        dim = dim or read[0][1].shape[1]
+        for ids, X, path in read:
+            if X.shape[1] != dim:
+                log.warning("%s: %d-D vectors, the model gives %d-D: left out (embedded again)", path, X.shape[1], dim)
+        read = [(ids, X, path) for ids, X, path in read if X.shape[1] == dim]
+        if not read:
+            return np.array([], dtype=object), np.zeros((0, dim), dtype=np.float32)
+        ids = np.concatenate([r[0] for r in read])
+        X = np.vstack([r[1] for r in read])
+        good = np.isfinite(X).all(axis=1) & (np.abs(np.linalg.norm(X, axis=1) - 1) < 1e-3)
+        if not good.all():
+            log.warning("%s: %d cached %s vectors are damaged (not finite or not unit length): embedded again",
+                        self._embedding_path(model).parent, int((~good).sum()), model)
+        last = ~pd.Series(ids).duplicated(keep="last").to_numpy()
+        keep = good & last
+        return ids[keep], X[keep]
+
+    def vectors(self, model: str, ids, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cached vectors of ``model`` for ``ids`` in that order (those found), and the found mask."""
-        cached_ids, X = self.load_embeddings(model)
-        pos = {f: i for i, f in enumerate(cached_ids)}
-        rows = np.array([pos.get(f, -1) for f in ids], dtype=np.int64)
+        cached_ids, X = self.load_embeddings(model, dim)
+        rows = pd.Index(cached_ids).get_indexer(list(ids)) if len(cached_ids) else np.full(len(ids), -1)
         found = rows >= 0
         return X[rows[found]] if len(cached_ids) else np.zeros((0, 0), np.float32), found
 
     def save_embeddings(self, model: str, ids, X: np.ndarray) -> None:
-        """Add vectors of ``model`` to its cache (existing ids are replaced)."""
-        old_ids, old_X = self.load_embeddings(model)
+        """Add vectors of ``model`` to its cache as a new part (ids cached before are replaced)."""
         X = np.ascontiguousarray(X, dtype=np.float32)
-        if len(old_ids):
-            if old_X.shape[1] != X.shape[1]:
-                raise ValueError(f"model {model!r}: dimension changed ({old_X.shape[1]} → {X.shape[1]})")
-            keep = ~np.isin(old_ids, ids)
-            ids = np.concatenate([old_ids[keep], np.asarray(ids, dtype=object)])
-            X = np.vstack([old_X[keep], X])
-        dim = X.shape[1]
-        vec = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), type=pa.float32()), dim)
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), type=pa.float32()), X.shape[1])
         table = pa.table({"face_id": pa.array(list(ids), type=pa.string()), "vector": vec})
         table = table.replace_schema_metadata({"model": model, "format_version": str(FORMAT_VERSION)})
-        write_table(table, self._embedding_path(model))
+        write_table(table, self._embedding_parts(model) / f"{time.time_ns():020d}-{os.getpid()}.parquet")
+
+    def compact_embeddings(self, model: str) -> None:
+        """Merge the parts of ``model``'s cache into its main file (one process at a time)."""
+        parts = self._embedding_parts(model)
+        if not parts.exists():
+            return
+        with file_lock(parts.parent / ".compact.lock"):
+            merged = sorted(parts.glob("*.parquet"))
+            if not merged:
+                return
+            ids, X = self.load_embeddings(model)
+            vec = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), type=pa.float32()), X.shape[1])
+            table = pa.table({"face_id": pa.array(list(ids), type=pa.string()), "vector": vec})
+            table = table.replace_schema_metadata({"model": model, "format_version": str(FORMAT_VERSION)})
+            write_table(table, self._embedding_path(model))
+            for p in merged:  # only what was merged: another process may have added a part since
+                p.unlink(missing_ok=True)
+            remove_stale_temp(parts)
 
     # -- kNN graphs -------------------------------------------------------------------------
     def _graph_path(self, model: str, face_ids, k: int, method: str) -> Path:
@@ -234,11 +349,15 @@ class FaceStore:
         """The cached kNN graph for exactly these faces (in this order), or None."""
         from .neighbors import KNNGraph
 
-        p = self._graph_path(model, face_ids, k, method)
-        if not p.exists():
-            return None
-        with np.load(p) as z:
-            return KNNGraph(z["indices"], z["distances"], str(z["method"]))
+        def load(p):
+            with np.load(p) as z:
+                g = KNNGraph(z["indices"], z["distances"], str(z["method"]))
+            if g.indices.shape != g.distances.shape or len(g.indices) != len(face_ids):
+                raise ValueError(f"shape {g.indices.shape} does not fit {len(face_ids)} items")
+            if len(g.indices) and (g.indices.max() >= len(face_ids) or not np.isfinite(g.distances[g.indices >= 0]).all()):
+                raise ValueError("neighbour indices or distances out of range")
+            return g
+        return read_cache(self._graph_path(model, face_ids, k, method), load)
 
     def save_graph(self, model: str, face_ids, graph, method: str) -> None:
         import io
@@ -249,29 +368,47 @@ class FaceStore:
 
 
 class EmbeddingWriter:
-    """New vectors of one model, added to the store's cache every ``every`` items and when the
-    ``with`` block ends, also by an error or Ctrl-C: a stopped run keeps what it embedded."""
+    """New vectors of one model, added to the store's cache every ``every`` items or ``seconds``
+    and when the ``with`` block ends, also by an error, Ctrl-C or SIGTERM (the CLI turns it into
+    Ctrl-C): a stopped run keeps what it embedded; a killed one, all but the last ``seconds``."""
 
-    def __init__(self, store: FaceStore, model: str, every: int):
-        self.store, self.model, self.every = store, model, every
+    def __init__(self, store: FaceStore, model: str, every: int, seconds: float = 20.0):
+        self.store, self.model, self.every, self.seconds = store, model, every, seconds
         self.ids: list = []
         self.vecs: list[np.ndarray] = []
+        self._last = time.monotonic()
 
     def add(self, ids, vecs: np.ndarray) -> None:
         if len(ids):
             self.ids.extend(ids)
             self.vecs.append(vecs)
-        if len(self.ids) >= self.every:
+        if len(self.ids) >= self.every or time.monotonic() - self._last > self.seconds:
             self.flush()
 
     def flush(self) -> None:
         if self.ids:
             self.store.save_embeddings(self.model, np.array(self.ids, dtype=object), np.vstack(self.vecs))
             self.ids, self.vecs = [], []
+        self._last = time.monotonic()
 
     def __enter__(self) -> "EmbeddingWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.flush()
+        if exc[0] is None:
+            self.store.compact_embeddings(self.model)
 
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive ``fcntl`` lock held while the block runs (waits for another holder)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

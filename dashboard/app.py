@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hmac
+import html
 import io
+import ipaddress
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,16 +26,20 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.theme.fast import Fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` from a checkout
 
-from analysis.cli import add_face_model_options  # noqa: E402
+from analysis.cli import Dashboard as DashboardCommand, add_face_model_options  # noqa: E402
 from analysis.pipeline import cluster_params, open_image_review, open_review  # noqa: E402
 from analysis.images import thumbnail_jpeg  # noqa: E402
 from analysis.review import NOT_FACE  # noqa: E402
 
 pn.extension("tabulator", notifications=True)
 hv.extension("bokeh")
+# FastListTemplate's design links Google's web font on every page load: a page of private photos
+# would tell another server who looks at it (and wait for it offline). Text falls back to sans-serif.
+Fast._resources = {k: v for k, v in Fast._resources.items() if k != "font"}
 
 HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
 RASTER_MIN = 100_000
@@ -55,6 +63,48 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--refs", default=None, help="reference library (HDF5 or folder) for name suggestions")
     ap.add_argument("--run", default=None, help="review the images of this image cluster run instead of faces")
     return ap.parse_args(argv)
+
+
+def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
+    """Names, file names, paths and error messages come from users and disks: shown as text, never
+    run as markup (Markdown panes pass HTML through)."""
+    return pn.pane.HTML(f"<{tag}>{html.escape(str(text))}</{tag}>", **params)
+
+
+def page_title(dataset: Path) -> str:
+    return f"crowdsort — {dataset.name}"
+
+
+def is_loopback(ip: str | None) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip or "")
+    except ValueError:  # no address (a Unix socket) or a name: not known to be this machine
+        return False
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
+
+
+def admitted(remote_ip: str | None, given: str | None, expected: str | None) -> bool:
+    """Whether a session may see the dataset: a client on this machine, or anyone with the token
+    that `crowdsort dashboard --address` printed. A wrong token is refused on this machine too: a
+    mistyped or stale URL says so rather than working by accident."""
+    if expected and given is not None:
+        return hmac.compare_digest(given.encode(), expected.encode())
+    return is_loopback(remote_ip)
+
+
+def request_admitted(request, expected: str | None) -> bool:
+    if request is None:  # not served to anyone (a script building the page)
+        return True
+    # bytes from Tornado, text when Bokeh restores the arguments from its session token
+    values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+              for v in request.arguments.get("token") or []]
+    given = values[0] if len(values) == 1 else ("" if values else None)  # of two tokens neither is trusted
+    return admitted(getattr(request, "remote_ip", None), given, expected)
+
+
+def current_request():
+    ctx = pn.state.curdoc.session_context if pn.state.curdoc else None
+    return ctx.request if ctx else None
 
 
 def load_session(args: argparse.Namespace):
@@ -196,8 +246,8 @@ class Dashboard(param.Parameterized):
             return pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {self.words['items']}.")
         rows = self.s.members(c)
         name = self.s.names().get(c, "")
-        title = pn.pane.Markdown(f"### Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})",
-                                 css_classes=["cs-detail-title"])
+        title = text_html(f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})", "h3",
+                          css_classes=["cs-detail-title"])
         name_in = pn.widgets.TextInput(value=name, placeholder=self.words["name"], width=220, name="Name")
         name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
         # value_input is what the box shows now; value waits for a blur that may come after the click
@@ -206,6 +256,7 @@ class Dashboard(param.Parameterized):
         sugg = self.s.suggestions(c)
         sugg_btns = []
         for _, r in sugg.iterrows():
+            # Bokeh draws a button's label as text: escaping it would show the entities
             b = pn.widgets.Button(name=f"{r['label']} ({r['distance']:.3f})", button_type="light")
             b.on_click(lambda e, lab=r["label"]: self._name(c, lab))
             sugg_btns.append(b)
@@ -213,20 +264,25 @@ class Dashboard(param.Parameterized):
         split_btn.on_click(lambda e: self.changed(self.s.split(c)[0]))
         shown = rows[:GALLERY_MAX]
         labels = [f"#{i} {Path(self.s.table['crop_path'].iloc[r]).name}" for i, r in enumerate(shown)]
-        pick = pn.widgets.MultiChoice(name=f"{self.words['items'].capitalize()} to take out", options=labels, width=420)
+        # Choices.js (the MultiChoice) puts its labels in the page as HTML, Bokeh's Select as text;
+        # both give back the position in the gallery
+        pick = pn.widgets.MultiChoice(name=f"{self.words['items'].capitalize()} to take out", width=420,
+                                      options={html.escape(v): i for i, v in enumerate(labels)},
+                                      css_classes=["cs-pick"])
         reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger")
         notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger")
-        chosen = lambda: [self.s.ids[shown[labels.index(v)]] for v in pick.value]  # noqa: E731
+        chosen = lambda: [self.s.ids[shown[i]] for i in pick.value]  # noqa: E731
         reject_btn.on_click(lambda e: (self.s.reject(chosen()), self.changed(c)))
         notface_btn.on_click(lambda e: (self.s.reject(chosen(), not_face=True), self.changed(c)))
-        source_sel = pn.widgets.Select(name=self.words["view"], options=[""] + labels, width=300)
+        source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"],
+                                       options={"": -1, **{v: i for i, v in enumerate(labels)}})
         source_view = pn.Column(sizing_mode="stretch_width")
 
         def show_source(e):
             source_view.clear()
-            if e.new:
-                path = self.s.table["source_image"].iloc[shown[labels.index(e.new)]]
-                source_view.append(pn.pane.JPG(thumbnail_jpeg(path, 960), width=480))
+            if e.new >= 0:
+                path = self.s.table["source_image"].iloc[shown[e.new]]
+                source_view.append(pn.pane.JPG(thumbnail_jpeg(path, 960), width=480, css_classes=["cs-source-view"]))
         source_sel.param.watch(show_source, "value")
         gallery = pn.FlexBox(*[
             pn.Column(pn.pane.JPG(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192), width=96, height=96),
@@ -261,25 +317,48 @@ class Dashboard(param.Parameterized):
                                            button_type="success", css_classes=["cs-download"])
         labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.s.labels_csv().to_csv(index=False)),
                                             filename="cluster.identifications.csv", label="Download label,cluster CSV")
-        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export")
-        btn = pn.widgets.Button(name="Export folders", button_type="primary")
-        msg = pn.pane.Markdown("")
+        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export",
+                                      css_classes=["cs-export-folder"])
+        btn = pn.widgets.Button(name="Export folders", button_type="primary", css_classes=["cs-export"])
+        msg = pn.pane.HTML("", css_classes=["cs-export-msg"])
 
         def export(e):
             from analysis.export import write_named_folders
 
-            name = Path(folder.value).name or "export"  # only inside the dataset
             try:
-                write_named_folders(dataset / name, self.s.labelled_table(), clean=True)
-                msg.object = f"wrote {dataset / name}"
+                out = export_folder(dataset, folder.value_input)
+                write_named_folders(out, self.s.labelled_table(), clean=True)
+                msg.object = html.escape(f"wrote {out}")
             except (OSError, ValueError) as err:
-                msg.object = f"not written: {err}"
+                msg.object = html.escape(f"not written: {err}")
         btn.on_click(export)
         return pn.Column(download, labels_dl, folder, btn, msg)
 
 
+def export_folder(dataset: Path, typed: str) -> Path:
+    """The folder an export replaces: one plain name inside the dataset, since the export
+    empties it (``..``, ``/x``, ``a/b``, ``.`` or a hidden name would reach past or into the
+    dataset's own files)."""
+    name = typed.strip()
+    if not name or name.startswith(".") or any(ch in name for ch in "/\\\0"):  # ".", ".." are hidden names too
+        raise ValueError(f"{typed!r} is not a folder name: type one plain name, like export")
+    out = dataset / name
+    if out.is_symlink():  # would write (and clean) wherever it points
+        raise ValueError(f"{out} is a link: type the name of a folder of the dataset")
+    return out
+
+
 def create_app(args: argparse.Namespace):
-    return build_app(load_session(args), Path(args.dataset))
+    """This browser session's page: the dashboard, or why not (a refused client learns nothing
+    of the dataset, and nothing is loaded for it)."""
+    if not request_admitted(current_request(), os.environ.get(DashboardCommand.token_env)):
+        return text_html("access denied: open the URL with its token", "p", css_classes=["cs-denied"])
+    try:
+        return build_app(load_session(args), Path(args.dataset))
+    except (OSError, ValueError) as e:  # a damaged or missing file of the dataset: say which, not a blank page
+        print(f"dashboard: {e}", file=sys.stderr)
+        return pn.Column(text_html("The dashboard could not open this dataset:", "h3"),
+                         text_html(e, "p", css_classes=["cs-error"]))
 
 
 def build_app(session, dataset: Path):
@@ -292,12 +371,19 @@ def build_app(session, dataset: Path):
                                  "eps": {"type": pn.widgets.FloatSlider, "throttled": True}},
                         show_name=False, name="controls")
     return pn.template.FastListTemplate(
-        title=f"crowdsort — {dataset.name}",
+        title=html.escape(page_title(dataset)),  # the template puts it in the page as HTML
         sidebar=[controls, dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
                  dash.export_widgets(dataset)],
         main=[pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"), dash.detail],
     )
 
 
+def serve(args: argparse.Namespace) -> None:
+    page = create_app(args)
+    page.servable()
+    if isinstance(page, pn.template.BaseTemplate):  # the tab's <title> is escaped by Panel: unescaped name
+        pn.state.curdoc.title = page_title(Path(args.dataset))
+
+
 if __name__.startswith("bokeh") or __name__ == "__main__":
-    create_app(parse_args(sys.argv[1:])).servable()
+    serve(parse_args(sys.argv[1:]))

@@ -60,3 +60,17 @@ def lfw_store(tmp_path_factory, lfw_dir):
 def need_shared():
     """``need_shared("references")``: that folder of ../shared/data, or skip (fail under CI)."""
     return lambda rel: _need(SHARED / rel)
+
+
+@pytest.fixture(scope="session")
+def clip_weights(tmp_path_factory):
+    """``(file, model)``: an open_clip ViT-B-32 made without weights (none can be downloaded
+    here) and saved, standing in for a user's weights file."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    torch.manual_seed(0)
+    model, _, _ = open_clip.create_model_and_transforms("ViT-B-32")
+    weights = tmp_path_factory.mktemp("clip") / "vit-b-32-test.bin"
+    torch.save(model.state_dict(), weights)
+    return weights, model

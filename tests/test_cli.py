@@ -42,8 +42,12 @@ def test_extract_and_cluster_example(example_ds, capsys):
     assert (solo[solo["cluster"] >= 0].groupby("cluster").apply(lambda g: person[g.index].nunique()) == 1).all()
 
 
-def test_cluster_refuses_non_empty_output_without_clean(example_ds, capsys):
+def test_a_new_run_replaces_only_a_run_crowdsort_wrote(example_ds, capsys):
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2", "--top", "1"]) == 0  # as dtst does
+    assert "replacing the cluster run" in capsys.readouterr().err
+    (example_ds / "run2" / ".crowdsort-manifest.json").unlink()  # a run of an older crowdsort: --clean needed
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 1
     assert "pass --clean" in capsys.readouterr().err
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2", "--clean", "--top", "1", "--link", "symlink"]) == 0

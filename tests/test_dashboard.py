@@ -35,15 +35,23 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, dataset: Path, *args: str):
+    """``panel serve dashboard/app.py`` on a free port; ``cmd`` and ``env`` replace the command
+    (``{port}`` in it is filled in) and add to the environment."""
+
+    def __init__(self, dataset: Path, *args: str, cmd: list[str] | None = None, env: dict | None = None,
+                 host: str = "127.0.0.1"):
         self.dataset, self.args, self.port, self.proc = dataset, list(args), free_port(), None
+        self.host, self.env = host, env or {}
+        self.cmd = cmd or [
+            sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
+            "--port", "{port}", "--allow-websocket-origin", "127.0.0.1:{port}",
+            "--args", "--dataset", str(self.dataset), *self.args]
 
     def start(self):
-        cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
-               "--port", str(self.port), "--allow-websocket-origin", f"127.0.0.1:{self.port}",
-               "--args", "--dataset", str(self.dataset), *self.args]
+        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
         self.log = open(self.dataset / f"server-{time.time_ns()}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, **self.env})
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -57,7 +65,7 @@ class Server:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def stop(self):
         self.proc.terminate()
@@ -111,9 +119,19 @@ def open_first_cluster(page, items: str = "faces"):
     page.locator(".cs-gallery img").first.wait_for(timeout=30000)
 
 
-def open_page(chromium_browser, server):
+def new_page(chromium_browser):
+    """A page that keeps, from its first request, the URLs it asked for and the messages of the
+    dialogs it opened (dismissed: a script running where only text belongs)."""
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page.goto(f"{server.url}/app")
+    page.requests, page.dialogs = [], []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    return page
+
+
+def open_page(chromium_browser, server, query: str = ""):
+    page = new_page(chromium_browser)
+    page.goto(f"{server.url}/app{query}")
     page.get_by_text(STATUS).first.wait_for(timeout=60000)
     page.locator(".cs-clusters .tabulator-row").first.wait_for(timeout=60000)
     return page
@@ -202,7 +220,8 @@ def test_image_run_review_keeps_names_in_the_image_store(image_run):
     s.name(0, "first group")
     table = s.labelled_table()
     assert set(table.loc[table["label"] == "first group", "item_id"]) == set(members)
-    assert (image_run / "images" / "annotations.json").exists() and not (image_run / "annotations.json").exists()
+    # whatever the file's format (annotations.json, .jsonl): in the image store, not the dataset's
+    assert list((image_run / "images").glob("annotations.json*")) and not list(image_run.glob("annotations.json*"))
 
     again = open_image_review(image_run, "cluster")
     again.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})

@@ -72,14 +72,14 @@ def test_clusters_are_named_by_pooled_evidence():
 
 
 def test_hdf5_round_trip_and_bad_files(tmp_path):
-    refs = References("dlib", np.array(["Q76", "Q76", "a/b"], dtype=object), unit(np.eye(3)), ["x.jpg", "y.png", "z.jpg"])
+    refs = References("dlib", np.array(["Q76", "Q76", "a/b"], dtype=object), unit(np.eye(3, 128)), ["x.jpg", "y.png", "z.jpg"])
     save_references(refs, tmp_path / "refs.h5")
     back = load_references(tmp_path / "refs.h5")
     assert back.model == "dlib" and sorted(back.people) == ["Q76", "a/b"]
     order = np.argsort(back.sources)
     np.testing.assert_allclose(back.vectors[order], refs.vectors)
     (tmp_path / "bad.h5").write_bytes(b"not hdf5")
-    with pytest.raises(ValueError, match="not a readable HDF5"):
+    with pytest.raises(ValueError, match="not a usable reference file"):
         load_references(tmp_path / "bad.h5")
     with pytest.raises(FileNotFoundError, match="refs embed"):
         load_references(tmp_path / "missing.h5")

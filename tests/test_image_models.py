@@ -98,15 +98,11 @@ def test_efficientnet_separates_people_photos_from_animals(tmp_path, mixed_photo
     assert calls == []
 
 
-def test_clip_loads_weights_from_a_file(tmp_path, mixed_photos):
+def test_clip_loads_weights_from_a_file(tmp_path, mixed_photos, clip_weights):
     """A ViT-B-32 made without weights, saved, and loaded back through --weights FILE."""
-    open_clip = pytest.importorskip("open_clip")
     import torch
 
-    model, _, _ = open_clip.create_model_and_transforms("ViT-B-32")
-    torch.manual_seed(0)
-    weights = tmp_path / "vit-b-32-test.bin"
-    torch.save(model.state_dict(), weights)
+    weights, model = clip_weights
     enc = create_image_embedder("clip", str(weights)).prepare()
     assert enc.dim == 512 and enc.name.startswith("clip-ViT-B-32-vit-b-32-test-")
     for a, b in zip(enc.model.state_dict().values(), model.state_dict().values()):

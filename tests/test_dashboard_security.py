@@ -1,0 +1,310 @@
+"""What the dashboard must not do with what users and disks give it: run names or file names as
+scripts, write outside the dataset, ask other servers for anything, or show itself to other
+machines without the token (browser tests: Debian's Chromium driven by Playwright)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from test_dashboard import (ROOT, STATUS, Server, _browser_or_skip, chromium_browser,  # noqa: F401 (a fixture)
+                            new_page, open_first_cluster, open_page)
+
+sys.path.insert(0, str(ROOT))
+
+NAME = "<img src=x onerror=alert(document.domain)>"  # a cluster name, and the dataset's folder name
+FILE = "<img src=x0 onerror=alert(7)>.jpg"  # a photo's file name ("/" cannot be in one)
+TOKEN_ENV = "CROWDSORT_DASHBOARD_TOKEN"
+
+
+def settle(page, ms: int = 1500):
+    """Time for an image that failed to load to run its onerror."""
+    page.wait_for_timeout(ms)
+
+
+def assert_nothing_ran(page, src: str = "x"):
+    assert page.dialogs == [], f"a script ran: alert({page.dialogs})"
+    assert page.locator(f'img[src="{src}"]').count() == 0  # Playwright's CSS reaches into shadow roots
+
+
+@pytest.fixture(scope="module")
+def hostile_dataset(tmp_path_factory, faces_store):
+    """faces/ in a dataset folder named like a script, beside files that an export must leave."""
+    parent = tmp_path_factory.mktemp("parent")
+    (parent / "labels.csv").write_text("not crowdsort's\n")
+    (parent / "dummy.txt").write_text("not crowdsort's either\n")
+    shutil.copytree(faces_store.root, parent / NAME / "faces")
+    return parent / NAME
+
+
+@pytest.fixture(scope="module")
+def hostile_server(hostile_dataset):
+    server = Server(hostile_dataset).start()
+    yield server
+    server.stop()
+
+
+def test_a_page_asks_nothing_of_other_servers(chromium_browser, hostile_server):
+    page = open_page(chromium_browser, hostile_server)
+    open_first_cluster(page)
+    page.wait_for_load_state("networkidle")
+    own = (hostile_server.url + "/", "data:", f"blob:{hostile_server.url}/")
+    assert page.requests and [u for u in page.requests if not u.startswith(own)] == []
+    page.close()
+
+
+def test_names_and_the_dataset_name_are_shown_as_text(chromium_browser, hostile_server):
+    sync_api = _browser_or_skip()
+    title = f"crowdsort — {NAME}"
+    page = open_page(chromium_browser, hostile_server)
+    sync_api.expect(page.locator(".title").first).to_have_text(title)  # the template's header
+    assert page.title() == title  # the tab: not escaped twice
+    open_first_cluster(page)
+    page.get_by_placeholder("name this person").fill(NAME)
+    page.locator(".cs-name-save button").first.click()
+    sync_api.expect(page.locator(".cs-detail-title").first).to_contain_text(f"— {NAME} (", timeout=30000)
+    page.locator(".cs-clusters").get_by_text(NAME, exact=True).first.wait_for(timeout=30000)
+    settle(page)
+    assert_nothing_ran(page)
+    page.close()
+
+    # the name is stored: after a restart it reaches the page from the disk
+    hostile_server.stop()
+    hostile_server.start()
+    page = open_page(chromium_browser, hostile_server)
+    page.locator(".cs-clusters").get_by_text(NAME, exact=True).first.wait_for(timeout=30000)
+    open_first_cluster(page)
+    sync_api.expect(page.locator(".cs-detail-title").first).to_contain_text(f"— {NAME} (")
+    settle(page)
+    assert_nothing_ran(page)
+    page.close()
+
+
+@pytest.mark.parametrize("typed", ["..", "../x", "/tmp", ".", "", ".hidden", "a/b"])
+def test_export_folder_is_one_plain_name(typed, tmp_path):
+    from dashboard.app import export_folder
+
+    with pytest.raises(ValueError, match="not a folder name"):
+        export_folder(tmp_path, typed)
+    assert export_folder(tmp_path, " export ") == tmp_path / "export"
+    (tmp_path / "elsewhere").symlink_to(tmp_path.parent)
+    with pytest.raises(ValueError, match="is a link"):
+        export_folder(tmp_path, "elsewhere")
+
+
+def test_an_export_outside_the_dataset_is_refused(chromium_browser, hostile_server, hostile_dataset):
+    sync_api = _browser_or_skip()
+    parent = hostile_dataset.parent
+    before = sorted(p.name for p in parent.iterdir())
+    page = open_page(chromium_browser, hostile_server)
+    msg = page.locator(".cs-export-msg").first
+    for typed in ["..", "../x", "/tmp", "."]:
+        page.locator(".cs-export-folder input").first.fill(typed)
+        page.locator(".cs-export button").first.click()
+        sync_api.expect(msg).to_have_text(f"not written: {typed!r} is not a folder name: type one plain name, "
+                                          "like export", timeout=30000)
+    assert sorted(p.name for p in parent.iterdir()) == before
+    assert (parent / "labels.csv").read_text() == "not crowdsort's\n" and (parent / "dummy.txt").exists()
+    assert (hostile_dataset / "faces").is_dir()
+
+    # a plain name is written, and the path in the message (the dataset's name) stays text
+    page.locator(".cs-export-folder input").first.fill("export")
+    page.locator(".cs-export button").first.click()
+    sync_api.expect(msg).to_have_text(f"wrote {hostile_dataset / 'export'}", timeout=60000)
+    assert (hostile_dataset / "export" / "labels.csv").exists()
+    settle(page)
+    assert_nothing_ran(page)
+    page.close()
+
+
+def test_a_damaged_annotations_file_is_shown_not_a_blank_page(chromium_browser, hostile_dataset, tmp_path):
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / NAME
+    # the module's dataset, with the vectors and map it may have stored already, but not its corrections
+    shutil.copytree(hostile_dataset, dataset, ignore=shutil.ignore_patterns("annotations.jsonl*", "export", "*.log"))
+    (dataset / "annotations.jsonl").write_bytes(b'{"id": "a", "names": {}}\nnot json\n')
+    server = Server(dataset).start()
+    try:
+        page = new_page(chromium_browser)
+        page.goto(f"{server.url}/app")
+        page.get_by_text("could not open this dataset").wait_for(timeout=120000)
+        sync_api.expect(page.locator(".cs-error").first).to_contain_text(str(dataset / "annotations.jsonl"))
+        assert "Traceback" not in page.inner_text("body")
+        settle(page)
+        assert_nothing_ran(page)  # the path in the message holds the dataset's name
+        page.close()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile_image_run(tmp_path_factory, need_shared):
+    """../shared/data/images in one folder, plus a copy of one photo (re-encoded: another
+    content hash, nearly the same vector, so the two make a cluster) under a script's name."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from analysis.pipeline import cluster_images
+
+    photos = tmp_path_factory.mktemp("photos")
+    for p in sorted(need_shared("images").rglob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    with Image.open(photos / "chelsea.jpg") as im:
+        im.convert("RGB").save(photos / FILE, quality=80)
+    ds = tmp_path_factory.mktemp("images-ds")
+    cluster_images(ds, str(photos), to="cluster", model="efficientnet",
+                   params={"min_cluster_size": 2, "min_samples": 1}, progress=False)
+    return ds
+
+
+def test_file_names_in_the_pickers_are_shown_as_text(chromium_browser, hostile_image_run):
+    sync_api = _browser_or_skip()
+    from analysis.pipeline import open_image_review
+
+    s = open_image_review(hostile_image_run, "cluster")
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})  # the dashboard's defaults
+    row = [Path(p).name for p in s.table["crop_path"]].index(FILE)
+    c = int(s.labels[row])
+    assert c >= 0, "the renamed copy should share a cluster with its original"
+    label = f"#{list(s.members(c)).index(row)} {FILE}"  # as the dashboard numbers its gallery
+
+    server = Server(hostile_image_run, "--run", "cluster").start()
+    try:
+        page = open_page(chromium_browser, server)
+        title = page.get_by_text(re.compile(rf"Cluster {c:03d} \(\d+ images\)")).first
+        for _ in range(5):  # a click on a page still wiring its events can be lost
+            page.locator(".cs-clusters .tabulator-row").nth(c).click()
+            try:
+                title.wait_for(timeout=10000)
+                break
+            except Exception:
+                continue
+        page.locator(".cs-pick .choices").first.click()  # opens the list: Choices.js draws the labels
+        page.locator(".cs-pick .choices__list--dropdown").get_by_text(label, exact=True).first.wait_for(timeout=10000)
+        page.locator(".cs-source select").first.select_option(label=label)
+        page.locator(".cs-source-view img").first.wait_for(timeout=30000)
+        settle(page)
+        assert_nothing_ran(page, "x0")
+        page.close()
+    finally:
+        server.stop()
+
+
+# -- who may open the page -------------------------------------------------------------------------
+@pytest.mark.parametrize("ip, given, expected, ok", [
+    ("127.0.0.1", None, None, True),
+    ("::1", None, None, True),
+    ("::ffff:127.0.0.1", None, None, True),
+    ("192.0.2.9", None, None, False),  # panel serve --address 0.0.0.0 without crowdsort: nobody else
+    ("192.0.2.9", "t0ken", None, False),
+    ("192.0.2.9", None, "t0ken", False),
+    ("192.0.2.9", "wrong", "t0ken", False),
+    ("192.0.2.9", "", "t0ken", False),
+    ("192.0.2.9", "t0ken", "t0ken", True),
+    ("127.0.0.1", "wrong", "t0ken", False),
+    ("127.0.0.1", "t0ken", "t0ken", True),
+    (None, None, None, False),
+])
+def test_who_is_admitted(ip, given, expected, ok):
+    from dashboard.app import admitted
+
+    assert admitted(ip, given, expected) is ok
+
+
+def test_a_refused_session_loads_nothing(monkeypatch):
+    import dashboard.app as app
+
+    monkeypatch.setenv(TOKEN_ENV, "t0ken")
+    monkeypatch.setattr(app, "load_session", lambda args: pytest.fail("loaded the dataset for a refused client"))
+    for request in [SimpleNamespace(arguments={"token": [b"wrong"]}, remote_ip="127.0.0.1"),
+                    SimpleNamespace(arguments={}, remote_ip="192.0.2.9"),
+                    SimpleNamespace(arguments={"token": [b"t0ken", b"t0ken"]}, remote_ip="192.0.2.9")]:
+        monkeypatch.setattr(app, "current_request", lambda: request)
+        page = app.create_app(SimpleNamespace(dataset="unused"))
+        assert "access denied" in page.object and page.css_classes == ["cs-denied"]
+
+
+def denied(page) -> bool:
+    page.get_by_text("access denied").or_(page.get_by_text(STATUS)).first.wait_for(timeout=60000)
+    if page.locator(".cs-denied").count():
+        assert page.locator("img").count() == 0 and page.locator(".cs-clusters").count() == 0
+        assert "crowdsort" not in page.inner_text("body")  # not even the dataset's name
+        return True
+    return False
+
+
+def test_a_configured_token_must_be_the_right_one(chromium_browser, hostile_dataset):
+    server = Server(hostile_dataset, env={TOKEN_ENV: "right-t0ken"}).start()
+    try:
+        for query, refused in [("?token=wrong", True), ("?token=", True), ("?token=right-t0ken", False),
+                               ("", False)]:  # this machine needs no token
+            page = new_page(chromium_browser)
+            page.goto(f"{server.url}/app{query}")
+            assert denied(page) is refused, query
+            page.close()
+    finally:
+        server.stop()
+
+
+def test_the_cli_warns_and_hands_the_token_over_in_the_environment(tmp_path, monkeypatch, capsys):
+    from analysis.cli import Dashboard, build_parser, main
+
+    (tmp_path / "faces").mkdir()
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+    monkeypatch.setenv(TOKEN_ENV, "left over from somewhere")
+    assert main(["dashboard", str(tmp_path), "--address", "127.0.0.1"]) == 0
+    out = capsys.readouterr()
+    cmd, env = calls.pop()
+    assert "warning" not in out.err and TOKEN_ENV not in env and "token" not in out.out
+    assert {"127.0.0.1:5006", "localhost:5006"} <= set(cmd)
+
+    assert main(["dashboard", str(tmp_path), "--address", "0.0.0.0", "--port", "5010"]) == 0
+    out = capsys.readouterr()
+    cmd, env = calls.pop()
+    token = env[TOKEN_ENV]
+    assert len(token) >= 32 and token != "left over from somewhere"
+    assert "warning" in out.err and "network" in out.err
+    assert f"/app?token={token} " in out.out
+    assert not any(token in c for c in cmd)  # `ps` shows the command line to every user
+    host = re.search(r"http://(\S+?)/app", out.out).group(1)
+    assert host in cmd and cmd[cmd.index(host) - 1] == "--allow-websocket-origin"
+    again = build_parser().parse_args(["dashboard", str(tmp_path), "--address", "0.0.0.0"])
+    assert Dashboard.server_command(again, Path("app.py"))[1][TOKEN_ENV] != token  # a new one at each start
+
+
+def lan_address() -> str | None:
+    from analysis.cli import Dashboard
+
+    return next((h for h in Dashboard.host_names("0.0.0.0") if not Dashboard.is_local(h.strip("[]"))
+                 and re.fullmatch(r"[\d.]+", h)), None)
+
+
+def test_served_to_the_network_another_machine_needs_the_token(chromium_browser, hostile_dataset):
+    """The command `crowdsort dashboard --address 0.0.0.0` runs, opened from this machine's LAN
+    address (so the server sees a client that is not on loopback)."""
+    from analysis.cli import Dashboard, build_parser
+
+    lan = lan_address()
+    if lan is None:
+        pytest.skip("this machine has no address but loopback")
+    server = Server(hostile_dataset, host=lan)
+    args = build_parser().parse_args(["dashboard", str(hostile_dataset), "--address", "0.0.0.0",
+                                      "--port", str(server.port)])
+    server.cmd, env, url = Dashboard.server_command(args, ROOT / "dashboard" / "app.py")
+    server.env = {TOKEN_ENV: env[TOKEN_ENV]}
+    assert url.startswith(server.url)
+    server.start()
+    try:
+        for query, refused in [("", True), ("?token=wrong", True), (f"?token={env[TOKEN_ENV]}", False)]:
+            page = new_page(chromium_browser)
+            page.goto(f"{server.url}/app{query}")
+            assert denied(page) is refused, query
+            page.close()
+    finally:
+        server.stop()

@@ -1,0 +1,399 @@
+"""Nothing lost: outputs, datasets, caches and corrections under bad state, two writers and kill -9.
+
+Each test is one defect found by probing (issue 11), run as a user would meet it. The dataset
+is the example built from portraits that installed packages ship, so none needs ../shared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The example photos, extracted and clustered once; tests work on copies."""
+    pytest.importorskip("skimage")
+    root = tmp_path_factory.mktemp("rel")
+    assert main(["example", str(root / "images")]) == 0
+    ds = root / "ds"
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(root / "images")]) == 0
+    assert main(["-q", "cluster", "-d", str(ds)]) == 0
+    return root
+
+
+@pytest.fixture
+def ds(example, tmp_path):
+    d = tmp_path / "ds"
+    shutil.copytree(example / "ds", d, symlinks=True)
+    return d
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# -- 1, 2: --clean removes only what crowdsort wrote -------------------------------------------------
+def test_export_clean_never_deletes_a_users_folder(ds, tmp_path, capsys):
+    user = tmp_path / "U"
+    (user / "notes").mkdir(parents=True)
+    (user / "thesis.docx").write_text("years of work")
+    (user / "labels.csv").write_text("label,cluster\nme,0\n")
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\n")
+    args = ["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(tmp_path / "out.csv")]
+    assert main(args + ["--export", str(user), "--clean"]) == 1
+    assert "not a crowdsort export" in one_line(capsys)
+    assert (user / "thesis.docx").read_text() == "years of work" and (user / "notes").is_dir()
+
+    # the parent of the dataset, holding a labels.csv, is never taken for an export either
+    (ds.parent / "labels.csv").write_text("label,cluster\n")
+    assert main(args + ["--export", str(ds.parent), "--clean"]) == 1
+    assert "not a crowdsort export" in one_line(capsys) and (ds / "faces" / "faces.parquet").exists()
+
+    # an export crowdsort wrote is replaced; once a user's file is put in it, it is not
+    exp = tmp_path / "E"
+    assert main(args + ["--export", str(exp)]) == 0
+    assert (exp / ".crowdsort-manifest.json").exists() and (exp / "Ada").is_dir()
+    assert main(args + ["--export", str(exp), "--clean"]) == 0
+    (exp / "Ada" / "mine.txt").write_text("x")
+    assert main(args + ["--export", str(exp), "--clean"]) == 1
+    assert "did not write" in one_line(capsys) and (exp / "Ada" / "mine.txt").exists()
+
+
+def test_a_cluster_run_with_a_users_file_is_not_cleaned(ds, capsys):
+    (ds / "cluster" / "000" / "my-notes.txt").write_text("x")
+    assert main(["-q", "cluster", "-d", str(ds), "--clean"]) == 1
+    assert "my-notes.txt" in one_line(capsys)
+    assert (ds / "cluster" / "000" / "my-notes.txt").exists()
+
+
+def test_labels_that_make_the_same_folder_stay_apart(ds, tmp_path):
+    from analysis.export import label_folders
+
+    folders = label_folders(["a/b", "a_b", "A_B"])
+    assert len(set(f.lower() for f in folders.values())) == 3
+    long = "L" * 300
+    names = tmp_path / "names.csv"
+    pd.DataFrame({"label": ["a/b", long], "cluster": [0, 1]}).to_csv(names, index=False)
+    out = tmp_path / "E"
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(tmp_path / "o.csv"),
+                 "--export", str(out)]) == 0
+    table = pd.read_csv(out / "labels.csv")
+    assert set(table["label"]) == {"a/b", long}
+    assert sorted(len(f.encode()) for f in os.listdir(out) if (out / f).is_dir()) == [3, 200]
+
+
+def test_apply_labels_refuses_bad_tables(ds, tmp_path, capsys):
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,1.5\n")
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(tmp_path / "o.csv")]) == 1
+    assert "cluster 1.5" in one_line(capsys)
+    names.write_text("label,cluster\nAda,0\n")
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(names)]) == 1
+    assert "would be overwritten" in one_line(capsys) and names.read_text() == "label,cluster\nAda,0\n"
+
+
+# -- 3: a second source adds; only deleted files are gone; one writer at a time ------------------------
+def test_a_second_source_adds_to_the_dataset(example, tmp_path):
+    from analysis.store import FaceStore
+
+    images = tmp_path / "images"
+    shutil.copytree(example / "images", images)
+    people = [images / "eileen_collins", images / "grace_hopper"]
+    ds = tmp_path / "ds"
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(people[0])]) == 0
+    first = FaceStore(ds / "faces").load_faces()
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(people[1])]) == 0
+    both = FaceStore(ds / "faces").load_faces()
+    assert set(first["face_id"]) < set(both["face_id"])  # the first folder's faces are all still there
+    gone_file = Path(first["image_path"].iloc[0])
+    gone_file.unlink()
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(people[1])]) == 0
+    after = FaceStore(ds / "faces").load_faces()
+    assert str(gone_file) not in set(after["image_path"]) and len(after) < len(both)
+    assert set(after["image_path"]) & {str(p) for p in people[0].rglob("*")}  # the rest of folder 1 stays
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(people[1]), "--prune"]) == 0
+    pruned = FaceStore(ds / "faces").load_faces()
+    assert all(p.startswith(str(people[1])) for p in pruned["image_path"])
+
+
+def test_two_runs_on_one_dataset_are_refused_and_a_crashed_lock_is_not(ds, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from analysis.locks import DatasetLock; "
+        "DatasetLock(sys.argv[1], 'extract-faces').acquire(); print('locked', flush=True); time.sleep(60)"),
+        str(ds), str(ROOT)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["-q", "cluster", "-d", str(ds), "--to", "other"]) == 1
+        err = one_line(capsys)
+        assert f"pid {holder.pid}" in err and "extract-faces" in err
+        assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(ds / "faces" / "crops")]) == 1
+        assert not (ds / "other").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the kernel released the dead holder's lock: the next run goes ahead
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "other"]) == 0
+
+
+def test_a_killed_build_folder_is_cleaned_by_the_next_run(ds):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = ds / f".crowdsort-tmp-{dead.pid}-abc"
+    (stale / "000").mkdir(parents=True)
+    assert main(["-q", "cluster", "-d", str(ds), "--clean"]) == 0
+    assert not stale.exists() and not list(ds.glob(".crowdsort-tmp-*"))
+
+
+# -- 4: two dashboards on one dataset ------------------------------------------------------------------
+def _session(path: Path, seed: int = 0):
+    from analysis.neighbors import knn_graph
+    from analysis.review import Annotations, ReviewSession
+
+    rng = np.random.default_rng(seed)
+    X = np.repeat(rng.normal(size=(4, 16)), 6, 0) + rng.normal(0, 0.05, (24, 16))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.array([f"f{i:02d}" for i in range(24)], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((24, 2)), Annotations.load(path))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    return s
+
+
+def test_two_dashboards_keep_each_others_names(tmp_path):
+    from analysis.review import Annotations
+
+    path = tmp_path / "annotations.jsonl"
+    a, b = _session(path), _session(path)
+    a.name(a.cluster_of("f00"), "Ada")
+    b.name(b.cluster_of("f06"), "Bea")  # b had not seen Ada: it must not erase her
+    b.reject(["f12"])
+    assert a.refresh() and a.names()[a.cluster_of("f06")] == "Bea" and a.cluster_of("f12") == -1
+    assert set(b.names().values()) == {"Ada", "Bea"}
+    assert b.undo()  # b takes back its own rejection, not a's name
+    restarted = Annotations.load(path)
+    assert {restarted.names["f00"], restarted.names["f06"]} == {"Ada", "Bea"} and not restarted.rejected
+
+
+def test_annotations_killed_mid_write_and_damaged(tmp_path):
+    from analysis.review import Annotations
+    from analysis.store import DamagedFileError
+
+    path = tmp_path / "annotations.jsonl"
+    s = _session(path)
+    s.name(s.cluster_of("f00"), "Ada")
+    with open(path, "ab") as f:  # a writer killed in the middle of its line
+        f.write(b'{"id": "x", "names": {"f06": "Be')
+    again = _session(path)
+    assert again.names()[again.cluster_of("f00")] == "Ada" and "f06" not in again.ann.names
+    again.name(again.cluster_of("f06"), "Bea")  # the next writer drops the torn tail first
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+    assert Annotations.load(path).names["f06"] == "Bea"
+    good = path.read_bytes()
+    path.write_bytes(good[:10] + b"\x00garbage\n" + good[10:])
+    with pytest.raises(DamagedFileError, match=r"annotations\.jsonl\.bak"):
+        Annotations.load(path)
+    assert path.with_name("annotations.jsonl.bak").read_bytes() == good
+
+
+def test_old_annotations_are_carried_over(tmp_path):
+    from analysis.review import Annotations
+
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "format_version": 1, "names": {"f00": "Ada"}, "rejected": ["f01"], "not_face": [], "groups": [["f02", "f03"]]}))
+    ann = Annotations.load(tmp_path / "annotations.jsonl")
+    assert ann.names == {"f00": "Ada"} and ann.rejected == {"f01"} and ann.groups == [["f02", "f03"]]
+    assert (tmp_path / "annotations.json").exists()
+
+
+# -- 10, 11: damaged files name themselves; caches rebuild ------------------------------------------
+def test_damaged_tables_give_one_line_naming_the_file(ds, capsys):
+    faces = ds / "faces" / "faces.parquet"
+    faces.write_bytes(faces.read_bytes()[:200])
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c2"]) == 1
+    err = one_line(capsys)
+    assert str(faces) in err and "re-run crowdsort extract-faces" in err
+
+
+def test_damaged_caches_are_rebuilt(ds, capsys, caplog):
+    from analysis.store import FaceStore
+
+    store = FaceStore(ds / "faces")
+    before = pd.read_csv(ds / "cluster" / "assignments.csv")
+    for g in (ds / "faces" / "graphs").glob("*.npz"):
+        g.write_bytes(g.read_bytes()[:100])
+    emb = next((ds / "faces" / "embeddings").glob("*.parquet"))
+    ids, X = store.load_embeddings("dlib")
+    X[:3] = np.nan  # garbled vectors, and one of the wrong length
+    X[3] *= 2
+    store.save_embeddings("dlib", ids[:4], X[:4])
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "again"]) == 0
+    assert "damaged" in caplog.text
+    after = pd.read_csv(ds / "again" / "assignments.csv")
+    assert (after.set_index("face_id")["cluster"] == before.set_index("face_id")["cluster"]).all()
+    ids2, X2 = store.load_embeddings("dlib")
+    assert len(ids2) == len(ids) and np.isfinite(X2).all() and emb.exists()
+
+
+def test_a_damaged_crop_names_itself_and_extraction_remakes_it(ds, example, capsys):
+    from analysis.store import FaceStore
+
+    shutil.rmtree(ds / "faces" / "embeddings")
+    crop = sorted((ds / "faces" / "crops").iterdir())[0]
+    crop.write_bytes(b"garbage")
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c2", "--workers", "1"]) == 1
+    err = one_line(capsys)
+    assert str(crop) in err and "extract-faces" in err
+    crop.unlink()
+    assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(example / "images")]) == 0
+    assert crop.exists() and len(FaceStore(ds / "faces").load_faces()) > 0
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c2"]) == 0
+
+
+def test_bad_reference_files_are_refused_in_one_line(tmp_path):
+    import h5py
+
+    from analysis.identify import load_references
+
+    def write(name, vectors, label=True, sources="[]", model="dlib"):
+        p = tmp_path / name
+        with h5py.File(p, "w") as h:
+            h.attrs.update({"model": model, "format_version": 1})
+            d = h.create_dataset("Q1", data=np.asarray(vectors, np.float32))
+            if label:
+                d.attrs["label"] = "Q1"
+            d.attrs["sources"] = sources
+        return p
+
+    unit = np.eye(1, 128)
+    cases = {
+        "nolabel.h5": (write("nolabel.h5", unit, label=False, sources='["a.jpg"]'), "no label attribute"),
+        "dim.h5": (write("dim.h5", np.eye(1, 512), sources='["a.jpg"]'), "512-D vectors for model 'dlib'"),
+        "json.h5": (write("json.h5", unit, sources="not json"), "not a usable reference file"),
+        "nan.h5": (write("nan.h5", np.full((1, 128), np.nan), sources='["a.jpg"]'), "not finite"),
+    }
+    for p, msg in cases.values():
+        with pytest.raises(ValueError, match=msg) as e:
+            load_references(p)
+        assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+# -- 5: embedding progress survives kill -9 and SIGTERM; workers end with their parent ---------------
+EMBED_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from analysis.embed import DlibEmbedder, embed_faces
+from analysis.store import FaceStore
+from analysis.workers import sigterm_as_interrupt
+sigterm_as_interrupt()
+store = FaceStore(sys.argv[1])
+faces = store.load_faces().iloc[:int(sys.argv[4])]
+embed_faces(store, faces, DlibEmbedder(), batch_size=2, workers=int(sys.argv[2]), progress=False, save_seconds=1)
+print("done", flush=True)
+"""
+
+
+@pytest.fixture
+def lfw_copy(lfw_store, tmp_path):
+    """lfw-dev's faces (a thousand: long enough to stop in the middle), without vectors."""
+    from analysis.store import FaceStore
+
+    root = tmp_path / "lfw" / "faces"
+    shutil.copytree(lfw_store.root, root, ignore=shutil.ignore_patterns("embeddings", "graphs", "projections"))
+    return FaceStore(root)
+
+
+def _children(pid: int) -> list[int]:
+    psutil = pytest.importorskip("psutil")
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(pids) -> list[int]:
+    import psutil
+
+    def running(p):
+        try:
+            return psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    return [p for p in pids if running(p)]
+
+
+def _wait_for_parts(parts: Path, n: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(parts.glob("*.parquet"))) < n:
+        time.sleep(0.1)
+    assert len(list(parts.glob("*.parquet"))) >= n, "no checkpoint was written"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_embedding_progress_survives_a_kill_and_workers_end_with_it(lfw_copy, sig):
+    store, limit = lfw_copy, 200
+    proc = subprocess.Popen([sys.executable, "-c", EMBED_SCRIPT, str(store.root), "2", str(ROOT), str(limit)],
+                            stdout=subprocess.PIPE, text=True)
+    parts = store.root / "embeddings" / "dlib.parts"
+    _wait_for_parts(parts, 2)
+    workers = _children(proc.pid)
+    proc.send_signal(sig)
+    proc.wait(30)
+    kept = len(store.load_embeddings("dlib")[0])
+    assert 0 < kept < limit, f"{kept} of {limit} vectors kept"
+    time.sleep(2)
+    assert len(workers) >= 2 and not _alive(workers), "embedding workers outlived their parent"  # + the resource tracker
+    # the re-run embeds only the rest and ends with every vector, the parts merged
+    done = subprocess.run([sys.executable, "-c", EMBED_SCRIPT, str(store.root), "2", str(ROOT), str(limit)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "done", done.stderr
+    ids, X = store.load_embeddings("dlib")
+    assert len(ids) == limit and not list(parts.glob("*")) and np.isfinite(X).all()
+
+
+def test_sigterm_on_the_cli_keeps_its_work(lfw_copy):
+    ds = lfw_copy.root.parent
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "-q", "cluster", "-d", str(ds), "--workers", "2"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    _wait_for_parts(lfw_copy.root / "embeddings" / "dlib.parts", 1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "run it again to resume" in err, err
+    assert len(lfw_copy.load_embeddings("dlib")[0]) > 0 and not (ds / "cluster").exists()
+
+
+def test_a_damaged_checkpoint_is_dropped_and_its_images_done_again(example, tmp_path, caplog):
+    from analysis.extract import extract_faces
+    from analysis.store import FaceStore
+
+    clean = FaceStore(tmp_path / "clean" / "faces")
+    extract_faces(str(example / "images"), clean, progress=False)
+    store = FaceStore(tmp_path / "ds" / "faces")
+    # a run killed after two checkpoints, one of which was then damaged on disk
+    extract_faces(str(example / "images" / "eileen_collins"), store, progress=False, checkpoint_every=2)
+    images, faces = store.load_images(), store.load_faces()
+    (store.root / "images.parquet").unlink()
+    (store.root / "faces.parquet").unlink()
+    store.write_part(images.iloc[:3], faces[faces["image_path"].isin(images["image_path"].iloc[:3])])
+    store.write_part(images.iloc[3:], faces[faces["image_path"].isin(images["image_path"].iloc[3:])])
+    damaged = sorted(store.parts_dir.glob("*-faces.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    s = extract_faces(str(example / "images"), store, progress=False)
+    assert "damaged" in caplog.text and s["processed"] >= 3
+    view = lambda st: sorted(st.load_faces()["face_id"])  # noqa: E731
+    assert view(store) == view(clean) and not store.parts_dir.exists()
