@@ -267,6 +267,19 @@ def candidates(quick: bool):
                                            .fit(X, graph=gr).labels_)))
     for t in (0.05, 0.06, 0.07):
         C.append(("mutual-cw", f"t={t}", lambda X, gr, t=t: mutual_cw(gr, t)))
+    # three stages: a tight base clustering, centroid merges of clusters (>= 2 faces each),
+    # then noise faces attach to the nearest cluster mean (of the clusters in their kNN)
+    bases = {"cw": lambda t: est("chinese-whispers", threshold=t, min_cluster_size=2),
+             "avg": lambda t: est("agglomerative", distance_threshold=t, min_cluster_size=2)}
+    for bname, bts in (("cw", (0.05, 0.055, 0.06)), ("avg", (0.06,))):
+        for bt in bts:
+            for g in (0.02, 0.03, 0.04):
+                for ta in (0.045, 0.05):
+                    for mg in (0.0,):
+                        C.append((f"{bname}->centroid->attach",
+                                  f"{bname} t={bt}; centroid t2={g}; attach t={ta}, margin={mg}",
+                                  lambda X, gr, b=bases[bname](bt), g=g, ta=ta, mg=mg:
+                                  attach_noise(X, agglo(X, gr, -1.0, g, "centroid", init=b(X, gr)), gr, ta, mg)))
     return C
 
 
@@ -331,7 +344,8 @@ def main(argv=None) -> int:
     run(C)
     # purity on the five best by min(worse3, worseall)
     best = sorted(rows, key=lambda r: -min(r["worse3"], r["worseall"]))[:5]
-    run(with_purity(C, [((r["method"], r["parameters"]), tp) for r in best for tp in (0.06, 0.07, 0.08)]))
+    run(with_purity(C, [((r["method"], r["parameters"]), tp) for r in best for tp in (0.06, 0.07, 0.08)]
+                    + [(("hdbscan", "mcs=2, ms=1"), tp) for tp in (0.04, 0.05, 0.06)]))
 
     def f(v):
         return f"{v[0]:.3f}/{v[1]:.3f}/{v[2]:.3f}"
