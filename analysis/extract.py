@@ -205,7 +205,8 @@ def _missing_crops(store: FaceStore) -> frozenset[str]:
     faces = store.load_faces()
     if not len(faces):
         return frozenset()
-    exists = np.array([(store.root / c).is_file() for c in faces["crop_path"]], dtype=bool)
+    exists = np.array([(store.root / c).is_file() and (not d or (store.root / d).is_file())
+                       for c, d in zip(faces["crop_path"], faces["dataset_crop_path"].fillna(""))], dtype=bool)
     return frozenset(faces.loc[~exists, "image_path"])
 
 

@@ -84,7 +84,11 @@ def test_max_size_caps_and_never_upscales(ffhq_run, tmp_path):
     photos, _ = ffhq_run
     store = FaceStore(tmp_path / "cap" / "faces")
     extract_faces(str(photos / "whole.jpg"), store, ExtractParams(max_faces=1, crop="ffhq", max_size=128), progress=False)
-    assert Image.open(store.root / store.load_faces().iloc[0]["dataset_crop_path"]).size == (128, 128)
+    crop = store.root / store.load_faces().iloc[0]["dataset_crop_path"]
+    assert Image.open(crop).size == (128, 128)
+    crop.unlink()  # a dataset crop deleted by hand is made again
+    extract_faces(str(photos / "whole.jpg"), store, ExtractParams(max_faces=1, crop="ffhq", max_size=128), progress=False)
+    assert Image.open(crop).size == (128, 128)
     from analysis.ffhq import ffhq_crop
 
     small = np.zeros((60, 60, 3), np.uint8)
