@@ -270,6 +270,25 @@ def _rate(stream) -> Fraction | None:
     return None
 
 
+def open_video(path: str):
+    """``(container, video stream)`` of a readable video; :class:`VideoError` naming the file
+    otherwise (text files are refused before FFmpeg sees them)."""
+    import av
+
+    why = _sniff_text(path)
+    if why:
+        raise VideoError(f"{path}: {why}")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: {_why_unreadable(path, e)}") from None
+    try:
+        return container, _video_stream(container, path)
+    except BaseException:
+        container.close()
+        raise
+
+
 def read_keyframes(path: str, keyframes: float, on_frame=None) -> VideoInfo:
     """One pass over ``path``: demux every packet, decode the key frames the rule keeps.
 
@@ -287,15 +306,8 @@ def read_keyframes(path: str, keyframes: float, on_frame=None) -> VideoInfo:
     import av
 
     k = Fraction(str(keyframes))
-    why = _sniff_text(path)
-    if why:
-        raise VideoError(f"{path}: {why}")
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: {_why_unreadable(path, e)}") from None
+    container, s = open_video(path)
     with container:
-        s = _video_stream(container, path)
         s.codec_context.skip_frame = "NONKEY"
         tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1000)
         fps = _rate(s)
