@@ -56,11 +56,18 @@ def umap_layout(X: np.ndarray, graph=None, n_neighbors: int = 15, min_dist: floa
 def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0) -> np.ndarray:
     """The stored layout for exactly these items, else computed (once) and stored in the dataset."""
     h = hashlib.blake2b("\n".join(map(str, ids)).encode(), digest_size=8).hexdigest()
-    from .store import _safe_name
+    from .store import _safe_name, read_cache
 
     path = store.root / "projections" / f"{_safe_name(model)}-umap-s{seed}-{h}.npy"
-    if path.exists():
-        return np.load(path)
+
+    def load(p):
+        Y = np.load(p, allow_pickle=False)
+        if Y.shape != (len(ids), 2) or not np.isfinite(Y).all():
+            raise ValueError(f"a {Y.shape} map for {len(ids)} items")
+        return Y
+    Y = read_cache(path, load)  # a damaged map is computed again
+    if Y is not None:
+        return Y
     log.info("computing the UMAP map of %d items (once; stored in %s)", len(X), path.parent)
     Y = umap_layout(X, graph, seed=seed)
     buf = io.BytesIO()

@@ -397,3 +397,20 @@ def test_a_damaged_checkpoint_is_dropped_and_its_images_done_again(example, tmp_
     assert "damaged" in caplog.text and s["processed"] >= 3
     view = lambda st: sorted(st.load_faces()["face_id"])  # noqa: E731
     assert view(store) == view(clean) and not store.parts_dir.exists()
+
+
+def test_a_damaged_map_is_computed_again(tmp_path, caplog):
+    from analysis.neighbors import knn_graph
+    from analysis.project import cached_layout
+    from analysis.store import FaceStore
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ids = [f"f{i}" for i in range(40)]
+    store = FaceStore(tmp_path / "faces")
+    Y = cached_layout(store, "dlib", ids, X, knn_graph(X, 15))
+    path = next((store.root / "projections").glob("*.npy"))
+    path.write_bytes(path.read_bytes()[:40])
+    again = cached_layout(store, "dlib", ids, X, knn_graph(X, 15))
+    assert "damaged" in caplog.text and np.allclose(again, Y)
