@@ -238,15 +238,20 @@ def denied(page) -> bool:
     return False
 
 
+def check_admission(browser, server, cases) -> None:
+    """Each ``(query, refused)``: the page at ``/app<query>`` is the denial exactly when ``refused``."""
+    for query, refused in cases:
+        page = new_page(browser)
+        page.goto(f"{server.url}/app{query}")
+        assert denied(page) is refused, query
+        page.close()
+
+
 def test_a_configured_token_must_be_the_right_one(chromium_browser, hostile_dataset):
     server = Server(hostile_dataset, env={TOKEN_ENV: "right-t0ken"}).start()
     try:
-        for query, refused in [("?token=wrong", True), ("?token=", True), ("?token=right-t0ken", False),
-                               ("", False)]:  # this machine needs no token
-            page = new_page(chromium_browser)
-            page.goto(f"{server.url}/app{query}")
-            assert denied(page) is refused, query
-            page.close()
+        check_admission(chromium_browser, server, [("?token=wrong", True), ("?token=", True),
+                                                   ("?token=right-t0ken", False), ("", False)])  # this machine needs no token
     finally:
         server.stop()
 
@@ -301,10 +306,7 @@ def test_served_to_the_network_another_machine_needs_the_token(chromium_browser,
     assert url.startswith(server.url)
     server.start()
     try:
-        for query, refused in [("", True), ("?token=wrong", True), (f"?token={env[TOKEN_ENV]}", False)]:
-            page = new_page(chromium_browser)
-            page.goto(f"{server.url}/app{query}")
-            assert denied(page) is refused, query
-            page.close()
+        check_admission(chromium_browser, server, [("", True), ("?token=wrong", True),
+                                                   (f"?token={env[TOKEN_ENV]}", False)])
     finally:
         server.stop()

@@ -12,6 +12,7 @@ from analysis.frames import VideoError
 from analysis.shots import (SCENES_HEADER, SHOT_COLUMNS, ShotsFileError, cut_scores, detect_cuts, detect_shots,
                             frame_signatures, read_scenes_csv, scenes_csv_name, shots_from_cuts, write_scenes_csv,
                             write_shots)
+from test_frames import _make_audio as make_audio  # one generator of audio-only files
 
 HAMILTON = "hamilton_short.mp4"
 CROWD = "crowd_walk.mp4"
@@ -135,21 +136,6 @@ def test_write_shots_table(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "shots.parquet"), shots)
 
 
-def _make_audio(path):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=44100)
-        fmt, layout = s.codec_context.codec.audio_formats[0].name, s.codec_context.layout.name
-        ch = s.codec_context.layout.nb_channels
-        for i in range(0, 44100, 1024):
-            a = np.zeros((ch, 1024), np.float32) if fmt.endswith("p") else np.zeros((1, 1024 * ch), np.float32)
-            frame = av.AudioFrame.from_ndarray(a, format=fmt, layout=layout)
-            frame.sample_rate = 44100
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
 @pytest.fixture(scope="module")
 def bad_dir(videos, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad-shots")
@@ -157,7 +143,7 @@ def bad_dir(videos, tmp_path_factory):
     (d / "empty.mp4").write_bytes(b"")
     (d / "notes.mp4").write_text("not a video, just notes\n")
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])  # its index ('moov') is at the end
-    _make_audio(d / "tone.mp4")
+    make_audio(d / "tone.mp4", "aac")
     whole = d / "whole.mp4"  # index first ("faststart"), then cut in half: opens, then stops
     with av.open(str(videos / HAMILTON)) as i, av.open(str(whole), "w", options={"movflags": "faststart"}) as o:
         out = o.add_stream_from_template(i.streams.video[0])
