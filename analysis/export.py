@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import FORMAT_VERSION, atomic_write_bytes
+from .store import FORMAT_VERSION, atomic_write_bytes, writer_alive
 
 LINK_MODES = ("copy", "hardlink", "symlink")
 
@@ -123,11 +123,10 @@ def _remove_stale_builds(parent: Path) -> None:
     for p in parent.glob(f"{_TMP_PREFIX}*"):
         try:
             pid = int(p.name[len(_TMP_PREFIX):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (ValueError, PermissionError):
+        except ValueError:
             continue
+        if not writer_alive(pid, p):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def publish(out: str | os.PathLike, build, kind: str, clean: bool = False, option: str = "--to",

@@ -240,10 +240,14 @@ def extract_faces(
                 "gone": len(gone), "skipped": skipped, "dry_run": True}
     store.root.mkdir(parents=True, exist_ok=True)
     with DatasetLock(store.root.parent, "extract-faces"):
-        for folder in (store.root, store.crops_dir, store.parts_dir):
-            if folder.exists():
-                remove_stale_temp(folder)
-        return _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune)
+        def sweep():
+            for folder in (store.root, store.crops_dir, store.parts_dir):
+                if folder.exists():
+                    remove_stale_temp(folder)
+        sweep()
+        summary = _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune)
+        sweep()  # again: a killed run's worker may have been ending while the first sweep ran
+        return summary
 
 
 def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune) -> dict:

@@ -60,17 +60,45 @@ def _tmp_prefix() -> str:
     return f".tmp-{os.getpid()}-"
 
 
+def writer_alive(pid: int, path: Path) -> bool:
+    """Whether the process ``pid`` that named the temporary ``path`` may still be writing it.
+
+    A killed run's workers can linger as zombies (a container's init may never reap them) and
+    pids are reused, so a live pid alone is not proof: the process must be running and have
+    started before the file was last touched."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no procfs: trust the pid
+        return True
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started <= path.lstat().st_mtime + 2.0
+    except (OSError, StopIteration, ValueError, IndexError):
+        return True
+
+
 def remove_stale_temp(folder: Path) -> int:
     """Remove temporary files in ``folder`` left by writers that were killed; returns how many."""
     n = 0
     for p in folder.glob(".tmp-*"):
         try:
-            os.kill(int(p.name.split("-")[1]), 0)
-        except ProcessLookupError:
+            pid = int(p.name.split("-")[1])
+        except (ValueError, IndexError):
+            continue
+        if not writer_alive(pid, p):
             p.unlink(missing_ok=True)
             n += 1
-        except (ValueError, IndexError, PermissionError):
-            continue
     return n
 
 

@@ -161,6 +161,26 @@ def test_a_killed_build_folder_is_cleaned_by_the_next_run(ds):
     assert not stale.exists() and not list(ds.glob(".crowdsort-tmp-*"))
 
 
+def test_temp_files_of_zombies_and_reused_pids_are_stale(tmp_path):
+    """A killed run's worker lingers as a zombie where init does not reap it, and pids are
+    reused: neither may keep a temporary file alive (CI left a crop's .tmp- file this way)."""
+    from analysis.store import remove_stale_temp
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(0.5)  # ended, not yet waited for: a zombie
+    (tmp_path / f".tmp-{zombie.pid}-crop").write_bytes(b"x")
+    reused = tmp_path / f".tmp-{os.getpid()}-old"  # our pid, but the file predates this process
+    reused.write_bytes(b"x")
+    os.utime(reused, (time.time() - 86400,) * 2)
+    mine = tmp_path / f".tmp-{os.getpid()}-now"
+    mine.write_bytes(b"x")
+    try:
+        assert remove_stale_temp(tmp_path) == 2
+        assert [p.name for p in tmp_path.iterdir()] == [mine.name]
+    finally:
+        zombie.wait()
+
+
 # -- 4: two dashboards on one dataset ------------------------------------------------------------------
 def _session(path: Path, seed: int = 0):
     from analysis.neighbors import knn_graph
