@@ -149,17 +149,20 @@ class Cluster:
         p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
         p.add_argument("--workers", type=int, default=None,
                        help="face embedding processes (default: one per core for dlib; ArcFace uses all cores in one)")
-        p.add_argument("--algorithm", default="hdbscan",
-                       choices=["hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative", "chinese-whispers"],
-                       help="clustering over the kNN graph (default hdbscan: the best measured on lfw-dev)")
+        p.add_argument("--algorithm", default=None,
+                       choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
+                                "chinese-whispers"],
+                       help="clustering over the kNN graph (default: snn-whispers for dlib faces, the best "
+                            "measured on lfw-dev and celeba-dev; hdbscan for other models)")
         p.add_argument("--min-cluster-size", type=int, default=None,
-                       help="hdbscan: smallest cluster (default 2); agglomerative/chinese-whispers: smaller → noise")
+                       help="hdbscan: smallest cluster (default 2); snn-whispers (default 2), agglomerative, "
+                            "chinese-whispers: smaller → noise")
         p.add_argument("--min-samples", type=int, default=None, help="hdbscan (default 1), dbscan/optics (default 2)")
         p.add_argument("--knn", type=int, default=None,
                        help="rnn-dbscan's K (default 5); the graph keeps at least 15 neighbours per face")
         p.add_argument("--eps", type=float, default=None,
-                       help="cosine distance: dbscan/optics eps (0.06), agglomerative (0.07) and "
-                            "chinese-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
+                       help="cosine distance: dbscan/optics eps (0.06), agglomerative (0.07), "
+                            "chinese-whispers and snn-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
         p.add_argument("--ann", default="auto", choices=["auto", "exact", "pynndescent"],
                        help="kNN search: exact up to 50k faces, pynndescent above (auto)")
         p.add_argument("--top", type=int, default=None, help="keep the N largest clusters; the rest go to noise/")
@@ -177,14 +180,16 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_images, cluster_params, output_plan
+        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm, output_plan
 
+        images = args.model in ("efficientnet", "clip")
+        args.algorithm = args.algorithm or default_algorithm(args.model, "images" if images else "faces")
         params = cluster_params(args.algorithm, args.min_cluster_size, args.min_samples, args.knn, args.eps)
         proto_out, model_out = in_dataset(args.dataset, args.proto_out), in_dataset(args.dataset, args.model_out)
         if not (args.clean or args.dry_run) and output_plan(Path(args.dataset) / args.to, False) == "replace":
             print(f"note: replacing the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
                   file=sys.stderr)
-        if args.model in ("efficientnet", "clip"):
+        if images:
             if args.model_out:
                 raise ValueError("--model-out is for face clusterings")
             s = cluster_images(args.dataset, dataset_inputs(args.dataset, args.source), args.to, args.model,

@@ -8,6 +8,7 @@ disconnected are joined at a distance larger than any edge, so they split first.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -386,6 +387,17 @@ class GraphAgglomerative(ClusterMixin, BaseEstimator):
         return self
 
 
+def _whispers(n: int, a: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """dlib's Chinese whispers over the edges ``(a, b)`` of distance ``d`` (weights 1 - d)."""
+    import dlib
+
+    # dlib labels vertices 0..max index, so one self-loop on the last vertex sizes the output;
+    # self-loops elsewhere would outweigh real edges.
+    edges = list(zip(a.tolist(), b.tolist(), (1.0 - np.asarray(d, dtype=np.float64)).tolist()))
+    edges.append((n - 1, n - 1, 1e-6))
+    return np.asarray(dlib.chinese_whispers(edges), dtype=np.int64)
+
+
 class ChineseWhispers(ClusterMixin, BaseEstimator):
     """dlib's Chinese whispers over the kNN edges shorter than ``threshold``."""
 
@@ -397,19 +409,102 @@ class ChineseWhispers(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None, graph: KNNGraph | None = None):
-        import dlib
-
         graph = _graph_for(self, X, graph, self.n_neighbors)
-        n = len(graph)
         a, b, d = graph.undirected_edges()
         ok = d < self.threshold
-        # Weights are similarities. dlib labels vertices 0..max index, so one self-loop on the
-        # last vertex sizes the output; self-loops elsewhere would outweigh real edges.
-        edges = [(int(i), int(j), float(1 - w)) for i, j, w in zip(a[ok], b[ok], d[ok])]
-        edges.append((n - 1, n - 1, 1e-6))
-        labels = np.asarray(dlib.chinese_whispers(edges), dtype=np.int64)
-        self.labels_ = _small_to_noise(labels, self.min_cluster_size)
+        self.labels_ = _small_to_noise(_whispers(len(graph), a[ok], b[ok], d[ok]), self.min_cluster_size)
         return self
+
+
+def shared_neighbor_edges(graph: KNNGraph, shared_weight: float, scale: float = 0.1, chunk: int = 65536):
+    """Each neighbour pair once, ``(a, b, blended distance, mutual rank)``.
+
+    The blend is ``(1 - w) · d + w · scale · (1 - J)``, J the Jaccard overlap of the two faces'
+    neighbour lists (each with the face itself): two photos of one person share neighbours,
+    a stranger who happens to be close shares few. ``scale`` puts 1 - J in distance units
+    (0.1: the spread of dlib same-person distances). The mutual rank is the larger of the two
+    ranks (0 = nearest), the rank of a pair that lists only one way being the list length."""
+    n, k = graph.indices.shape
+    src = np.repeat(np.arange(n), k)
+    dst = graph.indices.ravel().astype(np.int64)
+    d = graph.distances.ravel().astype(np.float64)
+    rank = np.tile(np.arange(k), n)
+    ok = (dst >= 0) & (dst != src)
+    src, dst, d, rank = src[ok], dst[ok], d[ok], rank[ok]
+    key = src * n + dst
+    order = np.argsort(key)
+    pos = np.minimum(np.searchsorted(key[order], dst * n + src), len(key) - 1)
+    back = np.where(key[order][pos] == dst * n + src, rank[order][pos], k)
+    mutual_rank = np.maximum(rank, back)
+    lists = np.hstack([np.arange(n)[:, None], graph.indices.astype(np.int64)])
+    size = (lists >= 0).sum(1)
+    inter = np.empty(len(src), dtype=np.int64)
+    for s in range(0, len(src), chunk):  # chunked: E × (k+1)² comparisons at once would not fit
+        A, B = lists[src[s:s + chunk]], lists[dst[s:s + chunk]]
+        inter[s:s + chunk] = ((A[:, :, None] == B[:, None, :]) & (A[:, :, None] >= 0)).sum((1, 2))
+    jaccard = inter / (size[src] + size[dst] - inter)
+    blend = (1.0 - shared_weight) * d + shared_weight * scale * (1.0 - jaccard)
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    _, first = np.unique(lo * n + hi, return_index=True)
+    return lo[first], hi[first], blend[first], mutual_rank[first]
+
+
+class SharedNeighborWhispers(ClusterMixin, BaseEstimator):
+    """Chinese whispers over kNN edges that weigh shared neighbours, for identities.
+
+    Two faces link when their blended distance (:func:`shared_neighbor_edges`) is under
+    ``threshold``, or under ``mutual_threshold`` when each is among the other's first
+    ``mutual_rank`` neighbours. Why: with dlib vectors, the distance between two photos of a
+    person with 3-5 photos overlaps the distance to the nearest stranger, so one global cut
+    either splits people or swallows strangers; a stranger is rarely a mutual nearest
+    neighbour, and photos of a person with many photos share neighbours. Chosen on lfw-dev
+    and celeba-dev by the worse set (benchmarks/eval_defaults.py).
+    """
+
+    def __init__(self, threshold=0.06, *, mutual_threshold=0.07, mutual_rank=2, shared_weight=0.3,
+                 min_cluster_size=2, n_neighbors=15, ann="auto", random_state=0):
+        self.threshold = threshold
+        self.mutual_threshold = mutual_threshold
+        self.mutual_rank = mutual_rank
+        self.shared_weight = shared_weight
+        self.min_cluster_size = min_cluster_size
+        self.n_neighbors = n_neighbors
+        self.ann = ann
+        self.random_state = random_state
+
+    def fit(self, X, y=None, graph: KNNGraph | None = None):
+        graph = _graph_for(self, X, graph, self.n_neighbors)
+        a, b, d, r = shared_neighbor_edges(graph, self.shared_weight)
+        ok = (d < self.threshold) | ((d < self.mutual_threshold) & (r < self.mutual_rank))
+        self.labels_ = _small_to_noise(_whispers(len(graph), a[ok], b[ok], d[ok]), self.min_cluster_size)
+        return self
+
+
+def separate_cannot_link(X, labels: np.ndarray, groups) -> np.ndarray:
+    """Faces of one photo are different people: where a cluster holds several faces sharing a
+    group (their photo), the one most like the cluster's other members stays and the others
+    become noise; a cluster left with one face becomes noise too."""
+    labels = np.asarray(labels).copy()
+    ok = np.flatnonzero(labels >= 0)
+    if not len(ok):
+        return labels
+    key = pd.DataFrame({"c": labels[ok], "g": np.asarray(groups, dtype=object)[ok], "i": ok})
+    clash = key[key.duplicated(["c", "g"], keep=False)]
+    if clash.empty:
+        return labels
+    U = np.asarray(X, dtype=np.float64)
+    U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
+    m = labels.max() + 1
+    sums = np.zeros((m, U.shape[1]))
+    np.add.at(sums, labels[ok], U[ok])
+    size = np.bincount(labels[ok], minlength=m)
+    i, c = clash["i"].to_numpy(), clash["c"].to_numpy()
+    clash = clash.assign(like=np.einsum("ij,ij->i", U[i], sums[c] - U[i]) / np.maximum(size[c] - 1, 1))
+    best = clash.loc[clash.groupby(["c", "g"])["like"].idxmax(), "i"]
+    labels[np.setdiff1d(i, best.to_numpy())] = NOISE
+    counts = np.bincount(labels[labels >= 0], minlength=m)
+    labels[(labels >= 0) & (counts[np.maximum(labels, 0)] < 2)] = NOISE
+    return labels
 
 
 def _small_to_noise(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -426,6 +521,7 @@ ALGORITHMS = {
     "optics": GraphOPTICS,
     "agglomerative": GraphAgglomerative,
     "chinese-whispers": ChineseWhispers,
+    "snn-whispers": SharedNeighborWhispers,
 }
 
 

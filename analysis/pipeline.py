@@ -8,21 +8,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size
+from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
 from .embed import embed_faces, load_embedder
 from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
 from .locks import DatasetLock
 from .neighbors import knn_graph
 from .store import FaceStore
 
-# Chosen by measurement (benchmarks/eval_clustering.py, dlib embeddings, one face per photo,
-# BCubed F over identities with ≥ 3 photos): HDBSCAN(2, 1) gives 1.000 on faces/ and 0.981 on
-# lfw-dev, the best of every algorithm and setting tried; min_cluster_size 5 gives 0.933 and
-# 0.675 (lfw-dev people have 3-5 photos).
+# Chosen by measurement (benchmarks/eval_defaults.py: dlib vectors, one face per photo, BCubed F
+# over people with >= 3 photos / over all faces, judged by the worse of lfw-dev and celeba-dev):
+# snn-whispers .964 / .949, against HDBSCAN(2, 1) .867 / .873 (it splits people with 10-20
+# photos) and Chinese whispers at 0.06 .949 / .941. Its thresholds are dlib distances, so other
+# models (ArcFace, whose vectors could not be measured here, and whole-image models) keep
+# HDBSCAN(2, 1), which adapts to the scale of the distances.
+DEFAULT_FACE_ALGORITHM = "snn-whispers"
 DEFAULT_ALGORITHM = "hdbscan"
 DEFAULT_MIN_CLUSTER_SIZE = 2
 DEFAULT_MIN_SAMPLES = 1
 GRAPH_NEIGHBORS = 15
+
+
+def default_algorithm(model: str = "dlib", kind: str = "faces") -> str:
+    """The clustering used when none is asked for (see the measurements above)."""
+    return DEFAULT_FACE_ALGORITHM if kind == "faces" and model == "dlib" else DEFAULT_ALGORITHM
 
 
 def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=None, eps=None) -> dict:
@@ -36,7 +44,7 @@ def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=
         return {k: v for k, v in {"eps": eps, "min_samples": min_samples}.items() if v is not None}
     if algorithm == "agglomerative":
         return {k: v for k, v in {"distance_threshold": eps, "min_cluster_size": min_cluster_size}.items() if v is not None}
-    if algorithm == "chinese-whispers":
+    if algorithm in ("chinese-whispers", "snn-whispers"):
         return {k: v for k, v in {"threshold": eps, "min_cluster_size": min_cluster_size}.items() if v is not None}
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
 
@@ -72,10 +80,12 @@ def _graph_k(params: dict, n: int) -> int:
     return min(max(GRAPH_NEIGHBORS, params.get("n_neighbors", 0), params.get("min_samples") or 0), n - 1)
 
 
-def fit_labels(est, X: np.ndarray, graph, top: int | None, num_protos: int):
-    """Fit ``est`` on the graph; ``(labels by size, membership, prototype rank or -1)`` per item."""
+def fit_labels(est, X: np.ndarray, graph, top: int | None, num_protos: int, groups=None):
+    """Fit ``est`` on the graph; ``(labels by size, membership, prototype rank or -1)`` per item.
+    ``groups``: the photo of each face; faces of one photo never share a cluster."""
     est.fit(X, graph=graph)
-    labels = relabel_by_size(est.labels_, top)
+    labels = est.labels_ if groups is None else separate_cannot_link(X, est.labels_, groups)
+    labels = relabel_by_size(labels, top)
     probs = getattr(est, "probabilities_", np.ones(len(labels)))
     probs = np.where(labels >= 0, probs, 0.0)
     protos = prototypes(X, labels, num_protos, getattr(est, "reverse_counts_", None))
@@ -99,7 +109,7 @@ def cluster_faces(
     to: str = "cluster",
     model: str = "dlib",
     weights: str | None = None,
-    algorithm: str = DEFAULT_ALGORITHM,
+    algorithm: str | None = None,
     params: dict | None = None,
     ann: str = "auto",
     top: int | None = None,
@@ -114,6 +124,7 @@ def cluster_faces(
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
 
+    ``algorithm``: None for :func:`default_algorithm` of ``model``.
     ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
     Returns the run summary (also written as ``clusters.json``); with ``dry_run``, what would
     be done (faces, how many to embed, what happens to the output), nothing written.
@@ -135,6 +146,7 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     store = extraction_store(dataset, source)
     out = dataset / to
     prepare_output(out, clean, replace_own=True)  # fail before the expensive part
+    algorithm = algorithm or default_algorithm(model)
     params = dict(cluster_params(algorithm) if params is None else params)
     est = make_clusterer(algorithm, **params)
     faces = store.load_faces()
@@ -143,7 +155,7 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     embedder = load_embedder(model, weights)
     X = embed_faces(store, faces, embedder, progress=progress, workers=workers)
     graph = cached_graph(store, embedder.name, faces["face_id"].tolist(), X, _graph_k(params, len(X)), ann)
-    labels, probs, rank = fit_labels(est, X, graph, top, num_protos)
+    labels, probs, rank = fit_labels(est, X, graph, top, num_protos, groups=faces["image_path"].to_numpy())
     items = pd.DataFrame({
         "face_id": faces["face_id"],
         "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
@@ -404,4 +416,4 @@ def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, an
     ids = table.iloc[:, 0].tolist()
     graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
     layout = cached_layout(store, model, ids, X, graph)
-    return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind)
+    return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)

@@ -213,8 +213,9 @@ class ReviewSession:
     """A clustering under review: vectors, graph and map fixed; labels and names editable."""
 
     def __init__(self, ids, X: np.ndarray, graph, layout: np.ndarray, annotations: Annotations,
-                 table: pd.DataFrame | None = None, refs=None, kind: str = "faces"):
+                 table: pd.DataFrame | None = None, refs=None, kind: str = "faces", model: str | None = None):
         self.kind = kind  # "faces" or "images": what the items are, for the words a person reads
+        self.model = model  # the vectors' model: the default clustering depends on it
         self.ids = np.asarray(ids, dtype=object)
         self.X, self.graph, self.layout, self.ann = X, graph, layout, annotations
         self.table = table if table is not None else pd.DataFrame({"item_id": self.ids})
@@ -228,7 +229,7 @@ class ReviewSession:
     # -- clustering -----------------------------------------------------------------------
     def recluster(self, algorithm: str, params: dict, force: bool = False) -> np.ndarray:
         """Labels for these settings (the corrections applied); nothing is re-fit when unchanged."""
-        from .cluster import make_clusterer
+        from .cluster import make_clusterer, separate_cannot_link
 
         setting = (algorithm, sorted(params.items()))
         if setting == self.setting and not force:
@@ -248,6 +249,9 @@ class ReviewSession:
             if algorithm == "hdbscan":
                 self._trees = {key: est.single_linkage_tree_}
             labels[keep] = est.labels_
+            if self.kind == "faces" and "source_image" in self.table:  # faces of one photo: different people
+                labels[keep] = separate_cannot_link(self.X[keep], est.labels_,
+                                                    self.table["source_image"].to_numpy()[keep])
         self.raw_labels = labels
         self._apply()
         return self.labels

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--dims", default="128,512")
-    ap.add_argument("--algorithms", default="hdbscan,rnn-dbscan,dbscan,agglomerative,chinese-whispers")
+    ap.add_argument("--algorithms", default="snn-whispers,hdbscan,rnn-dbscan,dbscan,agglomerative,chinese-whispers")
     ap.add_argument("--loop-n", type=int, default=10000)
     args = ap.parse_args(argv)
     for dim in [int(d) for d in args.dims.split(",")]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 GRID = {
+    "snn-whispers": [dict(threshold=t, mutual_threshold=t + 0.01) for t in (0.05, 0.055, 0.06, 0.065)],
     "hdbscan": [dict(min_cluster_size=m, min_samples=s) for m, s in [(2, 1), (2, 2), (3, 1), (3, 2), (5, 2)]],
     "rnn-dbscan": [dict(n_neighbors=k) for k in (2, 3, 4, 5, 8)],
     "dbscan": [dict(eps=e, min_samples=2) for e in (0.05, 0.06, 0.07, 0.08)],
@@ -32,7 +33,7 @@ def load_set(name: str, shared: Path, work: Path):
     from analysis.extract import ExtractParams, extract_faces
     from analysis.store import FaceStore
 
-    src = shared / ("faces" if name == "faces" else "lfw-dev/faces")
+    src = shared / ("faces" if name == "faces" else f"{name}/faces")
     store = FaceStore(work / name / "faces")
     extract_faces(str(src), store, ExtractParams(max_faces=1), workers=2, progress=False)
     faces = store.load_faces()

@@ -5,14 +5,14 @@
 Extracts the most prominent face of each photo (cached under --work/<set>/faces), embeds with
 dlib (cached), labels each face by its folder (``faces/<identity>/``), builds one kNN graph per
 set and scores every candidate with BCubed P/R/F over people with >= 3 photos and over all faces
-(one-photo people included). A candidate is judged by the WORSE of the two sets; the winner is
-the best worse-set F>=3 among those whose worse-set F all >= 0.95, else the best
-min(worse F>=3, worse F all).
+(one-photo people included). A candidate is judged by the WORSE of the two sets; the winner has
+the largest min(worse F>=3 - 0.97, worse F all - 0.95), the smaller margin to issue 13's goal.
 
 Candidates are small numpy/scipy functions over (X, graph) defined here, so that the best can be
 moved into analysis/cluster.py as an estimator:
 
-* baselines through analysis.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers);
+* baselines through analysis.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
+  and the shared-neighbour Chinese whispers (``snn-whispers``) around its default;
 * ``agglo``: average/centroid linkage over kNN-adjacent clusters with a size-aware threshold
   (one threshold when either side is a single face, another when both sides hold >= 2 faces),
   optionally started from another clustering's partition (two-stage);
@@ -243,6 +243,14 @@ def candidates(quick: bool):
 
     C = []  # (method, parameters, fn(X, graph) -> labels)
     C.append(("hdbscan", "mcs=2, ms=1", est("hdbscan", min_cluster_size=2, min_samples=1)))
+    # shared-neighbour Chinese whispers (analysis.cluster.SharedNeighborWhispers, the default)
+    grid = [(w, t, mt, 2) for w in (0.0, 0.2, 0.3, 0.4) for t in (0.055, 0.06, 0.065) for mt in (0.065, 0.07, 0.075)
+            if mt > t] + [(0.3, 0.06, 0.07, r) for r in (1, 3)]
+    if quick:
+        grid = [(w, 0.06, 0.07, 2) for w in (0.0, 0.3)]
+    for w, t, mt, r in grid:
+        C.append(("snn-whispers", f"w={w}, t={t}, mutual t={mt}, rank<{r}",
+                  est("snn-whispers", threshold=t, mutual_threshold=mt, mutual_rank=r, shared_weight=w)))
     for t in (0.05, 0.06, 0.07, 0.08, 0.09):
         C.append(("agglomerative", f"t={t}", est("agglomerative", distance_threshold=t, min_cluster_size=2)))
     for t in (0.05, 0.06, 0.07):
@@ -358,17 +366,17 @@ def main(argv=None) -> int:
         lf, ce = r["lfw-dev"], r["celeba-dev"]
         print(f"| {r['method']} | {r['parameters']} | {f(lf[:3])} | {f(lf[3:])} | {f(ce[:3])} | {f(ce[3:])} "
               f"| {r['worse3']:.3f} | {r['worseall']:.3f} | {r['secs'][0]:.2f}, {r['secs'][1]:.2f} |")
-    print("\nSelection: the best worse-set F>=3 among candidates with worse-set F all >= 0.95; "
-          "if none qualifies, the best min(worse-set F>=3, worse-set F all).")
-    ok = [r for r in rows if r["worseall"] >= 0.95]
-    win = max(ok, key=lambda r: (r["worse3"], r["worseall"])) if ok else \
-        max(rows, key=lambda r: (min(r["worse3"], r["worseall"]), r["worse3"]))
-    goal = win["worse3"] >= 0.97 and win["worseall"] >= 0.95
-    print(f"Winner{'' if ok else ' (no candidate reaches worse-set F all >= 0.95)'}: {win['method']} "
-          f"[{win['parameters']}]: worse-set F>=3 {win['worse3']:.3f}, F all {win['worseall']:.3f} "
-          f"(goal F>=3 >= 0.97 and F all >= 0.95 {'met' if goal else 'NOT met'})")
-    top = sorted(rows, key=lambda r: (-min(r["worse3"] - 0.97, r["worseall"] - 0.95)))[:10]
-    print("\nTen best by the smaller margin to the goal (min(F>=3 - 0.97, F all - 0.95)):")
+    def margin(r):  # the shortfall from the goal on its worse side: one figure, no gate on a third decimal
+        return min(r["worse3"] - 0.97, r["worseall"] - 0.95)
+
+    print("\nSelection: the largest min(worse-set F>=3 - 0.97, worse-set F all - 0.95), i.e. the candidate "
+          "whose worse figure comes nearest to (or furthest past) the goal.")
+    top = sorted(rows, key=lambda r: -margin(r))[:10]
+    win = top[0]
+    goal = margin(win) >= 0
+    print(f"Winner: {win['method']} [{win['parameters']}]: worse-set F>=3 {win['worse3']:.3f}, F all "
+          f"{win['worseall']:.3f} (goal F>=3 >= 0.97 and F all >= 0.95 {'met' if goal else 'NOT met'})")
+    print("\nTen best by that margin:")
     for r in top:
         print(f"  {r['method']:<22} {r['parameters']:<55} F>=3 {r['worse3']:.3f}  F all {r['worseall']:.3f}")
     return 0

@@ -31,7 +31,7 @@ from panel.theme.fast import Fast
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` from a checkout
 
 from analysis.cli import Dashboard as DashboardCommand, add_face_model_options  # noqa: E402
-from analysis.pipeline import cluster_params, open_image_review, open_review  # noqa: E402
+from analysis.pipeline import cluster_params, default_algorithm, open_image_review, open_review  # noqa: E402
 from analysis.images import thumbnail_jpeg  # noqa: E402
 from analysis.review import NOT_FACE  # noqa: E402
 
@@ -142,15 +142,17 @@ def colors(labels: np.ndarray) -> np.ndarray:
 class Dashboard(param.Parameterized):
     """State of one browser session; the views below depend on its parameters."""
 
-    algorithm = param.Selector(default="hdbscan", objects=["hdbscan", "rnn-dbscan", "dbscan"])
+    algorithm = param.Selector(default="hdbscan", objects=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan"])
     min_cluster_size = param.Integer(default=2, bounds=(2, 50), doc="HDBSCAN: smallest cluster")
     min_samples = param.Integer(default=1, bounds=(1, 20), doc="HDBSCAN / DBSCAN: density")
     n_neighbors = param.Integer(default=5, bounds=(2, 15), doc="RNN-DBSCAN: K")
-    eps = param.Number(default=0.06, bounds=(0.01, 0.3), step=0.005, doc="DBSCAN: cosine radius")
+    eps = param.Number(default=0.06, bounds=(0.01, 0.3), step=0.005,
+                       doc="snn-whispers: threshold; DBSCAN: cosine radius")
     selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
     version = param.Integer(default=0, doc="bumped after every change of labels or names")
 
     def __init__(self, session, **params):
+        params.setdefault("algorithm", default_algorithm(session.model or "dlib", session.kind))
         super().__init__(**params)
         self.s = session
         self.words = WORDS[session.kind]
@@ -163,6 +165,9 @@ class Dashboard(param.Parameterized):
             return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
         if self.algorithm == "rnn-dbscan":
             return cluster_params("rnn-dbscan", knn=self.n_neighbors)
+        if self.algorithm == "snn-whispers":  # the slider moves both cuts, keeping their measured gap
+            return {"threshold": self.eps, "mutual_threshold": round(self.eps + 0.01, 4),
+                    "min_cluster_size": self.min_cluster_size}
         return {"eps": self.eps, "min_samples": max(2, self.min_samples)}
 
     @param.depends("algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps", watch=True)

@@ -57,6 +57,18 @@ def lfw_store(tmp_path_factory, lfw_dir):
 
 
 @pytest.fixture(scope="session")
+def celeba_store(tmp_path_factory):
+    """celeba-dev extracted once (1,978 photos, one face each)."""
+    from analysis.extract import ExtractParams, extract_faces
+    from analysis.store import FaceStore
+
+    src = _need(SHARED / "celeba-dev" / "faces")
+    store = FaceStore(tmp_path_factory.mktemp("celeba") / "faces")
+    extract_faces(str(src), store, ExtractParams(max_faces=1), workers=2, progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
 def need_shared():
     """``need_shared("references")``: that folder of ../shared/data, or skip (fail under CI)."""
     return lambda rel: _need(SHARED / rel)

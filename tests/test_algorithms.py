@@ -106,6 +106,60 @@ def test_other_algorithms_recover_groups():
         assert fowlkes_mallows_score(y, est.fit(X).labels_) >= 0.98, type(est).__name__
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_shared_neighbor_edges_equal_a_plain_loop(seed):
+    """Blended distance and mutual rank of every pair, against the definition written out."""
+    from analysis.cluster import shared_neighbor_edges
+
+    X, _ = blobs(seed=seed)
+    g = knn_graph(X, 6, "exact")
+    g.indices[3, 5] = -1  # a missing entry, as pynndescent can leave
+    a, b, d, r = shared_neighbor_edges(g, 0.3)
+    got = {(i, j): (x, y) for i, j, x, y in zip(a.tolist(), b.tolist(), d.tolist(), r.tolist())}
+    lists = [[int(j) for j in row if j >= 0] for row in g.indices]
+    want = {}
+    for i in range(len(g)):
+        for ri, j in enumerate(g.indices[i].tolist()):
+            if j < 0 or (min(i, j), max(i, j)) in want:
+                continue
+            dist = float(g.distances[i, ri])
+            si, sj = set(lists[i]) | {i}, set(lists[j]) | {j}
+            back = lists[j].index(i) if i in lists[j] else 6
+            if i in lists[j] and g.indices[j].tolist().index(i) != back:
+                back = g.indices[j].tolist().index(i)
+            rank = max(g.indices[i].tolist().index(j), back)
+            want[(min(i, j), max(i, j))] = (0.7 * dist + 0.3 * 0.1 * (1 - len(si & sj) / len(si | sj)), rank)
+    assert got.keys() == want.keys()
+    for key, (x, y) in want.items():
+        assert got[key][0] == pytest.approx(x, abs=1e-6) and got[key][1] == y, key
+
+
+def test_shared_neighbor_whispers_recovers_groups_and_keeps_strangers_out():
+    from analysis.cluster import SharedNeighborWhispers
+
+    X, y = blobs(spread=0.2, singletons=10)  # same-group pairs within 0.19, any other pair beyond 0.3
+    labels = SharedNeighborWhispers(0.2, mutual_threshold=0.25).fit(X).labels_
+    assert fowlkes_mallows_score(y[y >= 0], labels[y >= 0]) == 1.0
+    assert (labels[y < 0] == NOISE).all()
+    # strangers at 0.3+ join once the mutual cut passes them
+    assert (SharedNeighborWhispers(0.2, mutual_threshold=0.4).fit(X).labels_[y < 0] != NOISE).any()
+
+
+def test_faces_of_one_photo_never_share_a_cluster():
+    """Of two faces of one photo in a cluster, the one like the others stays; a pair of faces
+    from one photo alone becomes noise."""
+    from analysis.cluster import separate_cannot_link
+
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(2, 8))
+    X = np.vstack([c[0] + 0.05 * rng.normal(size=(4, 8)), c[0] + 0.6 * rng.normal(size=8), c[1], c[1] + 0.01])
+    labels = np.array([0, 0, 0, 0, 0, 1, 1])
+    photos = np.array(["a", "b", "c", "d", "d", "e", "e"])  # face 4 (the unlike one) shares photo d with 3
+    out = separate_cannot_link(X, labels, photos)
+    assert out.tolist() == [0, 0, 0, 0, NOISE, NOISE, NOISE]
+    assert separate_cannot_link(X, labels, np.arange(7)).tolist() == labels.tolist()
+
+
 def test_average_linkage_threshold_and_min_size():
     X, y = blobs(spread=0.2, singletons=5)
     everything = GraphAgglomerative(2.5, n_neighbors=20).fit(X).labels_
