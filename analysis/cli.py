@@ -68,17 +68,26 @@ def report_skipped(skipped, verbose: bool) -> None:
 
 class ExtractFaces:
     name = "extract-faces"
-    help = "detect, align and crop faces from image folders into a dataset"
+    help = "detect, align and crop faces from photos and videos into a dataset"
 
     @staticmethod
     def register_subcommand(sub):
         p = sub.add_parser(ExtractFaces.name, help=ExtractFaces.help, description=ExtractFaces.help + (
-            ". Re-running skips unchanged images, processes new or changed ones and marks deleted ones gone."))
+            ". Re-running skips unchanged files, processes new or changed ones and marks deleted ones gone. "
+            "Videos: frames sampled (--fps, --every), shot cuts found in the same decode, faces linked into "
+            "tracks within each shot."))
         p.add_argument("-d", "--dataset", required=True, help="dataset folder (created if missing)")
         p.add_argument("--from", dest="source", required=True,
-                       help="comma-separated globs of images or folders (scanned recursively), read inside the "
-                            "dataset, e.g. 'images/*' (absolute paths as given)")
+                       help="comma-separated globs of images, videos (mp4 mkv avi mov webm flv wmv m4v) or "
+                            "folders (scanned recursively), read inside the dataset, e.g. 'images/*' (absolute "
+                            "paths as given)")
         p.add_argument("--to", default="faces", help="extraction run name inside the dataset")
+        rate = p.add_mutually_exclusive_group()
+        rate.add_argument("--fps", type=float, default=5.0,
+                          help="videos: frames sampled a second for faces (every frame is still decoded for the "
+                               "shot cuts)")
+        rate.add_argument("--every", type=int, default=None,
+                          help="videos: sample every N-th frame instead of --fps (default: use --fps)")
         p.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"],
                        help="detector: mediapipe BlazeFace (default) or dlib HOG")
         p.add_argument("--min-score", type=float, default=None,
@@ -108,20 +117,21 @@ class ExtractFaces:
         from .store import FaceStore
 
         params = ExtractParams(args.engine, args.min_score, args.max_faces, args.min_size, args.skip_partial,
-                               args.crop, args.max_size, args.padding)
+                               args.crop, args.max_size, args.padding, fps=args.fps, every=args.every)
         store = FaceStore(Path(args.dataset) / args.to)
         s = extract_faces(dataset_inputs(args.dataset, args.source), store, params, workers=args.workers,
                           progress=not args.quiet, prune=args.prune, dry_run=args.dry_run)
         report_skipped(s["skipped"], args.verbose)
+        files = f"{s['images'] - s['videos']} images" + (f" and {s['videos']} videos" if s["videos"] else "")
         if args.dry_run:
-            print(f"dry run: {s['images']} images: {s['to_process']} to process, {s['unchanged']} unchanged, "
+            print(f"dry run: {files}: {s['to_process']} to process, {s['unchanged']} unchanged, "
                   f"{s['gone']} would be marked gone → {store.root} (nothing written)")
             return 0
         for err in s["errors"]:
             print(f"skipped: {err}", file=sys.stderr)
-        print(f"{s['images']} images: {s['processed']} processed, {s['unchanged']} unchanged, "
+        print(f"{files}: {s['processed']} processed, {s['unchanged']} unchanged, "
               f"{s['failed']} unreadable, {s['gone']} gone; {s['faces']} new faces, "
-              f"{s['faces_total']} in {store.root} ({s['no_face']} images without a face)")
+              f"{s['faces_total']} in {store.root} ({s['no_face']} files without a face)")
         return 0
 
 

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from .align import CROP_SIZE, align_crop, transform_points
 from .detect import is_partial, load_detector, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
-from .images import ImageError, content_hash, decode_image, find_images, read_image_bytes
+from .images import ImageError, content_hash, decode_image, read_image_bytes
 from .store import FaceStore, atomic_write_bytes
+from .video import find_media, is_video
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,23 @@ class ExtractParams:
     crop: str = "aligned"  # also write a dataset crop: "ffhq" (dtst's), beside the identity crop
     max_size: int | None = None  # ffhq: cap on the crop's side; None: the photo's own resolution
     padding: bool = True  # ffhq: mirror and blur where the crop leaves the photo (else black)
+    fps: float | None = 5.0  # videos: frames sampled a second (analysis.video.DEFAULT_FPS) ...
+    every: int | None = None  # ... or every N-th frame
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
             raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
+        from .video import sampling_rule
 
-    def signature(self) -> str:
+        sampling_rule(self.fps, self.every)  # a bad rate fails before any work
+
+    def signature(self, video: bool = False) -> str:
+        """What a file's record must match to be skipped; a photo's ignores the video sampling."""
         d = asdict(self)
+        if not video:
+            d.pop("fps"), d.pop("every")
+        elif self.every is not None:
+            d.pop("fps")
         if self.crop == "aligned":  # datasets made before dataset crops existed keep their signature
             for k in ("crop", "max_size", "padding"):
                 d.pop(k)
@@ -63,10 +74,11 @@ def face_id(image_path: str, image_hash: str, engine: str, box: np.ndarray) -> s
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
-def crop_name(image_path: str, fid: str) -> str:
-    """``crops/<stem>-<face id>.jpg``: readable, and unique even for two ``img1.jpg``."""
+def crop_name(image_path: str, fid: str, frame: int | None = None) -> str:
+    """``crops/<stem>-<face id>.jpg`` (``<stem>_f<frame>-…`` for a video frame): readable, and
+    unique even for two ``img1.jpg``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(image_path).stem)[:48]
-    return f"crops/{stem}-{fid}.jpg"
+    return f"crops/{stem}{'' if frame is None else f'_f{frame:06d}'}-{fid}.jpg"
 
 
 def process_image(path: str, data: bytes, detector, params: ExtractParams, store_root: Path,
@@ -77,6 +89,17 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
     """
     h = content_hash(data)
     rgb, scale = decode_image(data, path)
+    height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
+    rows = faces_in_picture(rgb, scale, path, h, detector, params, store_root, record)
+    image_row = {"image_hash": h, "width": width, "height": height, "n_faces": len(rows),
+                 "status": "ok" if rows else "no_face", "error": ""}
+    return image_row, rows
+
+
+def faces_in_picture(rgb: np.ndarray, scale: float, path: str, h: str, detector, params: ExtractParams,
+                     store_root: Path, record: int = 0, frame: int | None = None) -> list[dict]:
+    """The face rows of one decoded picture (a photo, or ``frame`` of the video ``path``), crops
+    written. ``scale``: the picture's size in the file over its decoded size (a reduced decode)."""
     height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
     faces = [f.scaled(scale) for f in detector.detect(rgb)]
     faces = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= params.min_size]
@@ -94,9 +117,9 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
         faces = faces[: params.max_faces]
     rows = []
     for i, f in enumerate(faces):
-        fid = face_id(path, h, detector.name, f.box)
+        fid = face_id(path if frame is None else f"{path}#{frame}", h, detector.name, f.box)
         crop, m = align_crop(rgb, f.landmarks / scale)
-        rel = crop_name(path, fid)
+        rel = crop_name(path, fid, frame)
         _save_jpeg(crop, store_root / rel)
         dataset_rel, dataset_size = "", 0
         if params.crop == "ffhq":
@@ -114,9 +137,7 @@ def process_image(path: str, data: bytes, detector, params: ExtractParams, store
             "crop_landmarks": transform_points(m, f.landmarks / scale).ravel().astype(np.float32),
             "keypoints": f.keypoints.ravel().astype(np.float32),
         })
-    image_row = {"image_hash": h, "width": width, "height": height, "n_faces": len(rows),
-                 "status": "ok" if rows else "no_face", "error": ""}
-    return image_row, rows
+    return rows
 
 
 def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
@@ -143,14 +164,26 @@ def _init_pool_worker(params: ExtractParams, store_root: Path) -> None:
 
 
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
+    from .frames import VideoError, file_hash
+    from .video import is_video, process_video
+
     path, prev_hash = task
+    video = is_video(path)
     row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
-           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(),
+           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(video),
            "record": time.time_ns()}
     try:
         st = os.stat(path)
-        data = read_image_bytes(path)  # an oversized file is refused before it is read
         row.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+        if video:
+            if prev_hash is not None and file_hash(path) == prev_hash:
+                row.update(image_hash=prev_hash, status="unchanged")
+                return row, []
+            image_row, faces = process_video(path, _WORKER["detector"], _WORKER["params"], _WORKER["root"],
+                                             row["record"])
+            row.update(image_row)
+            return row, faces
+        data = read_image_bytes(path)  # an oversized file is refused before it is read
         if prev_hash is not None and content_hash(data) == prev_hash:
             row.update(image_hash=prev_hash, status="unchanged")
             return row, []
@@ -158,7 +191,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
                                          row["record"])
         row.update(image_row)
         return row, faces
-    except ImageError as e:
+    except (ImageError, VideoError) as e:
         row["error"] = str(e)
     except OSError as e:
         row["error"] = f"{path}: cannot read file ({e.strerror or e})"
@@ -168,7 +201,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     return row, []
 
 
-def plan(paths: list[Path], previous: pd.DataFrame, signature: str, prune: bool = False,
+def plan(paths: list[Path], previous: pd.DataFrame, signature, prune: bool = False,
          missing_crops: frozenset[str] = frozenset()) -> tuple[list[tuple[str, str | None]], set[str]]:
     """Which images need work, and which recorded images are gone.
 
@@ -184,7 +217,7 @@ def plan(paths: list[Path], previous: pd.DataFrame, signature: str, prune: bool 
         key = str(p)
         if prev is not None and key in prev.index:
             r = prev.loc[key]
-            same_run = r["signature"] == signature
+            same_run = r["signature"] == (signature(key) if callable(signature) else signature)
             if same_run and r["status"] != "gone" and key not in missing_crops:
                 st = p.stat()
                 if st.st_size == r["size_bytes"] and st.st_mtime_ns == r["mtime_ns"]:
@@ -198,6 +231,12 @@ def plan(paths: list[Path], previous: pd.DataFrame, signature: str, prune: bool 
     live = prev.index[prev["status"] != "gone"]
     gone = {p for p in live if p not in current and (prune or not os.path.lexists(p))}
     return tasks, gone
+
+
+def _signature_of(params: ExtractParams):
+    from .video import is_video
+
+    return lambda path: params.signature(is_video(path))
 
 
 def _missing_crops(store: FaceStore) -> frozenset[str]:
@@ -231,13 +270,13 @@ def extract_faces(
     from .store import remove_stale_temp
 
     skipped: list = []
-    paths = find_images(patterns, skipped=skipped)
+    paths = find_media(patterns, skipped=skipped)
     load_detector(params.engine)  # unknown engine: fail before any work
     if dry_run:
-        tasks, gone = (plan(paths, store.load_images(), params.signature(), prune, _missing_crops(store))
+        tasks, gone = (plan(paths, store.load_images(), _signature_of(params), prune, _missing_crops(store))
                        if store.exists() else ([(str(p), None) for p in paths], set()))
-        return {"images": len(paths), "to_process": len(tasks), "unchanged": len(paths) - len(tasks),
-                "gone": len(gone), "skipped": skipped, "dry_run": True}
+        return {"images": len(paths), "videos": sum(map(is_video, paths)), "to_process": len(tasks),
+                "unchanged": len(paths) - len(tasks), "gone": len(gone), "skipped": skipped, "dry_run": True}
     store.root.mkdir(parents=True, exist_ok=True)
     with DatasetLock(store.root.parent, "extract-faces"):
         def sweep():
@@ -252,14 +291,14 @@ def extract_faces(
 
 def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune) -> dict:
     previous = store.load_images()
-    tasks, gone = plan(paths, previous, params.signature(), prune, _missing_crops(store))
+    tasks, gone = plan(paths, previous, _signature_of(params), prune, _missing_crops(store))
     sources = store.read_params().get("sources", [])
     sources = [sources] if isinstance(sources, str) else list(sources)
     new_sources = [patterns] if isinstance(patterns, str) else list(patterns)
     store.write_params({"engine": params.engine, "params": asdict(params),
                         "sources": (new_sources if prune else sources + [p for p in new_sources if p not in sources])})
 
-    summary = {"images": len(paths), "processed": 0, "unchanged": len(paths) - len(tasks), "failed": 0,
+    summary = {"images": len(paths), "videos": sum(map(is_video, paths)), "processed": 0, "unchanged": len(paths) - len(tasks), "failed": 0,
                "faces": 0, "gone": len(gone), "errors": [], "skipped": skipped}
     by_path = previous.set_index("image_path") if len(previous) else None
     pending_img, pending_faces, last = [], [], time.monotonic()
@@ -271,7 +310,7 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
         pending_img, pending_faces, last = [], [], time.monotonic()
 
     def consume(results):
-        for row, faces in tqdm(results, total=len(tasks), disable=not progress, unit="img", desc="extract-faces"):
+        for row, faces in tqdm(results, total=len(tasks), disable=not progress, unit="file", desc="extract-faces"):
             if row["status"] == "unchanged":
                 summary["unchanged"] += 1
                 prev = by_path.loc[row["image_path"]]
@@ -285,7 +324,7 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
                 summary["faces"] += len(faces)
             pending_img.append(row)
             pending_faces.extend(faces)
-            if len(pending_img) >= checkpoint_every or time.monotonic() - last > 60:
+            if len(pending_img) >= checkpoint_every or time.monotonic() - last > 60 or is_video(row["image_path"]):
                 flush()
 
     try:

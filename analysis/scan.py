@@ -20,6 +20,11 @@ class Media:
     extensions: frozenset[str]
     unsupported: dict[str, str] = field(default_factory=dict)  # extension → why it is not read, and the fix
     article: str = "an"
+    plural: str = ""  # default: noun + "s"
+
+    @property
+    def nouns(self) -> str:
+        return self.plural or f"{self.noun}s"
 
     @property
     def looked_for(self) -> str:
@@ -163,12 +168,12 @@ def find_files(patterns: str | list[str], media: "Media", skipped: list | None =
             else:
                 n += _take_file(media, path, st, found, report_here, explicit=not glob.has_magic(expanded))
         if n == 0:
-            why = f"no {media.noun}s under {pattern!r} (looked for {media.looked_for})"
+            why = f"no {media.nouns} under {pattern!r} (looked for {media.looked_for})"
             if mine:
                 why += "; skipped " + ", ".join(f"{Path(w).name}: {r}" for w, r in mine[:3])
                 why += f" and {len(mine) - 3} more" if len(mine) > 3 else ""
             if not any(w in (pattern, expanded, str(Path(expanded))) for w, _ in mine):  # a named file says why
-                report(pattern, f"no {media.noun}s in it (looked for {media.looked_for})")
+                report(pattern, f"no {media.nouns} in it (looked for {media.looked_for})")
             problems.append(why)
     if not found:
         raise FileNotFoundError(f"no {media.noun}s found: " + "; ".join(problems))

@@ -42,7 +42,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from .frames import _TRUNCATION_TOLERANCE_S, VideoError, _ffmpeg_reason, _rate, frame_stem, open_video
+from .frames import (_TRUNCATION_TOLERANCE_S, VideoError, _ffmpeg_reason, _rate, frame_image, frame_stem,
+                     open_video)
 from .store import _conform, atomic_write_text, write_table
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,17 @@ class Signatures:
 def small_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out: list | None = None
                  ) -> Iterator[tuple[float, int, np.ndarray]]:
     """``(time_s, frame_index, grey)`` for every frame of ``path``, ``grey`` a ``size`` (w, h)
-    uint8 array; one decoded frame alive at a time.
+    uint8 array; one decoded frame alive at a time. See :func:`decode_frames`."""
+    for t, index, grey, _ in decode_frames(path, size, fps_out):
+        yield t, index, grey
+
+
+def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out: list | None = None,
+                  keep=None) -> Iterator[tuple[float, int, np.ndarray, object]]:
+    """``(time_s, frame_index, grey, picture)`` for every frame of ``path``, ``grey`` a ``size``
+    (w, h) uint8 array, ``picture`` the frame as an upright PIL RGB image at display aspect when
+    ``keep(frame_index, time_s)`` is true, else None: one decode serves the cut detector and the
+    frames sampled for faces. One decoded frame alive at a time.
 
     ``fps_out``, when given, gets the stream's frame rate appended before the first frame.
     Raises :class:`VideoError` (one line naming the file) when the file cannot be opened, has
@@ -106,6 +117,7 @@ def small_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out:
         if not declared and container.duration and len(container.streams) == 1:
             declared = max(0.0, container.duration / 1e6 - float((start or 0) * tb))
         reformatter = VideoReformatter()  # one scaler for all frames: a new one per frame costs 4x
+        sar = s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio
         n_packets, end_s, index = 0, 0.0, 0
 
         def frames_of(packet):
@@ -119,8 +131,9 @@ def small_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out:
                     t = index / fps if fps else float("nan")
                 grey = reformatter.reformat(frame, width=width, height=height, format="gray",
                                             interpolation="AREA").to_ndarray()
+                picture = frame_image(frame, sar) if keep is not None and keep(index, t) else None
                 del frame
-                yield t, index, grey
+                yield t, index, grey, picture
                 index += 1
 
         try:

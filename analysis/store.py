@@ -44,7 +44,12 @@ FACE_COLUMNS = {
     "record": "int64",
     # a dataset crop written beside the identity crop (extract-faces --crop ffhq); "" and 0 if none
     "crop_style": "string", "dataset_crop_path": "string", "dataset_crop_size": "int32",
+    # a face from a video: its frame (counted from 0 in decode order), time, shot and track in
+    # that video (analysis.video); a photo's face has -1 and NaN
+    "frame": "int64", "time_s": "float64", "shot": "int32", "track": "int32",
 }
+# What a missing value of these columns reads as (a photo's face, or a table from before them).
+COLUMN_DEFAULTS = {"frame": -1, "time_s": float("nan"), "shot": -1, "track": -1}
 # List columns: landmarks and crop_landmarks are 4 (x, y) points flattened; keypoints are
 # the engine's own points flattened.
 FACE_LIST_COLUMNS = ("landmarks", "crop_landmarks", "keypoints")
@@ -172,9 +177,11 @@ def _conform(df: pd.DataFrame, columns: dict[str, str], lists: tuple[str, ...] =
     if df.empty:
         return empty_frame(columns, lists)
     out = df.reindex(columns=list(columns) + list(lists))
-    # Columns a file from an older version lacks read as zero/empty.
+    # Columns a file from an older version lacks read as zero/empty, or as their stated default.
     for c, t in columns.items():
-        if out[c].isna().all() and c not in df:
+        if c in COLUMN_DEFAULTS:
+            out[c] = out[c].astype("float64").fillna(COLUMN_DEFAULTS[c])
+        elif out[c].isna().all() and c not in df:
             out[c] = "" if t == "string" else (False if t == "bool" else 0)
     return out.astype(columns)
 
@@ -280,7 +287,19 @@ class FaceStore:
             for p in self.parts_dir.glob("*.parquet"):
                 p.unlink()
             self.parts_dir.rmdir()
+        self._remove_orphan_crops(faces)
         return images, faces
+
+    def _remove_orphan_crops(self, faces: pd.DataFrame) -> None:
+        """Crops no face row lists: those of an earlier processing of a file that changed (or
+        of a video sampled at another rate). Called under the dataset's lock, after the tables."""
+        listed = set(faces["crop_path"]) | set(faces["dataset_crop_path"].fillna(""))
+        for folder in ("crops", "ffhq"):
+            d = self.root / folder
+            if d.is_dir():
+                for p in d.glob("*.jpg"):
+                    if f"{folder}/{p.name}" not in listed:
+                        p.unlink(missing_ok=True)
 
     # -- embeddings -----------------------------------------------------------------------------
     # One model's cache is a main file plus append-only parts: a checkpoint writes only the new

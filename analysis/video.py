@@ -1,0 +1,120 @@
+"""extract-faces over a video: one decode finds the shot cuts and samples the frames whose
+faces are detected, aligned and cropped as a photo's are; the faces are then linked into
+tracks within each shot (:mod:`analysis.tracks`).
+
+Every face of a video keeps where it came from: the video (``image_path``), its frame (counted
+from 0 in decode order), time, shot and track. Each video's shots are written to
+``<store>/shots/<video hash>/``: ``shots.parquet`` and the PySceneDetect scene list
+``<stem>-Scenes.csv`` (what skelshop reads).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .frames import VIDEO_EXTENSIONS, file_hash
+from .shots import decode_frames, detect_cuts, scenes_csv_name, shots_from_cuts, write_scenes_csv, write_shots
+from .tracks import link_tracks
+
+# Frames sampled a second by default: dense enough that a walking person's face overlaps from
+# one sample to the next (tracks link by overlap), sparse enough that detection is not the bound.
+DEFAULT_FPS = 5.0
+
+
+def find_media(patterns, skipped: list | None = None) -> list[Path]:
+    """Photos and videos matched by comma-separated globs, files and folders (see
+    :func:`scan.find_files`): what extract-faces reads."""
+    from .images import IMAGE_EXTENSIONS, UNSUPPORTED_EXTENSIONS
+    from .scan import Media, find_files
+
+    media = Media("image or video", IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, UNSUPPORTED_EXTENSIONS,
+                  plural="images or videos")
+    return find_files(patterns, media, skipped)
+
+
+def is_video(path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def sampling_rule(fps: float | None = DEFAULT_FPS, every: int | None = None):
+    """``keep(frame_index, time_s)``: every ``every``-th frame, else the first frame of each
+    1/``fps`` s (times from the stream, so variable-rate video is sampled evenly in time)."""
+    if every is not None:
+        if int(every) < 1:
+            raise ValueError(f"--every must be 1 or more frames, not {every!r}")
+        return lambda index, t: index % int(every) == 0
+    if fps is None or not float(fps) > 0:
+        raise ValueError(f"--fps must be a positive number of frames a second, not {fps!r}")
+    last = [-1]
+
+    def keep(index, t):
+        bucket = int(np.floor(t * float(fps) + 1e-6)) if np.isfinite(t) else index
+        if bucket > last[0]:
+            last[0] = bucket
+            return True
+        return False
+    return keep
+
+
+def shots_dir(store_root: Path, video_hash: str) -> Path:
+    return Path(store_root) / "shots" / video_hash
+
+
+def process_video(path: str, detector, params, store_root: Path, record: int = 0) -> tuple[dict, list[dict]]:
+    """The video's row and its face rows (crops and shots written). Raises
+    :class:`frames.VideoError` (one line naming the file) for a video that cannot be read."""
+    from .extract import faces_in_picture
+
+    h = file_hash(path)
+    keep = sampling_rule(params.fps, params.every)
+    times, diffs, fps_out, faces = [], [], [], []
+    prev, width, height = None, 0, 0
+    try:
+        for t, index, grey, picture in decode_frames(path, fps_out=fps_out, keep=keep):
+            cur = grey.astype(np.int16)
+            diffs.append(0.0 if prev is None else float(np.abs(cur - prev).mean()))
+            times.append(t)
+            prev = cur
+            if picture is not None:
+                rgb = np.asarray(picture.convert("RGB"))
+                height, width = rgb.shape[:2]
+                for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index):
+                    faces.append({**row, "frame": index, "time_s": t})
+    except BaseException:  # a video that breaks off is refused whole: its crops go with it
+        for f in faces:
+            for rel in (f["crop_path"], f["dataset_crop_path"]):
+                if rel:
+                    (Path(store_root) / rel).unlink(missing_ok=True)
+        raise
+    times_s = np.asarray(times, np.float64)
+    fps = fps_out[0] if fps_out and fps_out[0] else 0.0
+    shots = shots_from_cuts(detect_cuts(np.asarray(diffs, np.float32)), len(times), fps, times_s)
+    folder = shots_dir(store_root, h)
+    write_shots(shots, folder / "shots.parquet")
+    write_scenes_csv(shots, folder / scenes_csv_name(path), fps)
+    if faces:
+        frame = np.array([f["frame"] for f in faces], np.int64)
+        shot = np.searchsorted(shots["start_frame"].to_numpy(), frame, side="right") - 1
+        boxes = np.array([[f["x0"], f["y0"], f["x1"], f["y1"]] for f in faces], np.float64)
+        track = link_tracks(frame, [f["time_s"] for f in faces], shot, boxes)
+        for f, s, k in zip(faces, shot.tolist(), track.tolist()):
+            f.update(shot=s, track=k)
+    row = {"image_hash": h, "width": width, "height": height, "n_faces": len(faces),
+           "status": "ok" if faces else "no_face", "error": ""}
+    return row, faces
+
+
+def load_shots(store) -> pd.DataFrame:
+    """Shots of every live video of an extraction (``image_path`` = the video), in one table."""
+    images = store.load_images()
+    videos = images[images["image_path"].map(is_video) & (images["status"].isin(["ok", "no_face"]))]
+    parts = []
+    for path, h in zip(videos["image_path"], videos["image_hash"]):
+        f = shots_dir(store.root, h) / "shots.parquet"
+        if f.exists():
+            parts.append(pd.read_parquet(f).assign(image_path=path))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["shot", "start_frame", "end_frame", "start_s", "end_s", "n_frames", "image_path"])
+

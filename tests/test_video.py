@@ -1,0 +1,181 @@
+"""extract-faces on videos (issue 14): sampled frames, shots found in the same decode, faces
+linked into tracks within each shot; on the real clips in ../shared/data/videos and broken files."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+from analysis.shots import read_scenes_csv
+from analysis.store import FaceStore
+from analysis.tracks import link_tracks
+from analysis.video import load_shots, sampling_rule, shots_dir
+from test_frames import CROWD, HAMILTON, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+
+HAMILTON_CUTS = [20, 82, 211]  # SOURCES.md
+
+
+def extract(ds, src, *extra) -> int:
+    return main(["-q", "extract-faces", "-d", str(ds), "--from", str(src), "--workers", "2", *extra])
+
+
+@pytest.fixture(scope="module")
+def clips(videos, tmp_path_factory):  # noqa: F811
+    """Both clips and the two reference photos, in one run at the default sampling."""
+    ds = tmp_path_factory.mktemp("video") / "ds"
+    assert extract(ds, videos) == 0
+    store = FaceStore(ds / "faces")
+    return store, store.load_faces(), store.load_images()
+
+
+def _of(faces, name):
+    return faces[faces["image_path"].map(os.path.basename) == name]
+
+
+def test_faces_trace_back_to_their_frame(clips, videos):  # noqa: F811
+    store, faces, images = clips
+    assert set(images["image_path"].map(os.path.basename)) == {HAMILTON, CROWD, "alex-lacamoire.png",
+                                                                "lin-manuel-miranda.png"}
+    assert (images["status"] == "ok").all()
+    photos = faces[~faces["image_path"].str.endswith(".mp4")]
+    assert len(photos) == 2 and (photos[["frame", "shot", "track"]] == -1).all().all()
+    assert photos["time_s"].isna().all()
+    for name, fps in ((HAMILTON, 30000 / 1001), (CROWD, 25.0)):
+        f = _of(faces, name)
+        assert len(f) >= 20
+        # sampled at 5 a second: the first frame of each 0.2 s, times the frames' own
+        frames = np.unique(f["frame"])
+        assert np.allclose(f["time_s"], f["frame"] / fps, atol=1e-3)
+        rule = sampling_rule(5.0)
+        expected = [i for i in range(int(f["frame"].max()) + 1) if rule(i, i / fps)]
+        assert set(frames) <= set(expected) and len(frames) >= 0.8 * len(expected)
+        assert all((store.root / c).is_file() for c in f["crop_path"])
+        assert f["crop_path"].str.contains(r"_f\d{6}-").all()
+
+
+def test_shots_found_in_the_same_decode(clips):
+    store, faces, _ = clips
+    shots = load_shots(store)
+    h = shots[shots["image_path"].str.endswith(HAMILTON)]
+    assert h["start_frame"].tolist() == [0] + HAMILTON_CUTS
+    assert h["end_frame"].tolist() == [c - 1 for c in HAMILTON_CUTS] + [274]
+    assert shots[shots["image_path"].str.endswith(CROWD)]["n_frames"].tolist() == [105]
+    f = _of(faces, HAMILTON)
+    start = h["start_frame"].to_numpy()
+    assert (f["shot"].to_numpy() == np.searchsorted(start, f["frame"].to_numpy(), side="right") - 1).all()
+    # the PySceneDetect scene list beside it, read back to the same shots
+    video_hash = f["image_hash"].iloc[0]
+    scenes = read_scenes_csv(shots_dir(store.root, video_hash) / "hamilton_short-Scenes.csv")
+    assert scenes["start_frame"].tolist() == h["start_frame"].tolist()
+
+
+def test_tracks_stay_in_their_shot_and_hold_one_person(clips):
+    """A track never crosses a cut, and never holds two faces of one frame. On crowd_walk the
+    person who walks the whole clip is one track (checked with dlib vectors: every face of it
+    near the track's mean), not one per frame."""
+    from analysis.embed import embed_faces, load_embedder
+
+    store, faces, _ = clips
+    for name in (HAMILTON, CROWD):
+        f = _of(faces, name)
+        assert (f.groupby("track")["shot"].nunique() == 1).all()
+        assert not f.duplicated(["track", "frame"]).any()
+        assert f["track"].nunique() < len(f) / 2
+    crowd = _of(faces, CROWD)
+    longest = crowd.groupby("track")["frame"].agg(["min", "max", "size"]).sort_values("size").iloc[-1]
+    assert longest["max"] - longest["min"] >= 0.8 * 104 and longest["size"] >= 15
+    rows = crowd[crowd["track"] == longest.name]
+    X = embed_faces(store, rows, load_embedder("dlib"), progress=False)
+    mean = X.mean(0) / np.linalg.norm(X.mean(0))
+    d = 1 - X @ mean
+    print(f"crowd_walk: longest track {longest['size']} faces over frames {longest['min']}-{longest['max']}; "
+          f"dlib distance to its mean: median {np.median(d):.3f}, max {d.max():.3f}")
+    assert np.median(d) < 0.05 and (d < 0.12).mean() >= 0.9
+
+
+def test_rerun_skips_videos_and_a_new_rate_redoes_only_them(videos, tmp_path, capsys):  # noqa: F811
+    ds = tmp_path / "ds"
+    src = f"{videos / HAMILTON},{videos / 'references'}"
+    assert extract(ds, src) == 0
+    first = FaceStore(ds / "faces").load_faces()
+    capsys.readouterr()
+    assert extract(ds, src) == 0
+    assert "0 processed, 3 unchanged" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(FaceStore(ds / "faces").load_faces(), first)
+    assert main(["extract-faces", "-q", "-d", str(ds), "--from", src, "--every", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "2 images and 1 videos: 1 processed, 2 unchanged" in out
+    again = FaceStore(ds / "faces").load_faces()
+    video, before = _of(again, HAMILTON), _of(first, HAMILTON)
+    assert (video["frame"] % 10 == 0).all() and len(video) >= 15
+    # a frame both rates sample gives the same face (same id); the others' crops are gone
+    both = set(before.loc[before["frame"] % 10 == 0, "face_id"])
+    assert both and both <= set(video["face_id"])
+    dropped = before[~before["face_id"].isin(video["face_id"])]
+    assert len(dropped) and not any((ds / "faces" / c).exists() for c in dropped["crop_path"])
+
+
+def test_bad_videos_reported_and_batch_goes_on(bad_dir, videos, tmp_path, capsys):  # noqa: F811
+    """Zero-byte, truncated, text and audio-only files get one line each naming the file; the
+    good video and the photos beside them are extracted all the same. A video that breaks off
+    part-way is refused whole, its crops removed."""
+    ds = tmp_path / "ds"
+    assert extract(ds, f"{bad_dir},{videos / 'references'}") == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    named = {os.path.basename(line.split(": ")[1]) for line in lines}
+    assert named == {"empty.mp4", "truncated.mp4", "notes.mp4", "tone.mp4", "tone.mkv", "cut_short.mp4", "half.mkv"}
+    assert any(re.search(r"notes\.mp4: not a video \(a text file\)", line) for line in lines)
+    assert any(re.search(r"half\.mkv: truncated: the video stops at 4\.\d s of 9\.2 s", line) for line in lines)
+    store = FaceStore(ds / "faces")
+    faces = store.load_faces()
+    assert set(faces["image_path"].map(os.path.basename)) >= {"crowd.MP4", "alex-lacamoire.png",
+                                                              "lin-manuel-miranda.png"}
+    crops = {p.name for p in (store.root / "crops").iterdir()}
+    assert crops == {os.path.basename(c) for c in faces["crop_path"]}  # nothing of the broken ones left
+
+
+def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
+    assert main(["extract-faces", "-d", str(tmp_path / "ds"), "--from", str(videos), "--fps", "0"]) != 0
+    assert "--fps must be a positive number" in capsys.readouterr().err
+    assert main(["extract-faces", "-d", str(tmp_path / "ds"), "--from", str(videos), "--every", "0"]) != 0
+    assert "--every must be 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["extract-faces", "-d", str(tmp_path / "ds"), "--from", str(videos), "--fps", "2", "--every", "3"])
+    assert not (tmp_path / "ds").exists()
+
+
+# -- tracks, on made-up boxes ---------------------------------------------------------------------
+def _box(cx, cy, w=50):
+    return [cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]
+
+
+def test_two_faces_walking_side_by_side_are_two_tracks():
+    frames = np.repeat(np.arange(0, 50, 5), 2)
+    t = frames / 25
+    boxes = [_box(100 + 4 * f, 200 + k * 70) for f in range(0, 50, 5) for k in (0, 1)]
+    tracks = link_tracks(frames, t, np.zeros(len(frames)), boxes)
+    assert tracks.tolist() == [0, 1] * 10
+
+
+def test_faces_passing_each_other_keep_their_tracks():
+    """Each moves 20 px a sample towards the other: past the middle, the nearest last centre is
+    the other face's; the expected one (at the track's velocity) is its own."""
+    frames = np.repeat(np.arange(0, 30, 5), 2)
+    boxes = [_box(100 + 4 * f, 100) if k == 0 else _box(200 - 4 * f, 100) for f in range(0, 30, 5) for k in (0, 1)]
+    tracks = link_tracks(frames, frames / 25, np.zeros(len(frames)), boxes)
+    assert tracks.tolist() == [0, 1] * 6
+
+
+def test_a_cut_or_a_long_absence_starts_a_new_track():
+    frames = np.array([0, 5, 10, 15, 100])
+    shots = np.array([0, 0, 1, 1, 1])
+    boxes = [_box(100, 100)] * 5
+    assert link_tracks(frames, frames / 25, shots, boxes).tolist() == [0, 0, 1, 1, 2]  # 3.4 s gap > 1 s
+    # a jump across the frame, or to another size, is not the same face
+    assert link_tracks([0, 5], [0, 0.2], [0, 0], [_box(100, 100), _box(400, 100)]).tolist() == [0, 1]
+    assert link_tracks([0, 5], [0, 0.2], [0, 0], [_box(100, 100, 40), _box(100, 100, 100)]).tolist() == [0, 1]
