@@ -175,6 +175,9 @@ class Cluster:
                             "chinese-whispers and snn-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
         p.add_argument("--ann", default="auto", choices=["auto", "exact", "pynndescent"],
                        help="kNN search: exact up to 50k faces, pynndescent above (auto)")
+        p.add_argument("--per-track", type=int, default=5,
+                       help="videos: faces are clustered by track, its vector the mean of its K best faces' "
+                            "(largest, most frontal, surest, spread over the track); 0: all its faces")
         p.add_argument("--top", type=int, default=None, help="keep the N largest clusters; the rest go to noise/")
         p.add_argument("--num-protos", type=int, default=3, help="prototypes per cluster (marked in assignments.csv)")
         p.add_argument("--proto-out", default=None,
@@ -219,7 +222,7 @@ class Cluster:
         s = cluster_faces(
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
             args.top, args.num_protos, proto_out, model_out, args.link, args.clean,
-            progress=not args.quiet, workers=args.workers, dry_run=args.dry_run,
+            progress=not args.quiet, workers=args.workers, dry_run=args.dry_run, per_track=args.per_track,
         )
         if args.dry_run:
             print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({args.model}) → "

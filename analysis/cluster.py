@@ -481,27 +481,43 @@ class SharedNeighborWhispers(ClusterMixin, BaseEstimator):
 
 
 def separate_cannot_link(X, labels: np.ndarray, groups) -> np.ndarray:
-    """Faces of one photo are different people: where a cluster holds several faces sharing a
-    group (their photo), the one most like the cluster's other members stays and the others
-    become noise; a cluster left with one face becomes noise too."""
+    """Faces of one photo (or tracks seen in one frame) are different people.
+
+    ``groups``: per row, the key it may share with no other row of its cluster (a photo), or a
+    collection of such keys (the frames a track is seen in). Where a cluster holds rows sharing
+    a key, they are taken most-typical first (closest to the cluster's other members): a row
+    sharing a key with one already taken becomes noise. A cluster left with one row becomes
+    noise too."""
     labels = np.asarray(labels).copy()
     ok = np.flatnonzero(labels >= 0)
     if not len(ok):
         return labels
-    key = pd.DataFrame({"c": labels[ok], "g": np.asarray(groups, dtype=object)[ok], "i": ok})
-    clash = key[key.duplicated(["c", "g"], keep=False)]
+    many = [isinstance(g, (set, frozenset, list, tuple)) for g in groups]
+    keys = pd.DataFrame({"i": ok, "g": [groups[i] for i in ok]})
+    if any(many):
+        keys = keys.explode("g").dropna()
+    keys["c"] = labels[keys["i"].to_numpy()]
+    clash = keys[keys.duplicated(["c", "g"], keep=False)]
     if clash.empty:
         return labels
-    U = np.asarray(X, dtype=np.float64)
+    U = np.asarray(X, np.float64)
     U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
     m = labels.max() + 1
     sums = np.zeros((m, U.shape[1]))
     np.add.at(sums, labels[ok], U[ok])
     size = np.bincount(labels[ok], minlength=m)
-    i, c = clash["i"].to_numpy(), clash["c"].to_numpy()
-    clash = clash.assign(like=np.einsum("ij,ij->i", U[i], sums[c] - U[i]) / np.maximum(size[c] - 1, 1))
-    best = clash.loc[clash.groupby(["c", "g"])["like"].idxmax(), "i"]
-    labels[np.setdiff1d(i, best.to_numpy())] = NOISE
+    rows = np.unique(clash["i"].to_numpy())
+    c = labels[rows]
+    like = np.einsum("ij,ij->i", U[rows], sums[c] - U[rows]) / np.maximum(size[c] - 1, 1)
+    keys_of = clash.groupby("i")["g"].agg(set)
+    taken: dict[int, set] = {}
+    for r in rows[np.lexsort((rows, -like))]:  # most typical first; ties by row
+        mine = keys_of[r]
+        seen = taken.setdefault(int(labels[r]), set())
+        if mine & seen:
+            labels[r] = NOISE
+        else:
+            seen |= mine
     counts = np.bincount(labels[labels >= 0], minlength=m)
     labels[(labels >= 0) & (counts[np.maximum(labels, 0)] < 2)] = NOISE
     return labels

@@ -14,6 +14,7 @@ from .export import prepare_output, save_cluster_model, unnamed_label, write_clu
 from .locks import DatasetLock
 from .neighbors import knn_graph
 from .store import FaceStore
+from .tracks import best_faces, face_quality, item_keys, pool_items
 
 # Chosen by measurement (benchmarks/eval_defaults.py: dlib vectors, one face per photo, BCubed F
 # over people with >= 3 photos / over all faces, judged by the worse of lfw-dev and celeba-dev):
@@ -121,8 +122,13 @@ def cluster_faces(
     progress: bool = True,
     workers: int | None = None,
     dry_run: bool = False,
+    per_track: int | None = 5,
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
+
+    A video's faces are clustered by track: one item per track, its vector the mean of its
+    ``per_track`` best faces' (all with None or 0), so a track's faces share one cluster, and
+    two tracks seen in one frame never do.
 
     ``algorithm``: None for :func:`default_algorithm` of ``model``.
     ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
@@ -133,16 +139,16 @@ def cluster_faces(
     if dry_run:
         store = extraction_store(dataset, source)
         faces = store.load_faces()
-        _, found = store.vectors(load_embedder(model, weights).name, faces["face_id"])
+        _, found = store.vectors(load_embedder(model, weights).name, faces.loc[best_faces(faces, per_track), "face_id"])
         return {"dry_run": True, "faces": len(faces), "to_embed": int((~found).sum()),
                 "output": output_plan(dataset / to, clean)}
     with DatasetLock(dataset, "cluster"):
         return _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
-                              model_out, link, clean, progress, workers)
+                              model_out, link, clean, progress, workers, per_track)
 
 
 def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
-                   model_out, link, clean, progress, workers) -> dict:
+                   model_out, link, clean, progress, workers, per_track) -> dict:
     store = extraction_store(dataset, source)
     out = dataset / to
     prepare_output(out, clean, replace_own=True)  # fail before the expensive part
@@ -150,17 +156,26 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     params = dict(cluster_params(algorithm) if params is None else params)
     est = make_clusterer(algorithm, **params)
     faces = store.load_faces()
-    if len(faces) < 2:
-        raise ValueError(f"{store.root}: {len(faces)} face(s) extracted; clustering needs at least 2")
     embedder = load_embedder(model, weights)
-    X = embed_faces(store, faces, embedder, progress=progress, workers=workers)
-    graph = cached_graph(store, embedder.name, faces["face_id"].tolist(), X, _graph_k(params, len(X)), ann)
-    labels, probs, rank = fit_labels(est, X, graph, top, num_protos, groups=faces["image_path"].to_numpy())
+    keys = item_keys(faces)  # a video's faces are clustered by track, a photo's one by one
+    ids, X, groups, first = _items(store, faces, keys, embedder, per_track, progress, workers)
+    if len(ids) < 2:
+        raise ValueError(f"{store.root}: {len(faces)} face(s) in {len(ids)} item(s) extracted; clustering needs "
+                         "at least 2")
+    graph = cached_graph(store, embedder.name, ids.tolist(), X, _graph_k(params, len(X)), ann)
+    item_labels, item_probs, item_rank = fit_labels(est, X, graph, top, num_protos, groups=groups)
+    at = pd.Index(ids).get_indexer(keys)  # every face takes its item's cluster
+    rank = np.where(np.arange(len(faces)) == first[at], item_rank[at], -1)  # an item's prototype: its best face
+    labels, probs = item_labels[at], item_probs[at]
     items = pd.DataFrame({
         "face_id": faces["face_id"],
         "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
         "source_image": faces["image_path"],
         "face_index": faces["face_index"],
+        "frame": faces["frame"],
+        "time_s": faces["time_s"].round(4),
+        "shot": faces["shot"],
+        "track": faces["track"],
         "cluster": labels,
         "membership": np.round(probs, 4),
         "prototype": rank >= 0,
@@ -169,13 +184,30 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     # the folders hold the dataset crops where they were written (what a dataset builder picks from)
     dataset_crops = faces["dataset_crop_path"].fillna("").to_numpy()
     items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], items["crop_path"])
-    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store)
+    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store,
+                    tracks=int((faces["track"] >= 0).groupby(keys).any().sum()), per_track=per_track)
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
         write_prototypes(proto_out, items, clean=clean)
     if model_out:
-        save_cluster_model(model_out, X, labels, faces["face_id"].to_numpy(), graph, info)
+        save_cluster_model(model_out, X, item_labels, ids, graph, info)
     return json.loads((out / "clusters.json").read_text())
+
+
+def _items(store, faces, keys, embedder, per_track, progress, workers):
+    """``(item ids, vectors, cannot-link keys, row of each item's best face)``. A track's vector
+    is the unit mean of its best faces' (:func:`tracks.best_faces`); its cannot-link keys are the
+    frames it is seen in, a photo face's its photo."""
+    chosen = best_faces(faces, per_track)
+    V = embed_faces(store, faces[chosen].reset_index(drop=True), embedder, progress=progress, workers=workers)
+    ids, X = pool_items(V, keys[chosen])
+    tracked = (faces["track"] >= 0).to_numpy()
+    frame_key = faces["image_path"].astype(str) + "@" + faces["frame"].astype(str)
+    cannot = np.where(tracked, frame_key, faces["image_path"].astype(str))
+    by_item = pd.Series(cannot).groupby(keys).agg(frozenset)
+    q = pd.Series(np.where(chosen, face_quality(faces), -np.inf))
+    best = q.groupby(keys).idxmax()
+    return ids, X, by_item.reindex(ids).tolist(), best.reindex(ids).to_numpy()
 
 
 def cluster_images(

@@ -12,11 +12,15 @@ between samples, where overlap falls under any usable threshold (measured on the
 
 A face left unmatched starts a track; a track not matched for ``max_gap_s`` seconds is closed
 (a face hidden for a moment resumes its track, one gone for longer starts another). Tracks
-never cross a shot cut: every track closes at one. Pure functions over numpy arrays.
+never cross a shot cut: every track closes at one.
+
+Then tracks as clustering items: the faces of a track are clustered as one item (the unit mean of
+its best faces' vectors). Pure functions over numpy arrays and the faces table.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 MAX_SHIFT = 0.5  # box widths, at no time apart
@@ -83,3 +87,58 @@ def link_tracks(frames, times_s, shots, boxes, max_shift: float = MAX_SHIFT, shi
                 tracks.append({"id": n_tracks, "box": boxes[rows[j]], "t": t, "v": np.zeros(2)})
                 n_tracks += 1
     return track
+
+
+# -- tracks as clustering items ------------------------------------------------------------------
+def item_keys(faces) -> np.ndarray:
+    """The clustering item of each face: its track (``<video>#<track>``) for a video's face,
+    the face itself for a photo's."""
+    tracked = faces["track"].to_numpy() >= 0
+    return np.where(tracked, faces["image_path"].astype(str) + "#" + faces["track"].astype(str),
+                    faces["face_id"].astype(str))
+
+
+def face_quality(faces) -> np.ndarray:
+    """How good a face is to embed: box width × detection score × frontality, frontality being
+    1 - 2 × |nose - eye midpoint| / eye distance (horizontal), at least 0.1 (landmarks: both
+    eyes, nose, mouth, as :class:`detect.Face` holds them; a missing nose counts as half turned)."""
+    width = (faces["x1"] - faces["x0"]).to_numpy(np.float64)
+    score = faces["score"].to_numpy(np.float64)
+    lm = np.stack(faces["landmarks"].to_numpy()).reshape(-1, 4, 2).astype(np.float64) if len(faces) else \
+        np.zeros((0, 4, 2))
+    eyes = np.abs(lm[:, 0, 0] - lm[:, 1, 0])
+    yaw = np.abs(lm[:, 2, 0] - (lm[:, 0, 0] + lm[:, 1, 0]) / 2) / np.maximum(eyes, 1e-6)
+    frontal = np.clip(1 - 2 * np.nan_to_num(yaw, nan=0.5), 0.1, 1)
+    return width * score * frontal
+
+
+def best_faces(faces, per_track: int | None) -> np.ndarray:
+    """Which faces to embed (a boolean mask): every photo's face, and of each track the best
+    face (:func:`face_quality`) of each of ``per_track`` equal stretches of it in time, so the
+    chosen ones are spread over the track; all of them with ``per_track`` None or 0."""
+    keys = item_keys(faces)
+    tracked = faces["track"].to_numpy() >= 0
+    if not per_track or not tracked.any():
+        return np.ones(len(faces), bool)
+    q = face_quality(faces)
+    frame = faces["frame"].to_numpy()
+    chosen = ~tracked
+    for rows in pd.Series(np.arange(len(faces)))[tracked].groupby(keys[tracked]).groups.values():
+        rows = np.asarray(rows)
+        rows = rows[np.argsort(frame[rows], kind="stable")]
+        for part in np.array_split(rows, min(per_track, len(rows))):
+            chosen[part[np.argmax(q[part])]] = True
+    return chosen
+
+
+def pool_items(X: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(item keys, unit mean vector of each)`` over the rows of ``X`` (keys in first-seen order)."""
+    items, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # first-seen order, so items follow the faces table
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    inv = rank[inverse.ravel()]
+    sums = np.zeros((len(items), X.shape[1]), np.float64)
+    np.add.at(sums, inv, np.asarray(X, np.float64))
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return items[order], sums.astype(np.float32)

@@ -149,6 +149,32 @@ def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
     assert not (tmp_path / "ds").exists()
 
 
+def test_clustering_by_track(clips, tmp_path):
+    """One item per track: all faces of a track in one cluster, two tracks seen in one frame
+    never in one cluster; assignments.csv has a row per face with its frame, shot and track."""
+    import shutil
+
+    from analysis.pipeline import cluster_faces
+
+    ds = tmp_path / "ds"  # a copy without vectors: what this run embeds is seen below
+    shutil.copytree(clips[0].root, ds / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs"))
+    store, faces = FaceStore(ds / "faces"), clips[1]
+    s = cluster_faces(ds, "faces", "bytrack", progress=False)
+    a = pd.read_csv(ds / "bytrack" / "assignments.csv")
+    assert len(a) == len(faces) and s["tracks"] == faces[faces["track"] >= 0].groupby(["image_path", "track"]).ngroups
+    video = a[a["track"] >= 0]
+    assert (video.groupby(["source_image", "track"])["cluster"].nunique() == 1).all()
+    clustered = video[video["cluster"] >= 0].drop_duplicates(["source_image", "track", "frame"])
+    assert not clustered.duplicated(["cluster", "source_image", "frame"]).any()
+    assert s["n_clusters"] >= 2
+    # only each track's best faces were embedded (5 a track at most), every face still placed
+    from analysis.embed import load_embedder
+
+    ids, _ = store.load_embeddings(load_embedder("dlib").name)
+    embedded = faces[faces["face_id"].isin(ids) & (faces["track"] >= 0)]
+    assert embedded.groupby(["image_path", "track"]).size().max() <= 5 < faces.groupby(["image_path", "track"]).size().max()
+
+
 # -- tracks, on made-up boxes ---------------------------------------------------------------------
 def _box(cx, cy, w=50):
     return [cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]
