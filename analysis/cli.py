@@ -380,7 +380,16 @@ class Identify:
                        help="two faces in one photo are never the same person (Hungarian matching per photo)")
         p.add_argument("--cluster-run", default=None,
                        help="pool evidence over the clusters of this run (e.g. cluster): better recall")
-        p.add_argument("--to", default="identifications.csv", help="CSV to write, inside the dataset")
+        p.add_argument("--per-shot", action="store_true",
+                       help="videos: one row per (video, shot, track), each track named over its best faces, a "
+                            "person at most once a shot; also writes the timeline (--timeline)")
+        p.add_argument("--per-track", type=int, default=5,
+                       help="--per-shot: faces of each track used as evidence (its best; 0: all)")
+        p.add_argument("--timeline", default=None,
+                       help="--per-shot: who is on screen when, per video (default: TO's name with -timeline)")
+        p.add_argument("--to", default=None,
+                       help="CSV to write, inside the dataset (default: identifications.csv; shots.csv with "
+                            "--per-shot)")
         p.set_defaults(command=Identify)
 
     @staticmethod
@@ -390,12 +399,35 @@ class Identify:
 
         if args.one_per_image and args.cluster_run:
             raise ValueError("--one-per-image and --cluster-run cannot be combined")
+        if args.per_shot:
+            return Identify.per_shot(args)
         df = identify_dataset(args.dataset, dataset_inputs(args.dataset, args.refs), args.source, args.threshold, args.margin, args.one_per_image,
                               args.cluster_run, args.model, args.weights, progress=not args.quiet)
         to = Path(in_dataset(args.dataset, args.to or "identifications.csv"))
         atomic_write_text(to, df.to_csv(index=False))
         print(f"{len(df)} faces: {int(df['known'].sum())} identified as {df.loc[df['known'], 'label'].nunique()} "
               f"people, {int((~df['known']).sum())} unknown → {to}")
+        return 0
+
+    @staticmethod
+    def per_shot(args) -> int:
+        from .pipeline import identify_shots
+        from .store import atomic_write_text
+
+        if args.one_per_image or args.cluster_run:
+            raise ValueError("--per-shot names tracks one-to-one within each shot: leave out --one-per-image and "
+                             "--cluster-run")
+        shots, timeline = identify_shots(args.dataset, dataset_inputs(args.dataset, args.refs), args.source,
+                                         args.threshold, args.margin, args.per_track, args.model, args.weights,
+                                         progress=not args.quiet)
+        to = Path(in_dataset(args.dataset, args.to or "shots.csv"))
+        line = Path(in_dataset(args.dataset, args.timeline)) if args.timeline else to.with_name(f"{to.stem}-timeline.csv")
+        atomic_write_text(to, shots.to_csv(index=False))
+        atomic_write_text(line, timeline.to_csv(index=False))
+        known = shots[shots["known"]]
+        print(f"{len(shots)} tracks in {shots[['video', 'shot']].drop_duplicates().shape[0]} shots of "
+              f"{shots['video'].nunique()} videos: {len(known)} named as {known['label'].nunique()} people → {to}, "
+              f"{line}")
         return 0
 
 

@@ -221,13 +221,16 @@ def _best_two(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def decide(people: np.ndarray, D: np.ndarray, threshold: float, margin: float) -> pd.DataFrame:
     """Best person per row of ``D``; ``unknown`` when too far, or too close to a second person."""
     best, d1, d2 = _best_two(D)
-    known = (best >= 0) & (d1 <= threshold) & (d2 - d1 >= margin)
+    best = np.where(np.isfinite(d1), best, -1)  # every person ruled out (one-to-one matching): no best
+    with np.errstate(invalid="ignore"):
+        gap = np.where(np.isfinite(d2), d2 - d1, np.inf)
+    known = (best >= 0) & (d1 <= threshold) & (gap >= margin)
     name = np.where(best >= 0, people[np.maximum(best, 0)] if len(people) else "", "")
     return pd.DataFrame({
         "label": np.where(known, name, UNKNOWN),
         "best": name,
         "distance": np.round(d1.astype(np.float64), 4),
-        "margin": np.round(np.minimum(d2 - d1, 9.0).astype(np.float64), 4),
+        "margin": np.round(np.minimum(gap, 9.0).astype(np.float64), 4),
         "known": known,
     })
 
@@ -248,6 +251,8 @@ def one_per_image(D: np.ndarray, groups: np.ndarray, threshold: float) -> np.nda
         sub = D[rows]
         cost = np.where(sub <= threshold, sub, threshold + 1.0)  # beyond threshold: no gain from matching
         r, c = linear_sum_assignment(cost)
+        claim = sub[r, c] <= threshold  # only a match within the threshold claims a person
+        r, c = r[claim], c[claim]
         taken = np.zeros_like(sub, dtype=bool)
         taken[:, c] = True
         taken[r, c] = False

@@ -329,6 +329,29 @@ def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margi
     return pd.concat([out, result], axis=1)
 
 
+def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=None, per_track: int | None = 5,
+                   model: str = "dlib", weights=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(per-shot table, timeline)`` of the videos of ``dataset/source``: each track named from
+    ``refs`` over its ``per_track`` best faces (:mod:`identify_shots`), a person at most once a shot."""
+    from .identify import References, load_references
+    from .identify_shots import identify_tracks, shot_rows, timeline
+    from .video import load_shots
+
+    store = extraction_store(dataset, source)
+    embedder = load_embedder(model, weights)
+    if not isinstance(refs, References):
+        refs = load_references(refs, model, weights, progress=progress)
+    refs.check_model(embedder.name)
+    faces = store.load_faces()
+    faces = faces[(faces["track"] >= 0) & best_faces(faces, per_track)].reset_index(drop=True)
+    if not len(faces):
+        raise ValueError(f"{store.root}: no faces from videos; extract them first (crowdsort extract-faces -d {dataset} "
+                         "--from VIDEOS)")
+    X = embed_faces(store, faces, embedder, progress=progress)
+    tracks = identify_tracks(X, faces, refs, threshold, margin)
+    return shot_rows(tracks, load_shots(store)), timeline(tracks)
+
+
 def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, margin=None,
                    one_to_one: bool = False, prototypes_only: bool = False, weights=None,
                    progress: bool = True) -> pd.DataFrame:

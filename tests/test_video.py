@@ -175,6 +175,30 @@ def test_clustering_by_track(clips, tmp_path):
     assert embedded.groupby(["image_path", "track"]).size().max() <= 5 < faces.groupby(["image_path", "track"]).size().max()
 
 
+def test_identify_per_shot_names_lin_manuel_miranda_where_he_sings(clips, videos, capsys):  # noqa: F811
+    """hamilton_short with videos/references: Lin-Manuel Miranda is named in the two shots where
+    he sings (0 and 2, checked on the crops) and nowhere else; nobody else is named (Alex
+    Lacamoire is seen only in profile at the piano, 0.097 from his reference with dlib: unknown)."""
+    store = clips[0]
+    ds = store.root.parent
+    assert main(["-q", "identify", "-d", str(ds), "--refs", str(videos / "references"), "--per-shot"]) == 0
+    assert "named as 1 people" in capsys.readouterr().out
+    shots = pd.read_csv(ds / "shots.csv")
+    assert list(shots.columns[:14]) == ["video", "shot", "shot_start_frame", "shot_end_frame", "shot_start_s",
+                                        "shot_end_s", "track", "start_frame", "end_frame", "start_s", "end_s",
+                                        "label", "distance", "frames_under"]
+    named = shots[shots["label"] != "unknown"]
+    assert named["label"].unique().tolist() == ["lin_manuel_miranda"]
+    assert named["video"].map(os.path.basename).unique().tolist() == [HAMILTON]
+    assert sorted(named["shot"]) == [0, 2]
+    assert (named["frames_under"] >= 1).all() and not named.duplicated(["video", "shot", "label"]).any()
+    h = shots[shots["video"].str.endswith(HAMILTON)]
+    assert h.groupby("shot")["shot_start_frame"].first().tolist() == [0] + HAMILTON_CUTS
+    line = pd.read_csv(ds / "shots-timeline.csv")
+    assert line["label"].unique().tolist() == ["lin_manuel_miranda"] and len(line) == 2
+    assert line["start_s"].iloc[0] == 0 and 2.7 <= line["start_s"].iloc[1] < line["end_s"].iloc[1] <= 7.1
+
+
 # -- tracks, on made-up boxes ---------------------------------------------------------------------
 def _box(cx, cy, w=50):
     return [cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]
