@@ -379,7 +379,8 @@ class Identify:
         p.add_argument("--one-per-image", action="store_true",
                        help="two faces in one photo are never the same person (Hungarian matching per photo)")
         p.add_argument("--cluster-run", default=None,
-                       help="pool evidence over the clusters of this run (e.g. cluster): better recall")
+                       help="pool evidence over the clusters of this run (e.g. cluster): better recall (default: "
+                            "none; with --per-shot: cluster, where it exists)")
         p.add_argument("--per-shot", action="store_true",
                        help="videos: one row per (video, shot, track), each track named over its best faces, a "
                             "person at most once a shot; also writes the timeline (--timeline)")
@@ -414,12 +415,11 @@ class Identify:
         from .pipeline import identify_shots
         from .store import atomic_write_text
 
-        if args.one_per_image or args.cluster_run:
-            raise ValueError("--per-shot names tracks one-to-one within each shot: leave out --one-per-image and "
-                             "--cluster-run")
+        if args.one_per_image:
+            raise ValueError("--per-shot names tracks one-to-one within each shot: leave out --one-per-image")
         shots, timeline = identify_shots(args.dataset, dataset_inputs(args.dataset, args.refs), args.source,
                                          args.threshold, args.margin, args.per_track, args.model, args.weights,
-                                         progress=not args.quiet)
+                                         args.cluster_run or "cluster", progress=not args.quiet)
         to = Path(in_dataset(args.dataset, args.to or "shots.csv"))
         line = Path(in_dataset(args.dataset, args.timeline)) if args.timeline else to.with_name(f"{to.stem}-timeline.csv")
         atomic_write_text(to, shots.to_csv(index=False))

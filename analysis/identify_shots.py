@@ -32,15 +32,28 @@ def track_distances(D: np.ndarray, track: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def identify_tracks(X: np.ndarray, faces: pd.DataFrame, refs, threshold: float | None = None,
-                    margin: float | None = None) -> pd.DataFrame:
+                    margin: float | None = None, cluster=None) -> pd.DataFrame:
     """One row per (video, shot, track) of ``faces`` (the embedded faces, rows of ``X``): the
     track's frames and times, ``label`` (a person or ``unknown``), ``best``, ``distance``,
-    ``margin``, ``known``, and ``frames_under``: how many of its faces are within the threshold
-    of the person it is named after (of its best person when unknown)."""
+    ``margin``, ``known``, ``evidence`` and ``frames_under``: how many of its faces are within
+    the threshold of the person it is named after (of its best person when unknown).
+
+    ``cluster``: each face's cluster (-1: none) in a clustering by track; a track in a cluster
+    is judged on the median over the whole cluster's faces (``evidence`` "cluster"), so a person
+    seen in several shots is named from all of them, else on its own (``evidence`` "track")."""
     threshold, margin = _settings(refs, threshold, margin)
     people, D = person_distances(X, refs)
     key = faces["image_path"].astype(str) + "#" + faces["track"].astype(str)
     ids, T = track_distances(D, key.to_numpy())
+    evidence = np.full(len(ids), "track", dtype=object)
+    if cluster is not None:
+        cluster = np.asarray(cluster)
+        of_track = pd.Series(cluster).groupby(key.to_numpy()).max().reindex(ids).to_numpy()
+        cids, C = track_distances(D[cluster >= 0], cluster[cluster >= 0])
+        at = pd.Index(cids).get_indexer(of_track)
+        pooled = (of_track >= 0) & (at >= 0)
+        T[pooled] = C[at[pooled]]
+        evidence[pooled] = "cluster"
     first = faces.groupby(key).agg(video=("image_path", "first"), shot=("shot", "first"), track=("track", "first"),
                                    start_frame=("frame", "min"), end_frame=("frame", "max"),
                                    start_s=("time_s", "min"), end_s=("time_s", "max"),
@@ -56,6 +69,7 @@ def identify_tracks(X: np.ndarray, faces: pd.DataFrame, refs, threshold: float |
             under[k] = int((D[inv == k, col[k]] <= threshold).sum())
     out = pd.concat([first.reset_index(drop=True), named], axis=1)
     out["frames_under"] = under
+    out["evidence"] = evidence
     return out.sort_values(["video", "shot", "start_frame", "track"]).reset_index(drop=True)
 
 

@@ -330,9 +330,13 @@ def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margi
 
 
 def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=None, per_track: int | None = 5,
-                   model: str = "dlib", weights=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   model: str = "dlib", weights=None, cluster_run: str | None = "cluster",
+                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(per-shot table, timeline)`` of the videos of ``dataset/source``: each track named from
-    ``refs`` over its ``per_track`` best faces (:mod:`identify_shots`), a person at most once a shot."""
+    ``refs`` over its ``per_track`` best faces (:mod:`identify_shots`), a person at most once a shot.
+
+    ``cluster_run``: where that face cluster run of the same faces exists, a track in a cluster
+    is named on the evidence of the whole cluster (None: each track on its own)."""
     from .identify import References, load_references
     from .identify_shots import identify_tracks, shot_rows, timeline
     from .video import load_shots
@@ -348,7 +352,13 @@ def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=
         raise ValueError(f"{store.root}: no faces from videos; extract them first (crowdsort extract-faces -d {dataset} "
                          "--from VIDEOS)")
     X = embed_faces(store, faces, embedder, progress=progress)
-    tracks = identify_tracks(X, faces, refs, threshold, margin)
+    cluster = None
+    run = Path(dataset) / cluster_run / "clusters.json" if cluster_run else None
+    if run is not None and run.exists():
+        items, info = load_cluster_run(dataset, cluster_run)
+        if info.get("kind", "faces") == "faces" and Path(info.get("source", "")).resolve() == store.root.resolve():
+            cluster = items.set_index("face_id")["cluster"].reindex(faces["face_id"]).fillna(-1).astype(int).to_numpy()
+    tracks = identify_tracks(X, faces, refs, threshold, margin, cluster)
     return shot_rows(tracks, load_shots(store)), timeline(tracks)
 
 
