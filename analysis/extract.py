@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from .align import CROP_SIZE, align_crop, transform_points
 from .detect import is_partial, load_detector, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
+from .frames import VideoError, file_hash
 from .images import ImageError, content_hash, decode_image, read_image_bytes
 from .store import FaceStore, atomic_write_bytes
-from .video import find_media, is_video
+from .video import DEFAULT_FPS, find_media, is_video, process_video, sampling_rule
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,12 @@ class ExtractParams:
     crop: str = "aligned"  # also write a dataset crop: "ffhq" (dtst's), beside the identity crop
     max_size: int | None = None  # ffhq: cap on the crop's side; None: the photo's own resolution
     padding: bool = True  # ffhq: mirror and blur where the crop leaves the photo (else black)
-    fps: float | None = 5.0  # videos: frames sampled a second (analysis.video.DEFAULT_FPS) ...
+    fps: float | None = DEFAULT_FPS  # videos: frames sampled a second ...
     every: int | None = None  # ... or every N-th frame
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
             raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
-        from .video import sampling_rule
-
         sampling_rule(self.fps, self.every)  # a bad rate fails before any work
 
     def signature(self, video: bool = False) -> str:
@@ -164,9 +163,6 @@ def _init_pool_worker(params: ExtractParams, store_root: Path) -> None:
 
 
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
-    from .frames import VideoError, file_hash
-    from .video import is_video, process_video
-
     path, prev_hash = task
     video = is_video(path)
     row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
@@ -234,8 +230,6 @@ def plan(paths: list[Path], previous: pd.DataFrame, signature, prune: bool = Fal
 
 
 def _signature_of(params: ExtractParams):
-    from .video import is_video
-
     return lambda path: params.signature(is_video(path))
 
 

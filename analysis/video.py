@@ -18,8 +18,9 @@ from .frames import VIDEO_EXTENSIONS, file_hash
 from .shots import decode_frames, detect_cuts, scenes_csv_name, shots_from_cuts, write_scenes_csv, write_shots
 from .tracks import link_tracks
 
-# Frames sampled a second by default: dense enough that a walking person's face overlaps from
-# one sample to the next (tracks link by overlap), sparse enough that detection is not the bound.
+# Frames sampled a second by default: dense enough that a walking person's face moves about half
+# its width from one sample to the next (what the tracker allows), sparse enough that detection
+# is not the bound.
 DEFAULT_FPS = 5.0
 
 
