@@ -14,7 +14,7 @@ from .export import prepare_output, save_cluster_model, unnamed_label, write_clu
 from .locks import DatasetLock
 from .neighbors import knn_graph
 from .store import FaceStore
-from .tracks import best_faces, face_quality, item_keys, pool_items
+from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
 
 # Chosen by measurement (benchmarks/eval_defaults.py: dlib vectors, one face per photo, BCubed F
 # over people with >= 3 photos / over all faces, judged by the worse of lfw-dev and celeba-dev):
@@ -201,10 +201,7 @@ def _items(store, faces, keys, embedder, per_track, progress, workers):
     chosen = best_faces(faces, per_track)
     V = embed_faces(store, faces[chosen].reset_index(drop=True), embedder, progress=progress, workers=workers)
     ids, X = pool_items(V, keys[chosen])
-    tracked = (faces["track"] >= 0).to_numpy()
-    frame_key = faces["image_path"].astype(str) + "@" + faces["frame"].astype(str)
-    cannot = np.where(tracked, frame_key, faces["image_path"].astype(str))
-    by_item = pd.Series(cannot).groupby(keys).agg(frozenset)
+    by_item = pd.Series(picture_keys(faces)).groupby(keys).agg(frozenset)
     q = pd.Series(np.where(chosen, face_quality(faces), -np.inf))
     best = q.groupby(keys).idxmax()
     return ids, X, by_item.reindex(ids).tolist(), best.reindex(ids).to_numpy()
@@ -446,7 +443,8 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     X = embed_faces(store, faces, embedder, progress=progress)
     table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
                           "face_index": faces["face_index"],
-                          "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]]})
+                          "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
+                          "picture": picture_keys(faces)})
     if refs is not None and not hasattr(refs, "vectors"):
         refs = load_references(refs, model, weights, progress=progress)
         refs.check_model(embedder.name)

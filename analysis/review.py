@@ -249,9 +249,9 @@ class ReviewSession:
             if algorithm == "hdbscan":
                 self._trees = {key: est.single_linkage_tree_}
             labels[keep] = est.labels_
-            if self.kind == "faces" and "source_image" in self.table:  # faces of one photo: different people
-                labels[keep] = separate_cannot_link(self.X[keep], est.labels_,
-                                                    self.table["source_image"].to_numpy()[keep])
+            if self.kind == "faces" and "source_image" in self.table:  # faces of one picture: different people
+                pictures = self.table.get("picture", self.table["source_image"]).to_numpy()
+                labels[keep] = separate_cannot_link(self.X[keep], est.labels_, pictures[keep])
         self.raw_labels = labels
         self._apply()
         return self.labels

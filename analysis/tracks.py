@@ -98,6 +98,14 @@ def item_keys(faces) -> np.ndarray:
                     faces["face_id"].astype(str))
 
 
+def picture_keys(faces) -> np.ndarray:
+    """The picture each face was seen in: its photo, or ``<video>@<frame>``. Two faces of one
+    picture are two people."""
+    video = faces["frame"].to_numpy() >= 0
+    return np.where(video, faces["image_path"].astype(str) + "@" + faces["frame"].astype(str),
+                    faces["image_path"].astype(str))
+
+
 def face_quality(faces) -> np.ndarray:
     """How good a face is to embed: box width × detection score × frontality, frontality being
     1 - 2 × |nose - eye midpoint| / eye distance (horizontal), at least 0.1 (landmarks: both

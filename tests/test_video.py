@@ -176,6 +176,18 @@ def test_clustering_by_track(clips, tmp_path):
     assert embedded.groupby(["image_path", "track"]).size().max() <= 5 < faces.groupby(["image_path", "track"]).size().max()
 
 
+def test_dashboard_clusters_a_video_s_faces_together(clips):
+    """The dashboard's re-clustering keeps apart faces of one frame, not of one video."""
+    from analysis.pipeline import open_review
+
+    session = open_review(clips[0].root.parent, progress=False)
+    labels = session.recluster("snn-whispers", {})
+    t = session.table.assign(cluster=labels)
+    video = t[t["source_image"].str.endswith(HAMILTON) & (t["cluster"] >= 0)]
+    assert video.groupby("cluster").size().max() >= 10
+    assert not video.duplicated(["cluster", "picture"]).any()
+
+
 def test_identify_per_shot_names_lin_manuel_miranda_where_he_sings(clips, videos, capsys):  # noqa: F811
     """hamilton_short with videos/references: Lin-Manuel Miranda is named in the two shots where
     he sings (0 and 2, checked on the crops) and nowhere else; nobody else is named (Alex
