@@ -88,6 +88,10 @@ class ExtractFaces:
                                "shot cuts)")
         rate.add_argument("--every", type=int, default=None,
                           help="videos: sample every N-th frame instead of --fps (default: use --fps)")
+        p.add_argument("--shots", default=None,
+                       help="videos: given shots instead of detected cuts: a PySceneDetect scene list or a list of "
+                            "cut frames (one video), or a folder of <stem>-Scenes.csv, read inside the dataset "
+                            "(default: detect the cuts)")
         p.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"],
                        help="detector: mediapipe BlazeFace (default) or dlib HOG")
         p.add_argument("--min-score", type=float, default=None,
@@ -117,7 +121,8 @@ class ExtractFaces:
         from .store import FaceStore
 
         params = ExtractParams(args.engine, args.min_score, args.max_faces, args.min_size, args.skip_partial,
-                               args.crop, args.max_size, args.padding, fps=args.fps, every=args.every)
+                               args.crop, args.max_size, args.padding, fps=args.fps, every=args.every,
+                               shots=in_dataset(args.dataset, args.shots))
         store = FaceStore(Path(args.dataset) / args.to)
         s = extract_faces(dataset_inputs(args.dataset, args.source), store, params, workers=args.workers,
                           progress=not args.quiet, prune=args.prune, dry_run=args.dry_run)

@@ -26,6 +26,7 @@ from .align import CROP_SIZE, align_crop, transform_points
 from .detect import is_partial, load_detector, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
 from .frames import VideoError, file_hash
+from .shots import ShotsFileError
 from .images import ImageError, content_hash, decode_image, read_image_bytes
 from .store import FaceStore, atomic_write_bytes
 from .video import DEFAULT_FPS, find_media, is_video, process_video, sampling_rule
@@ -48,11 +49,14 @@ class ExtractParams:
     padding: bool = True  # ffhq: mirror and blur where the crop leaves the photo (else black)
     fps: float | None = DEFAULT_FPS  # videos: frames sampled a second ...
     every: int | None = None  # ... or every N-th frame
+    shots: str | None = None  # videos: given shots (a scene list or cut list, or a folder of <stem>-Scenes.csv)
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
             raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
         sampling_rule(self.fps, self.every)  # a bad rate fails before any work
+        if self.shots is not None and not Path(self.shots).exists():
+            raise ValueError(f"{self.shots}: no such shots file or folder (--shots)")
 
     def signature(self, video: bool = False) -> str:
         """What a file's record must match to be skipped; a photo's ignores the video sampling."""
@@ -61,6 +65,8 @@ class ExtractParams:
             d.pop("fps"), d.pop("every")
         elif self.every is not None:
             d.pop("fps")
+        if not video or self.shots is None:  # records from before --shots keep their signature
+            d.pop("shots")
         if self.crop == "aligned":  # datasets made before dataset crops existed keep their signature
             for k in ("crop", "max_size", "padding"):
                 d.pop(k)
@@ -187,7 +193,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
                                          row["record"])
         row.update(image_row)
         return row, faces
-    except (ImageError, VideoError) as e:
+    except (ImageError, VideoError, ShotsFileError) as e:
         row["error"] = str(e)
     except OSError as e:
         row["error"] = f"{path}: cannot read file ({e.strerror or e})"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .frames import VIDEO_EXTENSIONS, file_hash
-from .shots import decode_frames, detect_cuts, scenes_csv_name, shots_from_cuts, write_scenes_csv, write_shots
+from .shots import (ShotsFileError, decode_frames, detect_cuts, read_scenes_csv, scenes_csv_name, shots_from_cuts, write_scenes_csv,
+                    write_shots)
 from .tracks import link_tracks
 
 # Frames sampled a second by default: dense enough that a walking person's face moves about half
@@ -59,6 +60,18 @@ def sampling_rule(fps: float | None = DEFAULT_FPS, every: int | None = None):
     return keep
 
 
+def given_shots(shots: str | None, video_path: str) -> Path | None:
+    """The shots file given for a video (``--shots``): the file itself, or in a folder the
+    video's ``<stem>-Scenes.csv`` (None when it has none: its cuts are detected)."""
+    if shots is None:
+        return None
+    p = Path(shots)
+    if p.is_dir():
+        f = p / scenes_csv_name(video_path)
+        return f if f.is_file() else None
+    return p
+
+
 def shots_dir(store_root: Path, video_hash: str) -> Path:
     return Path(store_root) / "shots" / video_hash
 
@@ -91,7 +104,14 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
         raise
     times_s = np.asarray(times, np.float64)
     fps = fps_out[0] if fps_out and fps_out[0] else 0.0
-    shots = shots_from_cuts(detect_cuts(np.asarray(diffs, np.float32)), len(times), fps, times_s)
+    given = given_shots(params.shots, path)
+    if given is not None:
+        try:
+            shots = read_scenes_csv(given, len(times), fps)
+        except ShotsFileError as e:
+            raise ShotsFileError(f"{path}: its shots (--shots) cannot be used: {e}") from None
+    else:
+        shots = shots_from_cuts(detect_cuts(np.asarray(diffs, np.float32)), len(times), fps, times_s)
     folder = shots_dir(store_root, h)
     write_shots(shots, folder / "shots.parquet")
     write_scenes_csv(shots, folder / scenes_csv_name(path), fps)

@@ -140,6 +140,35 @@ def test_bad_videos_reported_and_batch_goes_on(bad_dir, videos, tmp_path, capsys
     assert crops == {os.path.basename(c) for c in faces["crop_path"]}  # nothing of the broken ones left
 
 
+def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F811
+    """--shots: a PySceneDetect scene list for one video, or a folder of <stem>-Scenes.csv (a
+    video without one has its cuts detected); read inside the dataset; a bad file is one line."""
+    from analysis.shots import shots_from_cuts, write_scenes_csv
+
+    ds = tmp_path / "ds"
+    (ds / "given").mkdir(parents=True)
+    write_scenes_csv(shots_from_cuts([20, 82], 275, 30000 / 1001), ds / "given" / "hamilton_short-Scenes.csv",
+                     30000 / 1001)
+    assert extract(ds, f"{videos / HAMILTON},{videos / CROWD}", "--shots", "given") == 0
+    shots = load_shots(FaceStore(ds / "faces"))
+    assert shots[shots["image_path"].str.endswith(HAMILTON)]["start_frame"].tolist() == [0, 20, 82]
+    assert shots[shots["image_path"].str.endswith(CROWD)]["start_frame"].tolist() == [0]
+    faces = _of(FaceStore(ds / "faces").load_faces(), HAMILTON)
+    assert sorted(faces["shot"].unique()) == [0, 1, 2]
+    # a cut list for one video, and a file that is not one
+    (ds / "cuts.txt").write_text("# cut frames\n211\n")
+    assert extract(ds, videos / HAMILTON, "--shots", "cuts.txt") == 0
+    shots = load_shots(FaceStore(ds / "faces"))
+    assert shots[shots["image_path"].str.endswith(HAMILTON)]["start_frame"].tolist() == [0, 211]
+    (ds / "bad.csv").write_text("Scene Number,Start Frame\n1,abc\n")
+    capsys.readouterr()
+    assert extract(ds, videos / HAMILTON, "--shots", "bad.csv") == 0
+    assert re.search(r"skipped: .*hamilton_short\.mp4: its shots \(--shots\) cannot be used: .*bad\.csv: ",
+                     capsys.readouterr().err)
+    assert main(["extract-faces", "-d", str(ds), "--from", str(videos), "--shots", "missing.csv"]) != 0
+    assert "missing.csv: no such shots file or folder" in capsys.readouterr().err
+
+
 def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
     assert main(["extract-faces", "-d", str(tmp_path / "ds"), "--from", str(videos), "--fps", "0"]) != 0
     assert "--fps must be a positive number" in capsys.readouterr().err
