@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .identify import POOL_SLACK, _settings, decide, one_per_image, person_distances
+from .tracks import item_keys
 
 TIMELINE_GAP_S = 1.0  # one person's appearances closer than this read as one stretch on screen
 
@@ -43,12 +44,12 @@ def identify_tracks(X: np.ndarray, faces: pd.DataFrame, refs, threshold: float |
     seen in several shots is named from all of them, else on its own (``evidence`` "track")."""
     threshold, margin = _settings(refs, threshold, margin)
     people, D = person_distances(X, refs)
-    key = faces["image_path"].astype(str) + "#" + faces["track"].astype(str)
-    ids, T = track_distances(D, key.to_numpy())
+    key = item_keys(faces)
+    ids, T = track_distances(D, key)
     evidence = np.full(len(ids), "track", dtype=object)
     if cluster is not None:
         cluster = np.asarray(cluster)
-        of_track = pd.Series(cluster).groupby(key.to_numpy()).max().reindex(ids).to_numpy()
+        of_track = pd.Series(cluster).groupby(key).max().reindex(ids).to_numpy()
         cids, C = track_distances(D[cluster >= 0], cluster[cluster >= 0])
         at = pd.Index(cids).get_indexer(of_track)
         pooled = (of_track >= 0) & (at >= 0)
@@ -59,7 +60,7 @@ def identify_tracks(X: np.ndarray, faces: pd.DataFrame, refs, threshold: float |
                                    start_s=("time_s", "min"), end_s=("time_s", "max"),
                                    n_faces=("frame", "size")).reindex(ids)
     shot_key = first["video"].astype(str) + "#" + first["shot"].astype(str)
-    T = one_per_image(T, shot_key.to_numpy(), threshold + POOL_SLACK)
+    T = one_per_image(T, shot_key, threshold + POOL_SLACK)
     named = decide(people, T, threshold + POOL_SLACK, margin)
     col = pd.Index(people).get_indexer(named["best"].where(named["best"] != "", None))
     under = np.zeros(len(ids), np.int64)

@@ -75,14 +75,6 @@ class Signatures:
     diffs: np.ndarray  # float32, mean |small(i) - small(i-1)|; diffs[0] = 0
 
 
-def small_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out: list | None = None
-                 ) -> Iterator[tuple[float, int, np.ndarray]]:
-    """``(time_s, frame_index, grey)`` for every frame of ``path``, ``grey`` a ``size`` (w, h)
-    uint8 array; one decoded frame alive at a time. See :func:`decode_frames`."""
-    for t, index, grey, _ in decode_frames(path, size, fps_out):
-        yield t, index, grey
-
-
 def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out: list | None = None,
                   keep=None) -> Iterator[tuple[float, int, np.ndarray, object]]:
     """``(time_s, frame_index, grey, picture)`` for every frame of ``path``, ``grey`` a ``size``
@@ -159,16 +151,22 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
         raise VideoError(f"{path}: no frame could be decoded")
 
 
-def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE) -> Signatures:
-    """Decode every frame of ``path`` (small grey pictures only, see :func:`small_frames`) and
-    return the frame times, numbers, frame rate and the cut score of each frame."""
+def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE, keep=None,
+                     on_picture=None) -> Signatures:
+    """Decode every frame of ``path`` (small grey pictures, see :func:`decode_frames`) and
+    return the frame times, numbers, frame rate and the cut score of each frame.
+
+    ``keep(frame_index, time_s)`` / ``on_picture(frame_index, time_s, picture)``: the frames
+    ``keep`` picks are also handed over whole, in the same decode (extract-faces on videos)."""
     times, diffs, fps_out = [], [], []
     prev = None
-    for t, _, grey in small_frames(path, size, fps_out):
+    for t, index, grey, picture in decode_frames(path, size, fps_out, keep if on_picture is not None else None):
         cur = grey.astype(np.int16)
         diffs.append(0.0 if prev is None else float(np.abs(cur - prev).mean()))
         times.append(t)
         prev = cur
+        if picture is not None:
+            on_picture(index, t, picture)
     times_s = np.asarray(times, np.float64)
     fps = fps_out[0] if fps_out and fps_out[0] else _fps_from_times(times_s)
     return Signatures(times_s, np.arange(len(times), dtype=np.int64), fps, np.asarray(diffs, np.float32))

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .frames import VIDEO_EXTENSIONS, file_hash
-from .shots import (ShotsFileError, decode_frames, detect_cuts, read_scenes_csv, scenes_csv_name, shots_from_cuts, write_scenes_csv,
-                    write_shots)
+from .shots import (ShotsFileError, detect_cuts, frame_signatures, read_scenes_csv, scenes_csv_name,
+                    shots_from_cuts, write_scenes_csv, write_shots)
 from .tracks import link_tracks
 
 # Frames sampled a second by default: dense enough that a walking person's face moves about half
@@ -82,36 +82,31 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
     from .extract import faces_in_picture
 
     h = file_hash(path)
-    keep = sampling_rule(params.fps, params.every)
-    times, diffs, fps_out, faces = [], [], [], []
-    prev, width, height = None, 0, 0
+    faces: list[dict] = []
+    size = [0, 0]
+
+    def take(index, t, picture):
+        rgb = np.asarray(picture.convert("RGB"))
+        size[:] = rgb.shape[1], rgb.shape[0]
+        for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index):
+            faces.append({**row, "frame": index, "time_s": t})
     try:
-        for t, index, grey, picture in decode_frames(path, fps_out=fps_out, keep=keep):
-            cur = grey.astype(np.int16)
-            diffs.append(0.0 if prev is None else float(np.abs(cur - prev).mean()))
-            times.append(t)
-            prev = cur
-            if picture is not None:
-                rgb = np.asarray(picture.convert("RGB"))
-                height, width = rgb.shape[:2]
-                for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index):
-                    faces.append({**row, "frame": index, "time_s": t})
+        sig = frame_signatures(path, keep=sampling_rule(params.fps, params.every), on_picture=take)
     except BaseException:  # a video that breaks off is refused whole: its crops go with it
         for f in faces:
             for rel in (f["crop_path"], f["dataset_crop_path"]):
                 if rel:
                     (Path(store_root) / rel).unlink(missing_ok=True)
         raise
-    times_s = np.asarray(times, np.float64)
-    fps = fps_out[0] if fps_out and fps_out[0] else 0.0
+    n, fps, width, height = len(sig.times_s), sig.fps, size[0], size[1]
     given = given_shots(params.shots, path)
     if given is not None:
         try:
-            shots = read_scenes_csv(given, len(times), fps)
+            shots = read_scenes_csv(given, n, fps)
         except ShotsFileError as e:
             raise ShotsFileError(f"{path}: its shots (--shots) cannot be used: {e}") from None
     else:
-        shots = shots_from_cuts(detect_cuts(np.asarray(diffs, np.float32)), len(times), fps, times_s)
+        shots = shots_from_cuts(detect_cuts(sig.diffs), n, fps, sig.times_s)
     folder = shots_dir(store_root, h)
     write_shots(shots, folder / "shots.parquet")
     write_scenes_csv(shots, folder / scenes_csv_name(path), fps)
