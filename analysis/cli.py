@@ -51,6 +51,29 @@ def dataset_inputs(dataset: str, patterns: str) -> str:
     return resolved
 
 
+def corpus_inputs(dataset: str, corpus: str, base: str | None) -> tuple[list[str], tuple | None]:
+    """The videos of a corpus description and their given shots; a row whose video or shots file
+    is missing is named in one line and left out."""
+    from .corpus import read_corpus
+
+    path = in_dataset(dataset, corpus)
+    rows = read_corpus(path, in_dataset(dataset, base))
+    videos, shots = [], []
+    for r in rows:
+        missing = [f for f in (r.video, r.shots) if f is not None and not f.exists()]
+        if missing:
+            print(f"skipped: {path} row {r.line}: {missing[0]} does not exist"
+                  f"{'' if base else ' (relative paths are read beside the CSV; --corpus-base sets another folder)'}",
+                  file=sys.stderr)
+            continue
+        videos.append(str(r.video))
+        if r.shots is not None:
+            shots.append((str(r.video.resolve()), str(r.shots)))
+    if not videos:
+        raise ValueError(f"no video of {path} can be read (see above)")
+    return videos, tuple(shots) or None
+
+
 def report_skipped(skipped, verbose: bool) -> None:
     """What a scan passed over (links, folders named like images, unsupported types): counted,
     and one line each with -v."""
@@ -77,10 +100,16 @@ class ExtractFaces:
             "Videos: frames sampled (--fps, --every), shot cuts found in the same decode, faces linked into "
             "tracks within each shot."))
         p.add_argument("-d", "--dataset", required=True, help="dataset folder (created if missing)")
-        p.add_argument("--from", dest="source", required=True,
+        p.add_argument("--from", dest="source", default=None,
                        help="comma-separated globs of images, videos (mp4 mkv avi mov webm flv wmv m4v) or "
                             "folders (scanned recursively), read inside the dataset, e.g. 'images/*' (absolute "
                             "paths as given)")
+        p.add_argument("--corpus", default=None,
+                       help="videos: skelshop's corpus description CSV (columns video[,group,group_typ,...]; a "
+                            "row's group, psd or ffprobe, gives that video's shots), read inside the dataset; "
+                            "with or instead of --from")
+        p.add_argument("--corpus-base", default=None,
+                       help="folder the corpus' relative paths are read under (default: the CSV's folder)")
         p.add_argument("--to", default="faces", help="extraction run name inside the dataset")
         rate = p.add_mutually_exclusive_group()
         rate.add_argument("--fps", type=float, default=5.0,
@@ -120,11 +149,21 @@ class ExtractFaces:
         from .extract import ExtractParams, extract_faces
         from .store import FaceStore
 
+        if args.source is None and args.corpus is None:
+            raise ValueError("give the photos and videos with --from, or a corpus description with --corpus")
+        inputs = [p for p in dataset_inputs(args.dataset, args.source).split(",")] if args.source else []
+        shots = in_dataset(args.dataset, args.shots)
+        if args.corpus is not None:
+            if args.shots is not None:
+                raise ValueError("--shots and --corpus both give shots; a corpus row's group column gives "
+                                 "its video's shots")
+            videos, shots = corpus_inputs(args.dataset, args.corpus, args.corpus_base)
+            inputs += videos
         params = ExtractParams(args.engine, args.min_score, args.max_faces, args.min_size, args.skip_partial,
                                args.crop, args.max_size, args.padding, fps=args.fps, every=args.every,
-                               shots=in_dataset(args.dataset, args.shots))
+                               shots=shots)
         store = FaceStore(Path(args.dataset) / args.to)
-        s = extract_faces(dataset_inputs(args.dataset, args.source), store, params, workers=args.workers,
+        s = extract_faces(inputs, store, params, workers=args.workers,
                           progress=not args.quiet, prune=args.prune, dry_run=args.dry_run)
         report_skipped(s["skipped"], args.verbose)
         files = f"{s['images'] - s['videos']} images" + (f" and {s['videos']} videos" if s["videos"] else "")

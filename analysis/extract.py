@@ -29,7 +29,7 @@ from .frames import VideoError, file_hash
 from .shots import ShotsFileError
 from .images import ImageError, content_hash, decode_image, read_image_bytes
 from .store import FaceStore, atomic_write_bytes
-from .video import DEFAULT_FPS, find_media, is_video, process_video, sampling_rule
+from .video import DEFAULT_FPS, find_media, given_shots, is_video, process_video, sampling_rule
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +49,33 @@ class ExtractParams:
     padding: bool = True  # ffhq: mirror and blur where the crop leaves the photo (else black)
     fps: float | None = DEFAULT_FPS  # videos: frames sampled a second ...
     every: int | None = None  # ... or every N-th frame
-    shots: str | None = None  # videos: given shots (a scene list or cut list, or a folder of <stem>-Scenes.csv)
+    # videos: given shots (a scene list or cut list, or a folder of <stem>-Scenes.csv), or per video
+    # ((video, shots file), ...) from a corpus description
+    shots: str | tuple[tuple[str, str], ...] | None = None
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
             raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
         sampling_rule(self.fps, self.every)  # a bad rate fails before any work
-        if self.shots is not None and not Path(self.shots).exists():
-            raise ValueError(f"{self.shots}: no such shots file or folder (--shots)")
+        given = [f for _, f in self.shots] if isinstance(self.shots, tuple) else [self.shots]
+        for f in given:
+            if f is not None and not Path(f).exists():
+                raise ValueError(f"{f}: no such shots file or folder (--shots or the corpus' group column)")
 
-    def signature(self, video: bool = False) -> str:
-        """What a file's record must match to be skipped; a photo's ignores the video sampling."""
+    def signature(self, path: str | None = None) -> str:
+        """What a file's record must match to be skipped; a photo's ignores the video sampling,
+        a video's depends on its own given shots only (a corpus that grows redoes no other video)."""
+        video = path is not None and is_video(path)
         d = asdict(self)
         if not video:
             d.pop("fps"), d.pop("every")
         elif self.every is not None:
             d.pop("fps")
-        if not video or self.shots is None:  # records from before --shots keep their signature
+        shots = given_shots(self.shots, path) if video else None
+        if shots is None:  # records from before --shots keep their signature
             d.pop("shots")
+        else:
+            d["shots"] = str(shots)
         if self.crop == "aligned":  # datasets made before dataset crops existed keep their signature
             for k in ("crop", "max_size", "padding"):
                 d.pop(k)
@@ -172,7 +181,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     path, prev_hash = task
     video = is_video(path)
     row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
-           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(video),
+           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(path),
            "record": time.time_ns()}
     try:
         st = os.stat(path)
@@ -236,7 +245,7 @@ def plan(paths: list[Path], previous: pd.DataFrame, signature, prune: bool = Fal
 
 
 def _signature_of(params: ExtractParams):
-    return lambda path: params.signature(is_video(path))
+    return params.signature
 
 
 def _missing_crops(store: FaceStore) -> frozenset[str]:

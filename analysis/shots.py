@@ -26,7 +26,8 @@ ends where the next begins; the last one a frame after its last frame's time), `
 ``<stem>-Scenes.csv`` is the scene list ``scenedetect list-scenes`` writes (and skelshop reads):
 a ``Timecode List:`` row of the cut times, then one row per scene, its ``Start Frame`` counted
 from 1 and its ``End Frame`` the last frame counted from 1 (the exclusive end counted from 0),
-times as ``frames / fps``.
+times as ``frames / fps``. Beside it, ``<stem>-cuts.txt`` lists the cut frames (from 0), which
+skelshop reads unambiguously as ``ffprobe`` shots (see :func:`write_cuts_txt`).
 """
 from __future__ import annotations
 
@@ -283,6 +284,18 @@ def write_shots(shots: pd.DataFrame, path: str | os.PathLike) -> None:
 def scenes_csv_name(video_path: str | os.PathLike) -> str:
     """``<stem>-Scenes.csv``, the name ``scenedetect list-scenes`` gives a video's scene list."""
     return f"{frame_stem(str(video_path))}-Scenes.csv"
+
+
+def cuts_txt_name(video_path: str | os.PathLike) -> str:
+    """``<stem>-cuts.txt``: the first frame of each shot after the first, from 0, one a line."""
+    return f"{frame_stem(str(video_path))}-cuts.txt"
+
+
+def write_cuts_txt(shots: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The cut list skelshop reads as ``ffprobe`` shots. Its reader of scene lists (written for
+    PySceneDetect 0.5) takes their ``Start Frame`` from 0, where PySceneDetect 0.6 and this
+    module count from 1: a cut list is read the same by both."""
+    atomic_write_text(Path(path), "".join(f"{int(s)}\n" for s in shots["start_frame"].iloc[1:]))
 
 
 def _timecode(frames: int, fps: float) -> str:

@@ -5,7 +5,7 @@ tracks within each shot (:mod:`analysis.tracks`).
 Every face of a video keeps where it came from: the video (``image_path``), its frame (counted
 from 0 in decode order), time, shot and track. Each video's shots are written to
 ``<store>/shots/<video hash>/``: ``shots.parquet`` and the PySceneDetect scene list
-``<stem>-Scenes.csv`` (what skelshop reads).
+``<stem>-Scenes.csv``, and the cut list ``<stem>-cuts.txt`` (both read by skelshop).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .frames import VIDEO_EXTENSIONS, file_hash
-from .shots import (ShotsFileError, detect_cuts, frame_signatures, read_scenes_csv, scenes_csv_name,
-                    shots_from_cuts, write_scenes_csv, write_shots)
+from .shots import (ShotsFileError, cuts_txt_name, detect_cuts, frame_signatures, read_scenes_csv,
+                    scenes_csv_name, shots_from_cuts, write_cuts_txt, write_scenes_csv, write_shots)
 from .tracks import link_tracks
 
 # Frames sampled a second by default: dense enough that a walking person's face moves about half
@@ -60,11 +60,14 @@ def sampling_rule(fps: float | None = DEFAULT_FPS, every: int | None = None):
     return keep
 
 
-def given_shots(shots: str | None, video_path: str) -> Path | None:
-    """The shots file given for a video (``--shots``): the file itself, or in a folder the
-    video's ``<stem>-Scenes.csv`` (None when it has none: its cuts are detected)."""
+def given_shots(shots, video_path: str) -> Path | None:
+    """The shots file given for a video: ``--shots`` the file itself, or in a folder the video's
+    ``<stem>-Scenes.csv``; a corpus' ((video, file), ...) its own. None: its cuts are detected."""
     if shots is None:
         return None
+    if isinstance(shots, tuple):
+        f = dict(shots).get(str(video_path))
+        return Path(f) if f else None
     p = Path(shots)
     if p.is_dir():
         f = p / scenes_csv_name(video_path)
@@ -110,6 +113,7 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
     folder = shots_dir(store_root, h)
     write_shots(shots, folder / "shots.parquet")
     write_scenes_csv(shots, folder / scenes_csv_name(path), fps)
+    write_cuts_txt(shots, folder / cuts_txt_name(path))
     if faces:
         frame = np.array([f["frame"] for f in faces], np.int64)
         shot = np.searchsorted(shots["start_frame"].to_numpy(), frame, side="right") - 1

@@ -72,6 +72,10 @@ def test_shots_found_in_the_same_decode(clips):
     video_hash = f["image_hash"].iloc[0]
     scenes = read_scenes_csv(shots_dir(store.root, video_hash) / "hamilton_short-Scenes.csv")
     assert scenes["start_frame"].tolist() == h["start_frame"].tolist()
+    # and the cut list skelshop reads as ffprobe shots (from 0, as our own reader takes it)
+    cuts = shots_dir(store.root, video_hash) / "hamilton_short-cuts.txt"
+    assert cuts.read_text().split() == [str(c) for c in HAMILTON_CUTS]
+    assert read_scenes_csv(cuts, 275, 30)["start_frame"].tolist() == h["start_frame"].tolist()
 
 
 def test_tracks_stay_in_their_shot_and_hold_one_person(clips):
@@ -167,6 +171,38 @@ def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F
                      capsys.readouterr().err)
     assert main(["extract-faces", "-d", str(ds), "--from", str(videos), "--shots", "missing.csv"]) != 0
     assert "missing.csv: no such shots file or folder" in capsys.readouterr().err
+
+
+def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
+    """--corpus: skelshop's corpus CSV as the input list, paths under --corpus-base, a row's psd
+    group as its shots; a row whose video is missing is one line and the others go on; a re-run
+    redoes nothing. Every video's cut list is written for skelshop (ffprobe shots, from 0)."""
+    from analysis.shots import write_scenes_csv, shots_from_cuts
+
+    ds, base = tmp_path / "ds", tmp_path / "corpus"
+    (base / "shots").mkdir(parents=True)
+    (base / "clips").symlink_to(videos)
+    write_scenes_csv(shots_from_cuts([20, 82], 275, 30000 / 1001), base / "shots" / "h-Scenes.csv", 30000 / 1001)
+    ds.mkdir()
+    (ds / "corpus.csv").write_text("video,group,group_typ,faces,segsout\n"
+                                   f"clips/{HAMILTON},shots/h-Scenes.csv,psd,out/h.h5,out/h.csv\n"
+                                   "clips/gone.mp4,,,out/g.h5,out/g.csv\n")
+    capsys.readouterr()
+    args = ["-q", "extract-faces", "-d", str(ds), "--corpus", "corpus.csv", "--corpus-base", str(base)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert re.search(r"skipped: .*corpus\.csv row 3: .*gone\.mp4 does not exist", out.err)
+    assert "1 videos: 1 processed" in out.out
+    store = FaceStore(ds / "faces")
+    shots = load_shots(store)
+    assert shots["start_frame"].tolist() == [0, 20, 82]
+    h = store.load_images()["image_hash"].iloc[0]
+    assert (shots_dir(store.root, h) / "hamilton_short-cuts.txt").read_text() == "20\n82\n"
+    assert main(args) == 0
+    assert "0 processed, 1 unchanged" in capsys.readouterr().out
+    (ds / "bad.csv").write_text("path,shots\nx.mp4,\n")
+    assert main(["extract-faces", "-d", str(ds), "--corpus", "bad.csv"]) != 0
+    assert "needs a 'video' column" in capsys.readouterr().err
 
 
 def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
