@@ -547,6 +547,9 @@ class ApplyLabels:
                        help="keep faces of unnamed clusters (label 'cluster NNN' or 'noise')")
         p.add_argument("--export", default=None, help="also copy crops into DIR/<name>/, inside the dataset (default: none)")
         p.add_argument("--clean", action="store_true", help="replace an --export folder written before")
+        p.add_argument("--timeline", default=None,
+                       help="videos: also write who is on screen when (video,label,start_s,end_s,shots) from the "
+                            "named tracks of a clustering by track, inside the dataset")
         p.set_defaults(command=ApplyLabels)
 
     @staticmethod
@@ -562,6 +565,13 @@ class ApplyLabels:
         atomic_write_text(to, df.to_csv(index=False))
         print(f"{len(df)} faces, {int(df['labelled'].sum())} named ({df.loc[df['labelled'], 'label'].nunique()} names) "
               f"→ {to}{' and ' + export if export else ''}")
+        if args.timeline:
+            from .pipeline import labelled_timeline
+
+            tl, where = labelled_timeline(df), Path(in_dataset(args.dataset, args.timeline))
+            atomic_write_text(where, tl.to_csv(index=False))
+            print(f"{len(tl)} stretches on screen of {tl['label'].nunique()} people in {tl['video'].nunique()} "
+                  f"videos → {where}")
         return 0
 
 

@@ -413,7 +413,8 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
         raise ValueError(f"labels name clusters {unknown[:5]} that run {cluster_run} does not have; "
                          "were the labels made for another run?")
     name = items["cluster"].map(table.set_index("cluster")["label"])
-    out = items[["face_id", "source_image", "face_index", "crop_path", "cluster"]].copy()
+    video = [c for c in ("frame", "time_s", "shot", "track") if c in items.columns]  # runs from before videos lack them
+    out = items[["face_id", "source_image", "face_index", "crop_path", "cluster", *video]].copy()
     out["labelled"] = name.notna().to_numpy()
     out["label"] = name.fillna(items["cluster"].map(unnamed_label))
     if not keep_unlabeled:
@@ -424,6 +425,20 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
 
         write_named_folders(export, out, clean=clean)
     return out
+
+
+def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
+    """Who is on screen when, from :func:`apply_labels`' rows of a clustering by track: each
+    named track spans its faces' times (see :func:`identify_shots.timeline`)."""
+    from .identify_shots import timeline
+
+    v = named[named.get("track", pd.Series(-1, index=named.index)) >= 0] if "track" in named else named.iloc[:0]
+    tracks = (v.groupby(["source_image", "track"], sort=False)
+               .agg(video=("source_image", "first"), shot=("shot", "first"), label=("label", "first"),
+                    known=("labelled", "first"), start_s=("time_s", "min"), end_s=("time_s", "max"))
+               .reset_index(drop=True)) if len(v) else pd.DataFrame(
+        columns=["video", "shot", "label", "known", "start_s", "end_s"])
+    return timeline(tracks.astype({"known": bool}))
 
 
 # -- review (the dashboard's data) --------------------------------------------------------------

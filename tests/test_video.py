@@ -239,6 +239,19 @@ def test_clustering_by_track(clips, tmp_path):
     ids, _ = store.load_embeddings(load_embedder("dlib").name)
     embedded = faces[faces["face_id"].isin(ids) & (faces["track"] >= 0)]
     assert embedded.groupby(["image_path", "track"]).size().max() <= 5 < faces.groupby(["image_path", "track"]).size().max()
+    # apply-labels names every face of a named track cluster (embedded or not), with its frame;
+    # the timeline spans its tracks
+    big = video[video["cluster"] >= 0].groupby("cluster").size().idxmax()
+    (ds / "labels.csv").write_text(f"label,cluster\nSinger,{big}\n")
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", "labels.csv", "--cluster-run", "bytrack",
+                 "--to", "named.csv", "--timeline", "on-screen.csv"]) == 0
+    named = pd.read_csv(ds / "named.csv")
+    assert set(named["face_id"]) == set(a.loc[a["cluster"] == big, "face_id"]) and (named["label"] == "Singer").all()
+    seen = named[named["track"] >= 0]  # a photo of the same person may share the cluster
+    assert (seen["frame"] >= 0).all() and len(seen) >= 10
+    tl = pd.read_csv(ds / "on-screen.csv")
+    assert set(tl["label"]) == {"Singer"} and len(tl) >= 1
+    assert tl["start_s"].min() == pytest.approx(seen["time_s"].min()) and tl["end_s"].max() == pytest.approx(seen["time_s"].max())
 
 
 def test_dashboard_clusters_a_video_s_faces_together(clips):
