@@ -13,7 +13,9 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,18 +165,24 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(params: ExtractParams, store_root: Path) -> None:
+def _init_worker(params: ExtractParams, store_root: Path, frames=None) -> None:
     # One detector per worker process, loaded once (dtst reloads it for every image).
     _WORKER["detector"] = load_detector(params.engine, min_score=params.min_score).prepare()
     _WORKER["params"] = params
     _WORKER["root"] = store_root
+    _WORKER["frames"] = frames  # a shared count of video frames decoded, for the progress bar
 
 
-def _init_pool_worker(params: ExtractParams, store_root: Path) -> None:
+def _count_frames(n: int) -> None:
+    with _WORKER["frames"].get_lock():
+        _WORKER["frames"].value += n
+
+
+def _init_pool_worker(params: ExtractParams, store_root: Path, frames=None) -> None:
     from .workers import die_with_parent
 
     die_with_parent()
-    _init_worker(params, store_root)
+    _init_worker(params, store_root, frames)
 
 
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
@@ -191,7 +199,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
                 row.update(image_hash=prev_hash, status="unchanged")
                 return row, []
             image_row, faces = process_video(path, _WORKER["detector"], _WORKER["params"], _WORKER["root"],
-                                             row["record"])
+                                             row["record"], _count_frames if _WORKER.get("frames") else None)
             row.update(image_row)
             return row, faces
         data = read_image_bytes(path)  # an oversized file is refused before it is read
@@ -298,6 +306,30 @@ def extract_faces(
         return summary
 
 
+@contextmanager
+def frames_bar(frames):
+    """A second bar, of video frames decoded by every worker (``frames``: their shared count),
+    so that a long video shows progress between two files."""
+    if frames is None:
+        yield
+        return
+    bar = tqdm(unit="frame", desc="video frames", position=1, leave=False)
+    done = threading.Event()
+
+    def follow():
+        while not done.wait(0.5):
+            bar.update(frames.value - bar.n)
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+        bar.update(frames.value - bar.n)
+        bar.close()
+
+
 def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune) -> dict:
     previous = store.load_images()
     tasks, gone = plan(paths, previous, _signature_of(params), prune, _missing_crops(store))
@@ -336,14 +368,16 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
             if len(pending_img) >= checkpoint_every or time.monotonic() - last > 60 or is_video(row["image_path"]):
                 flush()
 
+    ctx = mp.get_context("spawn")  # detectors hold threads; never fork them
+    frames = ctx.Value("q", 0) if progress and any(is_video(p) for p, _ in tasks) else None
     try:
-        if tasks and workers <= 1:
-            _init_worker(params, store.root)
-            consume(map(_work, tasks))
-        elif tasks:
-            ctx = mp.get_context("spawn")  # detectors hold threads; never fork them
-            with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(params, store.root)) as pool:
-                consume(pool.imap(_work, tasks, chunksize=4))
+        with frames_bar(frames):
+            if tasks and workers <= 1:
+                _init_worker(params, store.root, frames)
+                consume(map(_work, tasks))
+            elif tasks:
+                with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(params, store.root, frames)) as pool:
+                    consume(pool.imap(_work, tasks, chunksize=1 if frames is not None else 4))
     finally:  # Ctrl-C or SIGTERM too: what was done is kept, and the re-run resumes after it
         flush()
     images, faces = store.consolidate(gone)

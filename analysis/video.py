@@ -79,9 +79,14 @@ def shots_dir(store_root: Path, video_hash: str) -> Path:
     return Path(store_root) / "shots" / video_hash
 
 
-def process_video(path: str, detector, params, store_root: Path, record: int = 0) -> tuple[dict, list[dict]]:
+PROGRESS_EVERY = 50  # decoded frames between two progress reports
+
+
+def process_video(path: str, detector, params, store_root: Path, record: int = 0,
+                  on_frames=None) -> tuple[dict, list[dict]]:
     """The video's row and its face rows (crops and shots written). Raises
-    :class:`frames.VideoError` (one line naming the file) for a video that cannot be read."""
+    :class:`frames.VideoError` (one line naming the file) for a video that cannot be read.
+    ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress)."""
     from .extract import faces_in_picture
 
     h = file_hash(path)
@@ -94,7 +99,13 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
         for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index):
             faces.append({**row, "frame": index, "time_s": t})
     try:
-        sig = frame_signatures(path, keep=sampling_rule(params.fps, params.every), on_picture=take)
+        rule = sampling_rule(params.fps, params.every)
+
+        def keep(index, t):
+            if on_frames is not None and index % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                on_frames(PROGRESS_EVERY)
+            return rule(index, t)
+        sig = frame_signatures(path, keep=keep, on_picture=take)
     except BaseException:  # a video that breaks off is refused whole: its crops go with it
         for f in faces:
             for rel in (f["crop_path"], f["dataset_crop_path"]):

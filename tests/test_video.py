@@ -176,7 +176,8 @@ def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F
 def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
     """--corpus: skelshop's corpus CSV as the input list, paths under --corpus-base, a row's psd
     group as its shots; a row whose video is missing is one line and the others go on; a re-run
-    redoes nothing. Every video's cut list is written for skelshop (ffprobe shots, from 0)."""
+    redoes nothing. Every video's cut list is written for skelshop (ffprobe shots, from 0).
+    Progress counts the frames decoded inside a video."""
     from analysis.shots import write_scenes_csv, shots_from_cuts
 
     ds, base = tmp_path / "ds", tmp_path / "corpus"
@@ -188,9 +189,10 @@ def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
                                    f"clips/{HAMILTON},shots/h-Scenes.csv,psd,out/h.h5,out/h.csv\n"
                                    "clips/gone.mp4,,,out/g.h5,out/g.csv\n")
     capsys.readouterr()
-    args = ["-q", "extract-faces", "-d", str(ds), "--corpus", "corpus.csv", "--corpus-base", str(base)]
+    args = ["extract-faces", "-d", str(ds), "--corpus", "corpus.csv", "--corpus-base", str(base)]
     assert main(args) == 0
     out = capsys.readouterr()
+    assert re.search(r"video frames: \d+", out.err)  # progress inside a video, not only per file
     assert re.search(r"skipped: .*corpus\.csv row 3: .*gone\.mp4 does not exist", out.err)
     assert "1 videos: 1 processed" in out.out
     store = FaceStore(ds / "faces")
