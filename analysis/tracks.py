@@ -10,6 +10,14 @@ box overlap alone: at a few samples a second a walking face moves about half its
 between samples, where overlap falls under any usable threshold (measured on the dev videos:
 ``crowd_walk`` and ``hamilton_short`` split one person's track at IoU ≥ 0.3).
 
+Where boxes are ambiguous (a track with two faces inside its gate, or a face inside two tracks'
+gates: people side by side or crossing), the faces' identity vectors decide as well, when an
+``appearance`` function gives them: the cost of a pair adds ``APPEARANCE_WEIGHT`` × the
+cosine distance between the face and the unit mean of the track's last ``APPEARANCE_FACES``
+faces (one video face is noisy: on crowd_walk a walker's consecutive faces lie up to 0.15 apart
+with dlib, each within 0.10 of his mean), and a pair farther apart than ``MAX_APPEARANCE`` is no
+match. Vectors are asked for only there, so extraction embeds few faces.
+
 A face left unmatched starts a track; a track not matched for ``max_gap_s`` seconds is closed
 (a face hidden for a moment resumes its track, one gone for longer starts another). Tracks
 never cross a shot cut: every track closes at one.
@@ -27,6 +35,11 @@ MAX_SHIFT = 0.5  # box widths, at no time apart
 SHIFT_PER_S = 1.5  # box widths a second: a fast walk towards or across the camera
 MAX_SIZE_RATIO = 1.6
 MAX_GAP_S = 1.0
+# dlib distances (1 − cos): 0.05 weighs as much as half a box width of shift; 0.25 from a
+# track's mean is someone else.
+APPEARANCE_WEIGHT = 10.0
+MAX_APPEARANCE = 0.25
+APPEARANCE_FACES = 5
 
 
 def shift_matrix(a: np.ndarray, b: np.ndarray, centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -46,12 +59,27 @@ def _centre(box: np.ndarray) -> np.ndarray:
     return (box[:2] + box[2:]) / 2
 
 
+def _unit_mean(V: np.ndarray) -> np.ndarray:
+    m = V.mean(axis=0)
+    return m / max(np.linalg.norm(m), 1e-12)
+
+
 def link_tracks(frames, times_s, shots, boxes, max_shift: float = MAX_SHIFT, shift_per_s: float = SHIFT_PER_S,
-                max_size_ratio: float = MAX_SIZE_RATIO, max_gap_s: float = MAX_GAP_S) -> np.ndarray:
+                max_size_ratio: float = MAX_SIZE_RATIO, max_gap_s: float = MAX_GAP_S,
+                appearance=None) -> np.ndarray:
     """Track number (0, 1, … in order of first appearance) of each face of one video.
 
-    ``frames``, ``times_s``, ``shots``: each face's frame index, time and shot; ``boxes``: n×4.
+    ``frames``, ``times_s``, ``shots``: each face's frame index, time and shot; ``boxes``: n×4;
+    ``appearance(rows)``: unit identity vectors of those faces (asked only where boxes are ambiguous).
     """
+    vectors: dict[int, np.ndarray] = {}
+
+    def vector(rows):
+        need = [r for r in rows if r not in vectors]
+        if need:
+            vectors.update(zip(need, np.asarray(appearance(need), np.float64)))
+        return np.array([vectors[r] for r in rows])
+
     frames = np.asarray(frames, np.int64)
     times_s = np.asarray(times_s, np.float64)
     shots = np.asarray(shots, np.int64)
@@ -73,18 +101,27 @@ def link_tracks(frames, times_s, shots, boxes, max_shift: float = MAX_SHIFT, shi
             expected = np.array([_centre(k["box"]) + k["v"] * d for k, d in zip(tracks, dt)])
             shift, ratio = shift_matrix(np.array([k["box"] for k in tracks]), boxes[rows], expected)
             ok = (shift <= max_shift + shift_per_s * dt[:, None]) & (ratio <= max_size_ratio)
-            for i, j in zip(*linear_sum_assignment(np.where(ok, shift, 1e6))):
+            cost = shift.copy()
+            ambiguous = ok & ((ok.sum(1, keepdims=True) > 1) | (ok.sum(0, keepdims=True) > 1))
+            if appearance is not None and ambiguous.any():
+                ti, fj = np.nonzero(ambiguous)
+                d = 1.0 - np.sum(np.array([_unit_mean(vector(tracks[i]["rows"][-APPEARANCE_FACES:])) for i in ti])
+                                 * vector(rows[fj].tolist()), axis=1)
+                cost[ti, fj] += APPEARANCE_WEIGHT * d
+                ok[ti[d > MAX_APPEARANCE], fj[d > MAX_APPEARANCE]] = False
+            for i, j in zip(*linear_sum_assignment(np.where(ok, cost, 1e6))):
                 if ok[i, j]:
                     k, box = tracks[i], boxes[rows[j]]
                     if dt[i] > 0:
                         k["v"] = (_centre(box) - _centre(k["box"])) / dt[i]
                     k.update(box=box, t=t)
+                    k["rows"].append(int(rows[j]))
                     track[rows[j]] = k["id"]
                     matched.add(j)
         for j in range(len(rows)):
             if j not in matched:
                 track[rows[j]] = n_tracks
-                tracks.append({"id": n_tracks, "box": boxes[rows[j]], "t": t, "v": np.zeros(2)})
+                tracks.append({"id": n_tracks, "box": boxes[rows[j]], "t": t, "v": np.zeros(2), "rows": [int(rows[j])]})
                 n_tracks += 1
     return track
 

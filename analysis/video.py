@@ -9,6 +9,7 @@ from 0 in decode order), time, shot and track. Each video's shots are written to
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from .frames import VIDEO_EXTENSIONS, file_hash
 from .shots import (ShotsFileError, cuts_txt_name, detect_cuts, frame_signatures, read_scenes_csv,
                     scenes_csv_name, shots_from_cuts, write_cuts_txt, write_scenes_csv, write_shots)
 from .tracks import link_tracks
+
+log = logging.getLogger(__name__)
 
 # Frames sampled a second by default: dense enough that a walking person's face moves about half
 # its width from one sample to the next (what the tracker allows), sparse enough that detection
@@ -129,12 +132,37 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
         frame = np.array([f["frame"] for f in faces], np.int64)
         shot = np.searchsorted(shots["start_frame"].to_numpy(), frame, side="right") - 1
         boxes = np.array([[f["x0"], f["y0"], f["x1"], f["y1"]] for f in faces], np.float64)
-        track = link_tracks(frame, [f["time_s"] for f in faces], shot, boxes)
+        track = link_tracks(frame, [f["time_s"] for f in faces], shot, boxes,
+                            appearance=face_vectors(faces, store_root))
         for f, s, k in zip(faces, shot.tolist(), track.tolist()):
             f.update(shot=s, track=k)
     row = {"image_hash": h, "width": width, "height": height, "n_faces": len(faces),
            "status": "ok" if faces else "no_face", "error": ""}
     return row, faces
+
+
+_APPEARANCE: list = []  # the identity model of this process, loaded at its first ambiguous scene
+
+
+def face_vectors(faces: list[dict], store_root: Path):
+    """``vectors(rows)``: dlib identity vectors of those faces, read from their crops (what the
+    tracker asks for where boxes are ambiguous). Without the model, every face looks alike to it:
+    the boxes alone decide, as before."""
+    def vectors(rows):
+        from .embed import DlibEmbedder, _read_crops
+        from .models import ModelNotFoundError
+
+        if not _APPEARANCE:
+            try:
+                _APPEARANCE.append(DlibEmbedder().prepare())
+            except (ImportError, ModelNotFoundError, RuntimeError) as e:
+                log.warning("tracks: no identity vectors for ambiguous boxes (%s); boxes alone decide", e)
+                _APPEARANCE.append(None)
+        if _APPEARANCE[0] is None:
+            return np.ones((len(rows), 1))
+        crops = _read_crops([Path(store_root) / faces[r]["crop_path"] for r in rows])
+        return _APPEARANCE[0].embed(crops, [faces[r]["crop_landmarks"] for r in rows])
+    return vectors
 
 
 def load_shots(store) -> pd.DataFrame:
