@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .align import CROP_SIZE, align_crop, transform_points
-from .detect import is_partial, load_detector, rank_faces
+from .detect import auto_tiles, detect_tiled, is_partial, load_detector, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
 from .frames import VideoError, file_hash
 from .shots import ShotsFileError
@@ -54,11 +54,14 @@ class ExtractParams:
     # videos: given shots (a scene list or cut list, or a folder of <stem>-Scenes.csv), or per video
     # ((video, shots file), ...) from a corpus description
     shots: str | tuple[tuple[str, str], ...] | None = None
+    tiles: int | None = None  # detector tiles a side; None: by a video frame's width (detect.auto_tiles), photos 1
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
             raise ValueError(f"unknown crop style {self.crop!r}; choose one of: {', '.join(CROP_STYLES)}")
         sampling_rule(self.fps, self.every)  # a bad rate fails before any work
+        if self.tiles is not None and not (isinstance(self.tiles, int) and 1 <= self.tiles <= 8):
+            raise ValueError(f"--tiles must be 1 to 8 tiles a side, not {self.tiles!r}")
         given = [f for _, f in self.shots] if isinstance(self.shots, tuple) else [self.shots]
         for f in given:
             if f is not None and not Path(f).exists():
@@ -78,6 +81,8 @@ class ExtractParams:
             d.pop("shots")
         else:
             d["shots"] = str(shots)
+        if self.tiles is None:  # nor before tiles
+            d.pop("tiles")
         if self.crop == "aligned":  # datasets made before dataset crops existed keep their signature
             for k in ("crop", "max_size", "padding"):
                 d.pop(k)
@@ -117,7 +122,8 @@ def faces_in_picture(rgb: np.ndarray, scale: float, path: str, h: str, detector,
     """The face rows of one decoded picture (a photo, or ``frame`` of the video ``path``), crops
     written. ``scale``: the picture's size in the file over its decoded size (a reduced decode)."""
     height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
-    faces = [f.scaled(scale) for f in detector.detect(rgb)]
+    tiles = params.tiles if params.tiles is not None else auto_tiles(rgb.shape[1]) if frame is not None else 1
+    faces = [f.scaled(scale) for f in detect_tiled(detector, rgb, tiles)]
     faces = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= params.min_size]
     if params.crop == "ffhq":  # a face whose eyes or mouth are missing cannot be cropped this way
         faces = [f for f in faces if not np.isnan(f.landmarks[[0, 1, 3]]).any()]

@@ -78,6 +78,23 @@ def test_shots_found_in_the_same_decode(clips):
     assert read_scenes_csv(cuts, 275, 30)["start_frame"].tolist() == h["start_frame"].tolist()
 
 
+def test_small_faces_of_a_1080p_frame_are_found_in_tiles(videos):  # noqa: F811
+    """crowd_walk frame 50: BlazeFace over the whole 1920×1080 frame finds 1 of the 4 near faces
+    (each ~50–100 px); with the 3×3 tiles chosen for that width, each once."""
+    import av
+
+    from analysis.detect import _overlap, auto_tiles, detect_tiled, load_detector
+
+    with av.open(str(videos / CROWD)) as c:
+        rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == 50).to_ndarray(format="rgb24")
+    det = load_detector("mediapipe").prepare()
+    assert auto_tiles(rgb.shape[1]) == 3 and auto_tiles(640) == 1
+    whole, tiled = detect_tiled(det, rgb, 1), detect_tiled(det, rgb, 3)
+    assert len(whole) <= 2 and len(tiled) >= 4
+    assert all(_overlap(a.box, b.box) < 0.5 for i, a in enumerate(tiled) for b in tiled[i + 1:])
+    assert all(np.all((f.landmarks[:2] >= f.box[:2]) & (f.landmarks[:2] <= f.box[2:])) for f in tiled)
+
+
 def test_tracks_stay_in_their_shot_and_hold_one_person(clips):
     """A track never crosses a cut, and never holds two faces of one frame. On crowd_walk the
     person who walks the whole clip is one track (checked with dlib vectors: every face of it
