@@ -443,10 +443,12 @@ def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
 
 # -- review (the dashboard's data) --------------------------------------------------------------
 def open_review(dataset, source: str = "faces", model: str = "dlib", weights=None, refs=None,
-                progress: bool = True):
+                progress: bool = True, per_track: int = 5):
     """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
     (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
-    dataset's saved corrections (``dataset/annotations.jsonl``)."""
+    dataset's saved corrections (``dataset/annotations.jsonl``). A video's faces come as one item
+    per track (its ``per_track`` best faces' mean vector; ``session.item_faces`` lists every face of
+    every item), so naming or moving a track does so for all its faces."""
     from .identify import load_references
 
     dataset = Path(dataset)
@@ -455,15 +457,28 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
     embedder = load_embedder(model, weights)
-    X = embed_faces(store, faces, embedder, progress=progress)
     table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
                           "face_index": faces["face_index"],
                           "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
-                          "picture": picture_keys(faces)})
+                          "picture": picture_keys(faces), "frame": faces["frame"], "time_s": faces["time_s"],
+                          "shot": faces["shot"], "track": faces["track"],
+                          "box": list(faces[["x0", "y0", "x1", "y1"]].to_numpy(np.float64))})
+    members = None
+    if (faces["track"] >= 0).any():  # a video's track is one item, shown by its best face
+        keys = item_keys(faces)
+        ids, X, groups, best = _items(store, faces, keys, embedder, per_track, progress, None)
+        members = table.drop(columns="picture").assign(item_id=keys)
+        table = table.iloc[best].reset_index(drop=True).assign(
+            item_id=ids, picture=groups, n_faces=pd.Series(keys).value_counts().reindex(ids).to_numpy())
+        table = table[["item_id", *[c for c in table.columns if c != "item_id"]]]
+    else:
+        X = embed_faces(store, faces, embedder, progress=progress)
     if refs is not None and not hasattr(refs, "vectors"):
         refs = load_references(refs, model, weights, progress=progress)
         refs.check_model(embedder.name)
-    return _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
+    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
+    session.item_faces = members
+    return session
 
 
 def open_image_review(dataset, run: str = "cluster"):

@@ -220,6 +220,7 @@ class ReviewSession:
         self.X, self.graph, self.layout, self.ann = X, graph, layout, annotations
         self.table = table if table is not None else pd.DataFrame({"item_id": self.ids})
         self.refs = refs
+        self.item_faces = None  # with video tracks as items: one row per face, its item in "item_id"
         self.raw_labels = np.full(len(self.ids), -1)
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
@@ -365,13 +366,18 @@ class ReviewSession:
 
     # -- output -----------------------------------------------------------------------------
     def labelled_table(self) -> pd.DataFrame:
-        """One row per item, as ``crowdsort apply-labels --keep-unlabeled`` writes it."""
+        """One row per face (a track's faces each), as ``crowdsort apply-labels --keep-unlabeled``
+        writes it."""
         names = self.names()
-        out = self.table.copy()
+        out = self.table.drop(columns=["picture", "box"], errors="ignore")
         out["cluster"] = self.labels
         out["labelled"] = [c in names for c in self.labels]
         out["label"] = [names.get(c) or ("not a face" if c == NOT_FACE else unnamed_label(c)) for c in self.labels]
-        return out[out["cluster"] != NOT_FACE].reset_index(drop=True)
+        out = out[out["cluster"] != NOT_FACE]
+        if self.item_faces is not None:
+            out = self.item_faces.drop(columns=["box"], errors="ignore").merge(
+                out[["item_id", "cluster", "labelled", "label"]], on="item_id")
+        return out.reset_index(drop=True)
 
     def labels_csv(self) -> pd.DataFrame:
         """``label,cluster`` rows for named clusters (the format ``apply-labels`` reads)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .frames import VIDEO_EXTENSIONS, file_hash
+from .frames import VIDEO_EXTENSIONS, VideoError, file_hash
 from .shots import (ShotsFileError, cuts_txt_name, detect_cuts, frame_signatures, read_scenes_csv,
                     scenes_csv_name, shots_from_cuts, write_cuts_txt, write_scenes_csv, write_shots)
 from .tracks import link_tracks
@@ -163,6 +163,34 @@ def face_vectors(faces: list[dict], store_root: Path):
         crops = _read_crops([Path(store_root) / faces[r]["crop_path"] for r in rows])
         return _APPEARANCE[0].embed(crops, [faces[r]["crop_landmarks"] for r in rows])
     return vectors
+
+
+def video_frame(path: str, time_s: float):
+    """The frame shown at ``time_s`` (seconds from the stream's start), as an upright PIL image at
+    display aspect (the picture its faces' boxes refer to): a seek to the key frame before it,
+    then a decode up to it."""
+    from fractions import Fraction
+
+    from .frames import frame_image, open_video
+
+    container, s = open_video(path)
+    with container:
+        tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1000)
+        start = s.start_time or 0
+        rate = float(s.average_rate or 25)
+        container.seek(int(start + max(0.0, time_s) / tb), stream=s, backward=True, any_frame=False)
+        sar = s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio
+        last = None
+        for frame in container.decode(s):
+            t = float((frame.pts - start) * tb) if frame.pts is not None else time_s
+            if t > time_s + 0.5 / rate and last is not None:
+                break
+            last = frame
+            if t >= time_s - 0.5 / rate:
+                break
+        if last is None:
+            raise VideoError(f"{path}: no frame at {time_s:.3f} s")
+        return frame_image(last, sar)
 
 
 def load_shots(store) -> pd.DataFrame:

@@ -44,6 +44,7 @@ Fast._resources = {k: v for k, v in Fast._resources.items() if k != "font"}
 HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
 RASTER_MIN = 100_000
 GALLERY_MAX = 48
+TRACK_STRIP = 12  # faces of a track shown over its time
 TABLE_PAGE = 500  # clusters per page of the list
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
@@ -286,16 +287,36 @@ class Dashboard(param.Parameterized):
         def show_source(e):
             source_view.clear()
             if e.new >= 0:
-                path = self.s.table["source_image"].iloc[shown[e.new]]
-                source_view.append(pn.pane.JPG(thumbnail_jpeg(path, 960), width=480, css_classes=["cs-source-view"]))
+                source_view.extend(self.source_views(shown[e.new]))
         source_sel.param.watch(show_source, "value")
+        n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
         gallery = pn.FlexBox(*[
             pn.Column(pn.pane.JPG(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192), width=96, height=96),
-                      pn.pane.Str(f"#{i}{' proto' if i < 3 else ''}", styles={"font-size": "10px"}), margin=2)
+                      pn.pane.Str(f"#{i}{' proto' if i < 3 else ''}"
+                                  f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}",
+                                  styles={"font-size": "10px"}), margin=2)
             for i, r in enumerate(shown)], css_classes=["cs-gallery"])
         return pn.Column(title, pn.Row(name_in, name_btn),
                          pn.Row(pn.pane.Markdown("Suggestions:"), *sugg_btns) if sugg_btns else None,
                          gallery, pn.Row(pick, reject_btn, notface_btn), pn.Row(split_btn, source_sel), source_view)
+
+    def source_views(self, row: int) -> list:
+        """Where the item was seen: its photo or video frame with the face's box; for a track,
+        also a strip of its faces over time."""
+        from analysis.sources import source_jpeg
+
+        t = self.s.table.iloc[row]
+        box = t["box"] if "box" in t else None
+        when = t["time_s"] if "time_s" in t and pd.notna(t["time_s"]) else None
+        views = [pn.pane.JPG(source_jpeg(t["source_image"], box, when, 960), width=480, css_classes=["cs-source-view"])]
+        if self.s.item_faces is not None and t.get("track", -1) >= 0:
+            faces = self.s.item_faces[self.s.item_faces["item_id"] == self.s.ids[row]].sort_values("frame")
+            pick = faces.iloc[np.unique(np.linspace(0, len(faces) - 1, min(len(faces), TRACK_STRIP)).round().astype(int))]
+            views.insert(0, pn.FlexBox(*[
+                pn.Column(pn.pane.JPG(thumbnail_jpeg(f.crop_path, 128), width=64, height=64),
+                          pn.pane.Str(f"{f.time_s:.1f} s", styles={"font-size": "10px"}), margin=1)
+                for f in pick.itertuples()], css_classes=["cs-track-strip"]))
+        return views
 
     def _name(self, c: int, name: str):
         self.s.name(c, name)

@@ -289,16 +289,43 @@ def test_the_tracker_s_identity_vectors_come_from_the_crops(clips):
     assert np.median(d[:-1]) < 0.05 and d[:-1].max() < d[-1]  # dlib on 100 px video faces: 0.10 vs 0.12
 
 
-def test_dashboard_clusters_a_video_s_faces_together(clips):
-    """The dashboard's re-clustering keeps apart faces of one frame, not of one video."""
-    from analysis.pipeline import open_review
+def test_dashboard_shows_a_track_as_one_item(clips):
+    """In the dashboard a video's track is one item (its best face shown), two tracks seen in one
+    frame never share a cluster, naming a cluster names every face of its tracks, and the source
+    view is the video's frame with the face's box drawn."""
+    import io
 
-    session = open_review(clips[0].root.parent, progress=False)
+    from PIL import Image
+
+    from analysis.pipeline import open_review
+    from analysis.sources import source_jpeg
+    from analysis.video import video_frame
+
+    store, faces, _ = clips
+    session = open_review(store.root.parent, progress=False)
+    t = session.table
+    tracks = faces[faces["track"] >= 0].groupby(["image_path", "track"]).ngroups
+    assert len(t) == tracks + (faces["track"] < 0).sum()
+    assert t.loc[t["track"] >= 0, "n_faces"].sum() == (faces["track"] >= 0).sum()
     labels = session.recluster("snn-whispers", {})
-    t = session.table.assign(cluster=labels)
-    video = t[t["source_image"].str.endswith(HAMILTON) & (t["cluster"] >= 0)]
-    assert video.groupby("cluster").size().max() >= 10
-    assert not video.duplicated(["cluster", "picture"]).any()
+    video = t.assign(cluster=labels)[(t["track"] >= 0) & (labels >= 0)]
+    frames = video.groupby("cluster")["picture"].agg(lambda s: [k for keys in s for k in keys])
+    assert all(len(f) == len(set(f)) for f in frames)  # no frame twice in one cluster
+    c = int(video.groupby("cluster")["n_faces"].sum().idxmax())
+    session.name(c, "Singer")
+    named = session.labelled_table().query("label == 'Singer'")
+    items = t["item_id"][labels == c]
+    assert len(named) == session.item_faces["item_id"].isin(items).sum() > len(items)
+    assert set(named["face_id"]) == set(session.item_faces.loc[session.item_faces["item_id"].isin(items), "face_id"])
+    # the source: the video frame at the face's time, its box outlined in red
+    row = int(np.flatnonzero((labels == c) & (t["track"] >= 0).to_numpy())[0])
+    r = t.iloc[row]
+    frame = np.asarray(video_frame(r["source_image"], r["time_s"]))
+    shown = np.asarray(Image.open(io.BytesIO(source_jpeg(r["source_image"], r["box"], r["time_s"], 4000))))
+    assert shown.shape == frame.shape
+    x0, y0, x1, y1 = np.asarray(r["box"]).round().astype(int)
+    edge = shown[max(y0, 0) + 1:min(y1, frame.shape[0]) - 1, max(x0, 0)].astype(int)
+    assert (edge[:, 0] > 180).mean() > 0.8 and (edge[:, 2] < 110).mean() > 0.8
 
 
 def test_identify_per_shot_names_lin_manuel_miranda_where_he_sings(clips, videos, capsys):  # noqa: F811
