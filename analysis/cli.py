@@ -153,8 +153,9 @@ class Cluster:
                        help="faces: the extraction run; images (--model efficientnet|clip): comma-separated globs "
                             "of images or folders read inside the dataset, e.g. 'images/*'")
         p.add_argument("--to", default="cluster", help="output folder name inside the dataset")
-        p.add_argument("--model", default="dlib", choices=["dlib", "arcface", "efficientnet", "clip"],
-                       help="dlib/arcface: faces by identity; efficientnet (offline) / clip: whole images")
+        p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface", "efficientnet", "clip"],
+                       help="dlib/arcface: faces by identity (dlib-native: dlib runs its own network, same vectors); "
+                            "efficientnet (offline) / clip: whole images")
         p.add_argument("--weights", default=None,
                        help="arcface: pack name (buffalo_l…), folder or .onnx; clip: pretrained tag "
                             "(default laion2b_s34b_b79k), .bin/.safetensors file or local-dir:PATH; "
@@ -301,7 +302,8 @@ class Example:
 
 
 def add_face_model_options(p) -> None:
-    p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+    p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface"],
+                   help="identity embedding model (dlib-native: dlib runs its network itself; same vectors)")
     p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
 
 
