@@ -140,8 +140,9 @@ def _layer(r: _Reader) -> dict:
     raise DlibModelError(f"unsupported layer {name!r} at byte {r.pos}")
 
 
-# anet_type, outermost first, as nested (kind, payload): "layer" holds the expected type,
-# "tag"/"skip" an id; add_prev<ID> names the tag it adds. The helpers mirror the C++ aliases.
+# anet_type, outermost first, one tuple per layer: (kind,), ("con", filters, stride), and
+# ("tag"|"skip"|"add_prev", id). The helpers mirror the C++ aliases of the example; the file
+# does not name tags and skips, so this is what places them.
 def _block(n, stride, sub):
     return [("affine",), ("con", n, 1), ("relu",), ("affine",), ("con", n, stride)] + sub
 

@@ -359,6 +359,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
     when there are enough faces to pay for starting them. Returns an (n, d) array in the order
     of ``faces``.
     """
+    import copy
     import multiprocessing as mp
     from contextlib import ExitStack
 
@@ -381,6 +382,9 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
                 else:
                     results = (embedder.embed(_read_crops(paths), lms) for paths, lms, _ in batches)
             else:
+                if getattr(embedder, "threads", 0) is None:  # ONNX Runtime asked for processes: share the cores
+                    embedder = copy.copy(embedder)
+                    embedder.threads = max(1, _cores() // workers)
                 pool = stack.enter_context(mp.get_context("spawn").Pool(workers, initializer=_init_worker,
                                                                         initargs=(embedder,)))
                 results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])
