@@ -164,7 +164,8 @@ class Cluster:
         p.add_argument("--batch-size", type=int, default=32, help="images per model call (efficientnet, clip)")
         p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
         p.add_argument("--workers", type=int, default=None,
-                       help="face embedding processes (default: one per core for dlib; ArcFace uses all cores in one)")
+                       help="face embedding processes (default: one per core for dlib-native; dlib and ArcFace "
+                            "use all cores in one)")
         p.add_argument("--algorithm", default=None,
                        choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
                                 "chinese-whispers"],

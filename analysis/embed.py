@@ -88,6 +88,11 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+class PreparedChips(np.ndarray):
+    """A batch's chips made ahead (:meth:`DlibOnnxEmbedder.prepare_batch`): ``embed`` takes them
+    in place of the crops, so whatever wraps ``embed`` still sees every batch."""
+
+
 class DlibOnnxEmbedder(DlibEmbedder):
     """The same dlib ResNet and chips, run by ONNX Runtime: batched, every core, or CUDA.
 
@@ -136,21 +141,22 @@ class DlibOnnxEmbedder(DlibEmbedder):
             model = onnx_model()
             return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
 
-    def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> np.ndarray:
+    def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
         """The network's input: chips stacked (n, 150, 150, 3), RGB uint8."""
         self._prepare_chips()
         if not len(crops):
-            return np.zeros((0, 150, 150, 3), dtype=np.uint8)
-        return np.stack([self.chip(np.ascontiguousarray(c)) for c in crops])
+            return np.zeros((0, 150, 150, 3), dtype=np.uint8).view(PreparedChips)
+        return np.stack([self.chip(np.ascontiguousarray(c)) for c in crops]).view(PreparedChips)
 
     def embed_prepared(self, chips: np.ndarray) -> np.ndarray:
         self.prepare()
         if not len(chips):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(self._session.run(None, {"chips": chips})[0])
+        return l2_normalize(self._session.run(None, {"chips": np.asarray(chips)})[0])
 
-    def embed(self, crops: list[np.ndarray], landmarks: list[np.ndarray] | None = None) -> np.ndarray:
-        return self.embed_prepared(self.prepare_batch(crops, landmarks))
+    def embed(self, crops: list[np.ndarray] | PreparedChips, landmarks: list[np.ndarray] | None = None) -> np.ndarray:
+        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
+        return self.embed_prepared(chips)
 
 
 def dlib_embedder():
@@ -341,11 +347,11 @@ def _prefetched(embedder, batches):
         for i in range(len(batches)):
             ready = ahead.result()
             ahead = pool.submit(inputs, batches[i + 1]) if i + 1 < len(batches) else None
-            yield embedder.embed_prepared(ready)
+            yield embedder.embed(ready, batches[i][1])
 
 
 def default_workers(embedder) -> int:
-    """dlib's network runs on one core: a process per core. ONNX Runtime uses every core itself."""
+    """dlib-native runs on one core: a process per core. ONNX Runtime (dlib, ArcFace) uses every core itself."""
     return max(1, os.cpu_count() or 1) if getattr(embedder, "single_threaded", False) else 1
 
 

@@ -131,7 +131,7 @@ def cluster_faces(
     two tracks seen in one frame never do.
 
     ``algorithm``: None for :func:`default_algorithm` of ``model``.
-    ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
+    ``workers``: embedding processes (default: one per core for dlib-native, one for dlib and ArcFace).
     Returns the run summary (also written as ``clusters.json``); with ``dry_run``, what would
     be done (faces, how many to embed, what happens to the output), nothing written.
     """

@@ -118,7 +118,11 @@ def test_embed_faces_in_one_process_or_several_gives_the_same_vectors(faces_stor
     shutil.copytree(faces_store.root, store.root)
     shutil.rmtree(store.root / "embeddings", ignore_errors=True)
     faces = store.load_faces().iloc[:32]
-    one = embed_faces(store, faces, load_embedder("dlib"), batch_size=4, progress=False)  # chips made ahead
+    emb, calls = load_embedder("dlib"), []
+    real = emb.embed
+    emb.embed = lambda crops, lms: calls.append(len(crops)) or real(crops, lms)
+    one = embed_faces(store, faces, emb, batch_size=4, progress=False)  # chips made a batch ahead
+    assert calls == [4] * 8  # ... and still handed to embed, so what wraps it sees every batch
     shutil.rmtree(store.root / "embeddings")
     two = embed_faces(store, faces, load_embedder("dlib"), batch_size=4, progress=False, workers=2)
     direct = load_embedder("dlib").embed(_read_crops([store.crop_file(p) for p in faces["crop_path"]]))
