@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +383,9 @@ def onnx_model(dat: str | os.PathLike | None = None) -> Path | bytes:
     data = convert(dat)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(".part-*.onnx"):  # left by a conversion killed half way
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=".onnx")
         try:
             with os.fdopen(fd, "wb") as f:

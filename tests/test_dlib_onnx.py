@@ -69,6 +69,10 @@ def test_cli_offers_dlib_native():
 
 
 def test_converted_model_is_cached_and_reused(cache):
+    cache.mkdir(parents=True)
+    stale = cache / ".part-killed.onnx"  # what a conversion killed half way two hours ago left
+    stale.write_bytes(b"half")
+    os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
     before = dlib_onnx.CONVERSIONS
     first = dlib_onnx.onnx_model()
     assert first.parent == cache and first.suffix == ".onnx" and dlib_onnx.CONVERSIONS == before + 1
