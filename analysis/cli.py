@@ -195,8 +195,9 @@ class Cluster:
                        help="faces: the extraction run; images (--model efficientnet|clip): comma-separated globs "
                             "of images or folders read inside the dataset, e.g. 'images/*'")
         p.add_argument("--to", default="cluster", help="output folder name inside the dataset")
-        p.add_argument("--model", default="dlib", choices=["dlib", "arcface", "efficientnet", "clip"],
-                       help="dlib/arcface: faces by identity; efficientnet (offline) / clip: whole images")
+        p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface", "efficientnet", "clip"],
+                       help="dlib/arcface: faces by identity (dlib-native: dlib runs its own network, same vectors); "
+                            "efficientnet (offline) / clip: whole images")
         p.add_argument("--weights", default=None,
                        help="arcface: pack name (buffalo_l…), folder or .onnx; clip: pretrained tag "
                             "(default laion2b_s34b_b79k), .bin/.safetensors file or local-dir:PATH; "
@@ -205,7 +206,8 @@ class Cluster:
         p.add_argument("--batch-size", type=int, default=32, help="images per model call (efficientnet, clip)")
         p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
         p.add_argument("--workers", type=int, default=None,
-                       help="face embedding processes (default: one per core for dlib; ArcFace uses all cores in one)")
+                       help="face embedding processes (default: one per core for dlib-native; dlib and ArcFace "
+                            "use all cores in one)")
         p.add_argument("--algorithm", default=None,
                        choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
                                 "chinese-whispers"],
@@ -343,7 +345,8 @@ class Example:
 
 
 def add_face_model_options(p) -> None:
-    p.add_argument("--model", default="dlib", choices=["dlib", "arcface"], help="identity embedding model")
+    p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface"],
+                   help="identity embedding model (dlib-native: dlib runs its network itself; same vectors)")
     p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
 
 

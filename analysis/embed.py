@@ -30,8 +30,15 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(n, 1e-12)
 
 
+# Model names that give dlib's ResNet vectors: they share the embedding cache ("dlib") and the
+# thresholds tuned on it.
+DLIB_MODELS = ("dlib", "dlib-native")
+
+
 class DlibEmbedder:
-    """dlib ResNet, 128-D: face chip (150 px, padding 0.25) from dlib's own 5 landmarks."""
+    """dlib ResNet, 128-D: face chip (150 px, padding 0.25) from dlib's own 5 landmarks.
+
+    dlib's own network: one core per process (``dlib-native``)."""
 
     name = "dlib"
     dim = 128
@@ -46,13 +53,17 @@ class DlibEmbedder:
     def __setstate__(self, state):
         self.__init__()
 
-    def prepare(self):
-        if self._net is None:
+    def _prepare_chips(self):
+        if self._shape is None:
             import dlib
 
             self._dlib = dlib
             self._shape = dlib.shape_predictor(str(resolve_model_file("dlib-shape-5")))
-            self._net = dlib.face_recognition_model_v1(str(resolve_model_file("dlib-resnet")))
+
+    def prepare(self):
+        self._prepare_chips()
+        if self._net is None:
+            self._net = self._dlib.face_recognition_model_v1(str(resolve_model_file("dlib-resnet")))
         return self
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
@@ -68,6 +79,98 @@ class DlibEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self._net.compute_face_descriptor(chips)
         return l2_normalize(np.array([np.asarray(v) for v in vecs]))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class PreparedChips(np.ndarray):
+    """A batch's chips made ahead (:meth:`DlibOnnxEmbedder.prepare_batch`): ``embed`` takes them
+    in place of the crops, so whatever wraps ``embed`` still sees every batch."""
+
+
+class DlibOnnxEmbedder(DlibEmbedder):
+    """The same dlib ResNet and chips, run by ONNX Runtime: batched, every core, or CUDA.
+
+    The network is converted from dlib's ``.dat`` once (:mod:`analysis.dlib_onnx`); its
+    vectors equal dlib's to float rounding (cosine > 0.99999 on real faces), so they share
+    dlib's cache name and thresholds."""
+
+    single_threaded = False
+
+    def __init__(self, providers=None, threads: int | None = None):
+        super().__init__()
+        self.providers, self.threads = providers, threads
+        self._session = None
+
+    def __getstate__(self):
+        return {"providers": self.providers, "threads": self.threads}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def prepare(self):
+        self._prepare_chips()
+        if self._session is None:
+            self._session = self._open_session()
+        return self
+
+    def _open_session(self):
+        import onnxruntime as ort
+
+        from .dlib_onnx import onnx_model
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or _cores()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                       if p in ort.get_available_providers()]
+        def session(model):  # a path in the model cache, or the bytes when it cannot be written
+            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+
+        model = onnx_model()
+        try:
+            return session(model)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
+            if isinstance(model, bytes):
+                raise
+            # a damaged cached conversion (disk full, a copy cut short): make it again
+            log.warning("cached %s does not load (%s): converting again", model, str(e).splitlines()[0])
+            model.unlink(missing_ok=True)
+            return session(onnx_model())
+
+    def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
+        """The network's input: chips stacked (n, 150, 150, 3), RGB uint8."""
+        self._prepare_chips()
+        if not len(crops):
+            return np.zeros((0, 150, 150, 3), dtype=np.uint8).view(PreparedChips)
+        return np.stack([self.chip(np.ascontiguousarray(c)) for c in crops]).view(PreparedChips)
+
+    def embed_prepared(self, chips: np.ndarray) -> np.ndarray:
+        self.prepare()
+        if not len(chips):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(self._session.run(None, {"chips": np.asarray(chips)})[0])
+
+    def embed(self, crops: list[np.ndarray] | PreparedChips, landmarks: list[np.ndarray] | None = None) -> np.ndarray:
+        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
+        return self.embed_prepared(chips)
+
+
+def dlib_embedder():
+    """``dlib``: the ONNX Runtime path, or dlib's own where onnxruntime or onnx is missing."""
+    try:
+        import onnx  # noqa: F401 - the conversion builds the graph with it
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        log.warning("%s is not installed: embedding with dlib's own network, one core per process "
+                    "(pip install onnxruntime onnx for the faster path)", e.name)
+        return DlibEmbedder()
+    return DlibOnnxEmbedder()
 
 
 # Recognition model of each insightface pack, for the error message when a pack is partial.
@@ -168,12 +271,15 @@ class ArcFaceEmbedder:
 def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None):
     """Embedder by model kind.
 
-    ``dlib``: dlib ResNet (files resolved by :func:`resolve_model_file`).
+    ``dlib``: dlib ResNet (files resolved by :func:`resolve_model_file`) run by ONNX Runtime;
+    ``dlib-native``: the same network run by dlib itself (same vectors, same cache name).
     ``arcface``: ``weights`` is a pack tag (``buffalo_l`` …, looked up under
     ``$CROWDSORT_INSIGHTFACE_HOME`` or ``~/.insightface/models``), a pack folder, or an
     ``.onnx`` file; default: the config file's ``[arcface] weights``, else ``buffalo_l``.
     """
     if model == "dlib":
+        return dlib_embedder()
+    if model == "dlib-native":
         return DlibEmbedder()
     if model == "arcface":
         from .config import resolve
@@ -190,7 +296,7 @@ def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None)
             folder = insightface_home() / str(weights)
             return ArcFaceEmbedder(_recognition_model_in(folder, str(weights)), name=f"arcface-{weights}")
         raise ModelNotFoundError(f"ArcFace weights {weights!r}: not a pack name ({', '.join(ARCFACE_PACKS)}), folder or .onnx file")
-    raise ValueError(f"unknown model {model!r}; choose one of: dlib, arcface")
+    raise ValueError(f"unknown model {model!r}; choose one of: dlib, dlib-native, arcface")
 
 
 # Worker processes load the model once each; the batch is handed over as crop paths.
@@ -228,8 +334,26 @@ def _embed_batch(batch) -> np.ndarray:
     return _WORKER.embed(_read_crops(paths), landmarks)
 
 
+def _prefetched(embedder, batches):
+    """Vectors batch by batch, the next batch's crops read and chips made on a thread while
+    the model runs this one. One thread: dlib's landmarking holds the GIL, so more threads
+    make chips no faster (measured); ONNX Runtime releases it, so one overlaps the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def inputs(batch):
+        paths, lms = batch
+        return embedder.prepare_batch(_read_crops(paths), lms)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="chips") as pool:
+        ahead = pool.submit(inputs, batches[0]) if batches else None
+        for i in range(len(batches)):
+            ready = ahead.result()
+            ahead = pool.submit(inputs, batches[i + 1]) if i + 1 < len(batches) else None
+            yield embedder.embed(ready, batches[i][1])
+
+
 def default_workers(embedder) -> int:
-    """dlib's network runs on one core: a process per core. ONNX Runtime uses every core itself."""
+    """dlib-native runs on one core: a process per core. ONNX Runtime (dlib, ArcFace) uses every core itself."""
     return max(1, os.cpu_count() or 1) if getattr(embedder, "single_threaded", False) else 1
 
 
@@ -243,6 +367,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
     when there are enough faces to pay for starting them. Returns an (n, d) array in the order
     of ``faces``.
     """
+    import copy
     import multiprocessing as mp
     from contextlib import ExitStack
 
@@ -260,8 +385,14 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
         with bar, EmbeddingWriter(store, embedder.name, save_every, save_seconds) as writer, ExitStack() as stack:
             if workers <= 1:
                 embedder.prepare()
-                results = (embedder.embed(_read_crops(paths), lms) for paths, lms, _ in batches)
+                if hasattr(embedder, "prepare_batch"):
+                    results = _prefetched(embedder, [(paths, lms) for paths, lms, _ in batches])
+                else:
+                    results = (embedder.embed(_read_crops(paths), lms) for paths, lms, _ in batches)
             else:
+                if getattr(embedder, "threads", 0) is None:  # ONNX Runtime asked for processes: share the cores
+                    embedder = copy.copy(embedder)
+                    embedder.threads = max(1, _cores() // workers)
                 pool = stack.enter_context(mp.get_context("spawn").Pool(workers, initializer=_init_worker,
                                                                         initargs=(embedder,)))
                 results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
-from .embed import embed_faces, load_embedder
+from .embed import DLIB_MODELS, embed_faces, load_embedder
 from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
 from .locks import DatasetLock
 from .neighbors import knn_graph
@@ -31,7 +31,7 @@ GRAPH_NEIGHBORS = 15
 
 def default_algorithm(model: str = "dlib", kind: str = "faces") -> str:
     """The clustering used when none is asked for (see the measurements above)."""
-    return DEFAULT_FACE_ALGORITHM if kind == "faces" and model == "dlib" else DEFAULT_ALGORITHM
+    return DEFAULT_FACE_ALGORITHM if kind == "faces" and model in DLIB_MODELS else DEFAULT_ALGORITHM
 
 
 def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=None, eps=None) -> dict:
@@ -131,7 +131,7 @@ def cluster_faces(
     two tracks seen in one frame never do.
 
     ``algorithm``: None for :func:`default_algorithm` of ``model``.
-    ``workers``: embedding processes (default: one per core for dlib, one for ArcFace).
+    ``workers``: embedding processes (default: one per core for dlib-native, one for dlib and ArcFace).
     Returns the run summary (also written as ``clusters.json``); with ``dry_run``, what would
     be done (faces, how many to embed, what happens to the output), nothing written.
     """
