@@ -149,13 +149,13 @@ def face_vectors(faces: list[dict], store_root: Path):
     tracker asks for where boxes are ambiguous). Without the model, every face looks alike to it:
     the boxes alone decide, as before."""
     def vectors(rows):
-        from .embed import DlibEmbedder, _read_crops
+        from .embed import _read_crops, load_embedder
         from .models import ModelNotFoundError
 
         if not _APPEARANCE:
             try:
-                _APPEARANCE.append(DlibEmbedder().prepare())
-            except (ImportError, ModelNotFoundError, RuntimeError) as e:
+                _APPEARANCE.append(load_embedder("dlib").prepare())
+            except (ImportError, ModelNotFoundError, RuntimeError, ValueError) as e:
                 log.warning("tracks: no identity vectors for ambiguous boxes (%s); boxes alone decide", e)
                 _APPEARANCE.append(None)
         if _APPEARANCE[0] is None:
