@@ -52,6 +52,14 @@ def dataset_inputs(dataset: str, patterns: str) -> str:
     return resolved
 
 
+def add_backend_options(p) -> None:
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: this machine's processes (default); ray: actors of a Ray cluster "
+                        "(pip install 'crowdsort[ray]'), the same dataset either way")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster (default: $RAY_ADDRESS, else a local one started for the run)")
+
+
 def corpus_inputs(dataset: str, corpus: str, base: str | None) -> tuple[list[str], tuple | None]:
     """The videos of a corpus description and their given shots; a row whose video or shots file
     is missing is named in one line and left out."""
@@ -142,7 +150,9 @@ class ExtractFaces:
         p.add_argument("--padding", action=argparse.BooleanOptionalAction, default=True,
                        help="ffhq: where the crop leaves the photo, mirror and blur it (else black)")
         add_dry_run(p)
-        p.add_argument("--workers", type=int, default=1, help="parallel processes (each loads the detector once)")
+        p.add_argument("--workers", type=int, default=1,
+                       help="parallel processes, or Ray actors with --backend ray (each loads the detector once)")
+        add_backend_options(p)
         p.add_argument("--prune", action="store_true",
                        help="mark images that --from no longer matches as gone (default: a run over another "
                             "folder adds to the dataset; only deleted files are dropped)")
@@ -168,7 +178,8 @@ class ExtractFaces:
                                shots=shots, tiles=args.tiles)
         store = FaceStore(Path(args.dataset) / args.to)
         s = extract_faces(inputs, store, params, workers=args.workers,
-                          progress=not args.quiet, prune=args.prune, dry_run=args.dry_run)
+                          progress=not args.quiet, prune=args.prune, dry_run=args.dry_run,
+                          backend=args.backend, ray_address=args.ray_address)
         report_skipped(s["skipped"], args.verbose)
         files = f"{s['images'] - s['videos']} images" + (f" and {s['videos']} videos" if s["videos"] else "")
         if args.dry_run:
@@ -209,6 +220,7 @@ class Cluster:
         p.add_argument("--workers", type=int, default=None,
                        help="face embedding processes (default: one per core for dlib-native; dlib and ArcFace "
                             "use all cores in one)")
+        add_backend_options(p)
         p.add_argument("--algorithm", default=None,
                        choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
                                 "chinese-whispers"],
@@ -274,6 +286,7 @@ class Cluster:
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
             args.top, args.num_protos, proto_out, model_out, args.link, args.clean,
             progress=not args.quiet, workers=args.workers, dry_run=args.dry_run, per_track=args.per_track,
+            backend=args.backend, ray_address=args.ray_address,
         )
         if args.dry_run:
             print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({args.model}) → "

@@ -352,20 +352,27 @@ def _prefetched(embedder, batches):
             yield embedder.embed(ready, batches[i][1])
 
 
+def _raised(task, result):
+    if isinstance(result, BaseException):  # a batch of faces cannot be skipped: nothing would cluster them
+        raise RuntimeError(f"embedding the batch starting at {task[0][0]} failed on every Ray worker: {result}")
+    return result
+
+
 def default_workers(embedder) -> int:
     """dlib-native runs on one core: a process per core. ONNX Runtime (dlib, ArcFace) uses every core itself."""
     return max(1, os.cpu_count() or 1) if getattr(embedder, "single_threaded", False) else 1
 
 
 def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True, workers: int | None = None,
-                save_every: int = 5000, save_seconds: float = 20.0) -> np.ndarray:
+                save_every: int = 5000, save_seconds: float = 20.0, backend: str = "local",
+                ray_address: str | None = None) -> np.ndarray:
     """Vectors for the rows of ``faces`` (a faces table), computing only those not cached.
 
     The cache is keyed by face id and model name, so a re-run embeds only new faces and two
     models' vectors never mix; it is written every ``save_every`` faces or ``save_seconds``,
     so an interrupted run resumes there. ``workers`` processes (default: :func:`default_workers`) share the work
-    when there are enough faces to pay for starting them. Returns an (n, d) array in the order
-    of ``faces``.
+    when there are enough faces to pay for starting them; with ``backend`` ``ray``, ``workers``
+    Ray actors (:mod:`analysis.ray_backend`). Returns an (n, d) array in the order of ``faces``.
     """
     import copy
     import multiprocessing as mp
@@ -383,7 +390,13 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
                    for chunk in (todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size))]
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
         with bar, EmbeddingWriter(store, embedder.name, save_every, save_seconds) as writer, ExitStack() as stack:
-            if workers <= 1:
+            if backend == "ray":
+                from .ray_backend import run_ordered
+
+                jobs = [([os.path.abspath(p) for p in paths], lms) for paths, lms, _ in batches]
+                results = (_raised(task, r) for task, r in run_ordered(jobs, _embed_batch, _init_worker, (embedder,),
+                                                                       max(1, workers), ray_address))
+            elif workers <= 1:
                 embedder.prepare()
                 if hasattr(embedder, "prepare_batch"):
                     results = _prefetched(embedder, [(paths, lms) for paths, lms, _ in batches])

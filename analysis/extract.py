@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 CROP_STYLES = ("aligned", "ffhq")
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,16 @@ def _init_pool_worker(params: ExtractParams, store_root: Path, frames=None) -> N
     _init_worker(params, store_root, frames)
 
 
+def _error_row(path: str, params: ExtractParams, error: str = "") -> dict:
+    return {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
+            "n_faces": 0, "status": "error", "error": error, "signature": params.signature(path),
+            "record": time.time_ns()}
+
+
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
     path, prev_hash = task
     video = is_video(path)
-    row = {"image_path": path, "image_hash": "", "size_bytes": 0, "mtime_ns": 0, "width": 0, "height": 0,
-           "n_faces": 0, "status": "error", "error": "", "signature": _WORKER["params"].signature(path),
-           "record": time.time_ns()}
+    row = _error_row(path, _WORKER["params"])
     try:
         st = os.stat(path)
         row.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -281,8 +286,14 @@ def extract_faces(
     checkpoint_every: int = 256,
     prune: bool = False,
     dry_run: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Run extraction over the images matched by ``patterns`` into ``store``.
+
+    ``backend``: ``local`` (``workers`` processes of this machine) or ``ray`` (``workers`` actors
+    of the Ray cluster at ``ray_address`` / ``$RAY_ADDRESS``, else a local one; see
+    :mod:`analysis.ray_backend`): the same dataset either way.
 
     Images found by earlier runs over other patterns stay; ``prune`` marks those these
     patterns do not match as gone. Returns a summary: counts of images seen, processed,
@@ -295,6 +306,8 @@ def extract_faces(
     skipped: list = []
     paths = find_media(patterns, skipped=skipped)
     load_detector(params.engine)  # unknown engine: fail before any work
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if dry_run:
         tasks, gone = (plan(paths, store.load_images(), _signature_of(params), prune, _missing_crops(store))
                        if store.exists() else ([(str(p), None) for p in paths], set()))
@@ -307,7 +320,8 @@ def extract_faces(
                 if folder.exists():
                     remove_stale_temp(folder)
         sweep()
-        summary = _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune)
+        summary = _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune,
+                                  backend, ray_address)
         sweep()  # again: a killed run's worker may have been ending while the first sweep ran
         return summary
 
@@ -336,7 +350,8 @@ def frames_bar(frames):
         bar.close()
 
 
-def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune) -> dict:
+def _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune,
+                    backend="local", ray_address=None) -> dict:
     previous = store.load_images()
     tasks, gone = plan(paths, previous, _signature_of(params), prune, _missing_crops(store))
     sources = store.read_params().get("sources", [])
@@ -375,12 +390,19 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
                 flush()
 
     ctx = mp.get_context("spawn")  # detectors hold threads; never fork them
-    frames = ctx.Value("q", 0) if progress and any(is_video(p) for p, _ in tasks) else None
+    frames = ctx.Value("q", 0) if progress and backend == "local" and any(is_video(p) for p, _ in tasks) else None
     try:
         with frames_bar(frames):
-            if tasks and workers <= 1:
+            if tasks and workers <= 1 and backend == "local":
                 _init_worker(params, store.root, frames)
                 consume(map(_work, tasks))
+            elif tasks and backend == "ray":
+                from .ray_backend import run_ordered
+
+                done = run_ordered(tasks, _work, _init_worker, (params, store.root.resolve()), workers, ray_address)
+                consume(r if not isinstance(r, BaseException) else
+                        (_error_row(path, params, f"{path}: failed on every Ray worker ({type(r).__name__})"), [])
+                        for (path, _), r in done)
             elif tasks:
                 with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(params, store.root, frames)) as pool:
                     consume(pool.imap(_work, tasks, chunksize=1 if frames is not None else 4))

@@ -123,6 +123,8 @@ def cluster_faces(
     workers: int | None = None,
     dry_run: bool = False,
     per_track: int | None = 5,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
 
@@ -144,11 +146,12 @@ def cluster_faces(
                 "output": output_plan(dataset / to, clean)}
     with DatasetLock(dataset, "cluster"):
         return _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
-                              model_out, link, clean, progress, workers, per_track)
+                              model_out, link, clean, progress, per_track,
+                              dict(workers=workers, backend=backend, ray_address=ray_address))
 
 
 def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
-                   model_out, link, clean, progress, workers, per_track) -> dict:
+                   model_out, link, clean, progress, per_track, run) -> dict:
     store = extraction_store(dataset, source)
     out = dataset / to
     prepare_output(out, clean, replace_own=True)  # fail before the expensive part
@@ -158,7 +161,7 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     faces = store.load_faces()
     embedder = load_embedder(model, weights)
     keys = item_keys(faces)  # a video's faces are clustered by track, a photo's one by one
-    ids, X, groups, first = _items(store, faces, keys, embedder, per_track, progress, workers)
+    ids, X, groups, first = _items(store, faces, keys, embedder, per_track, progress, run)
     if len(ids) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s) in {len(ids)} item(s) extracted; clustering needs "
                          "at least 2")
@@ -194,12 +197,13 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     return json.loads((out / "clusters.json").read_text())
 
 
-def _items(store, faces, keys, embedder, per_track, progress, workers):
-    """``(item ids, vectors, cannot-link keys, row of each item's best face)``. A track's vector
+def _items(store, faces, keys, embedder, per_track, progress, run=None):
+    """``(item ids, vectors, cannot-link keys, row of each item's best face)``; ``run``: how the
+    embedding runs (:func:`embed.embed_faces`' workers, backend, ray_address). A track's vector
     is the unit mean of its best faces' (:func:`tracks.best_faces`); its cannot-link keys are the
     frames it is seen in, a photo face's its photo."""
     chosen = best_faces(faces, per_track)
-    V = embed_faces(store, faces[chosen].reset_index(drop=True), embedder, progress=progress, workers=workers)
+    V = embed_faces(store, faces[chosen].reset_index(drop=True), embedder, progress=progress, **(run or {}))
     ids, X = pool_items(V, keys[chosen])
     by_item = pd.Series(picture_keys(faces)).groupby(keys).agg(frozenset)
     q = pd.Series(np.where(chosen, face_quality(faces), -np.inf))
@@ -466,7 +470,7 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     members = None
     if (faces["track"] >= 0).any():  # a video's track is one item, shown by its best face
         keys = item_keys(faces)
-        ids, X, groups, best = _items(store, faces, keys, embedder, per_track, progress, None)
+        ids, X, groups, best = _items(store, faces, keys, embedder, per_track, progress)
         members = table.drop(columns="picture").assign(item_id=keys)
         table = table.iloc[best].reset_index(drop=True).assign(
             item_id=ids, picture=groups, n_faces=pd.Series(keys).value_counts().reindex(ids).to_numpy())
