@@ -18,7 +18,7 @@ from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_item
 
 # Chosen by measurement (benchmarks/eval_defaults.py: dlib vectors, one face per photo, BCubed F
 # over people with >= 3 photos / over all faces, judged by the worse of lfw-dev and celeba-dev):
-# snn-whispers (with its split of chained clusters) .964 / .949, against HDBSCAN(2, 1) .867 / .873 (it splits people with 10-20
+# snn-whispers .964 / .949, against HDBSCAN(2, 1) .867 / .873 (it splits people with 10-20
 # photos) and Chinese whispers at 0.06 .949 / .941. Its thresholds are dlib distances, so other
 # models (ArcFace, whose vectors could not be measured here, and whole-image models) keep
 # HDBSCAN(2, 1), which adapts to the scale of the distances.

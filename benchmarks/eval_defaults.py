@@ -12,9 +12,9 @@ Candidates are small numpy/scipy functions over (X, graph) defined here, so that
 moved into analysis/cluster.py as an estimator:
 
 * baselines through analysis.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
-  and the shared-neighbour Chinese whispers (``snn-whispers``) around its setting, without the
-  split of chained clusters (as it was before) and with it (the default) around the split's
-  threshold and group size; the split's variant that drops strays to noise, and noise faces
+  and the shared-neighbour Chinese whispers (``snn-whispers``, the default) around its setting,
+  and with the split of chained clusters (``split_threshold``, off by default) around the
+  split's threshold and group size; the split's variant that drops strays to noise, and noise faces
   attached by their neighbours' clusters (``vote_attach``);
 * ``agglo``: average/centroid linkage over kNN-adjacent clusters with a size-aware threshold
   (one threshold when either side is a single face, another when both sides hold >= 2 faces),
@@ -280,16 +280,17 @@ def candidates(quick: bool):
     if quick:
         grid = [(w, 0.06, 0.07, 2) for w in (0.0, 0.3)]
     for w, t, mt, r in grid:
-        C.append(("snn-whispers, no split", f"w={w}, t={t}, mutual t={mt}, rank<{r}",
+        C.append(("snn-whispers" + (" (default)" if (w, t, mt, r) == (0.3, 0.06, 0.07, 2) else ""),
+                  f"w={w}, t={t}, mutual t={mt}, rank<{r}",
                   est("snn-whispers", threshold=t, mutual_threshold=mt, mutual_rank=r, shared_weight=w,
                       split_threshold=None)))
-    # the default: snn-whispers (w=0.3, t=0.06, mutual 0.07, rank<2) then split_chained; its
-    # neighbours in split threshold and group size
+    # the default snn-whispers (w=0.3, t=0.06, mutual 0.07, rank<2) then split_chained, over
+    # the split's threshold and group size
     splits = [(0.0725, 4)] if quick else [(st, mg) for st in (0.065, 0.0675, 0.07, 0.0725, 0.075, 0.08)
                                            for mg in (3, 4, 5, 6)]
     for st, mg in splits:
-        C.append(("snn-whispers + split" + (" (default)" if (st, mg) == (0.0725, 4) else ""),
-                  f"split t={st}, min group={mg}", est("snn-whispers", split_threshold=st, min_group=mg)))
+        C.append(("snn-whispers + split", f"split t={st}, min group={mg}",
+                  est("snn-whispers", split_threshold=st, min_group=mg)))
     if not quick:
         base = est("snn-whispers", split_threshold=None)
         for st in (0.07, 0.08, 0.085, 0.09):  # strays dropped to noise instead of reassigned

@@ -228,8 +228,9 @@ def test_shared_neighbor_whispers_split_is_optional():
     from analysis.cluster import SharedNeighborWhispers
 
     X, y = blobs(spread=0.2, singletons=10)
-    on = SharedNeighborWhispers(0.2, mutual_threshold=0.25).fit(X).labels_
-    off = SharedNeighborWhispers(0.2, mutual_threshold=0.25, split_threshold=None).fit(X).labels_
+    assert SharedNeighborWhispers().split_threshold is None  # off by default (see its docstring)
+    off = SharedNeighborWhispers(0.2, mutual_threshold=0.25).fit(X).labels_
+    on = SharedNeighborWhispers(0.2, mutual_threshold=0.25, split_threshold=0.3, min_group=2).fit(X).labels_
     assert adjusted_rand_score(on, off) == 1.0  # well-separated groups: nothing to split
     with pytest.raises(ValueError):
-        SharedNeighborWhispers(min_group=0).fit(X)
+        SharedNeighborWhispers(split_threshold=0.3, min_group=0).fit(X)

@@ -61,7 +61,7 @@ def _cluster_score(store):
 
 
 # The default's measured figures (benchmarks/eval_defaults.py) less 0.01 for platform noise:
-# lfw-dev .966 / .952, celeba-dev .964 / .949, faces/ .988 (F over >= 3 photos / all faces).
+# lfw-dev .964 / .951, celeba-dev .964 / .949, faces/ .988 (F over >= 3 photos / all faces).
 MARGIN = 0.01
 
 
@@ -72,7 +72,7 @@ def test_clustering_faces_bcubed(faces_store):
     assert f >= 0.988 - MARGIN
 
 
-@pytest.mark.parametrize("name, floor", [("lfw", (0.966, 0.952)), ("celeba", (0.964, 0.949))])
+@pytest.mark.parametrize("name, floor", [("lfw", (0.964, 0.951)), ("celeba", (0.964, 0.949))])
 def test_clustering_dev_sets_bcubed(request, name, floor):
     """lfw-dev (people with 3-5 photos, 400 with one) and celeba-dev (10-20 photos, 202 with one
     or two): one default holds on both, people not split and strangers not swallowed."""
