@@ -12,7 +12,10 @@ Candidates are small numpy/scipy functions over (X, graph) defined here, so that
 moved into analysis/cluster.py as an estimator:
 
 * baselines through analysis.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
-  and the shared-neighbour Chinese whispers (``snn-whispers``) around its default;
+  and the shared-neighbour Chinese whispers (``snn-whispers``, the default) around its setting,
+  and with the split of chained clusters (``split_threshold``, off by default) around the
+  split's threshold and group size; the split's variant that drops strays to noise, and noise faces
+  attached by their neighbours' clusters (``vote_attach``);
 * ``agglo``: average/centroid linkage over kNN-adjacent clusters with a size-aware threshold
   (one threshold when either side is a single face, another when both sides hold >= 2 faces),
   optionally started from another clustering's partition (two-stage);
@@ -234,6 +237,34 @@ def attach_noise(X, labels, graph, t, margin=0.0):
     return new
 
 
+def split_to_noise(X, graph, labels, t):
+    """Average linkage up to t inside each cluster (over its own kNN edges); pieces of one
+    face become noise (the variant of analysis.cluster.split_chained that drops strays)."""
+    from analysis.cluster import _average_linkage
+    from analysis.neighbors import KNNGraph
+
+    ind = graph.indices
+    inside = (ind >= 0) & (labels[:, None] >= 0) & (labels[np.maximum(ind, 0)] == labels[:, None])
+    sub = _average_linkage(X, KNNGraph(np.where(inside, ind, -1), graph.distances, graph.method), t)
+    return small_to_noise(dense(np.where(labels >= 0, sub, NOISE)), 2)
+
+
+def vote_attach(graph, labels, votes, t):
+    """A noise face joins the cluster holding most of its kNN when that is >= ``votes`` of
+    them at a mean distance <= t."""
+    out = labels.copy()
+    for i in np.flatnonzero(labels < 0):
+        nb, d = graph.indices[i], graph.distances[i]
+        cl = np.where(nb >= 0, labels[np.maximum(nb, 0)], NOISE)
+        if not (cl >= 0).any():
+            continue
+        ids, counts = np.unique(cl[cl >= 0], return_counts=True)
+        best = ids[counts.argmax()]
+        if counts.max() >= votes and d[cl == best].mean() <= t:
+            out[i] = best
+    return out
+
+
 # -- grid ----------------------------------------------------------------------------------------
 def candidates(quick: bool):
     from analysis.cluster import make_clusterer
@@ -249,8 +280,25 @@ def candidates(quick: bool):
     if quick:
         grid = [(w, 0.06, 0.07, 2) for w in (0.0, 0.3)]
     for w, t, mt, r in grid:
-        C.append(("snn-whispers", f"w={w}, t={t}, mutual t={mt}, rank<{r}",
-                  est("snn-whispers", threshold=t, mutual_threshold=mt, mutual_rank=r, shared_weight=w)))
+        C.append(("snn-whispers" + (" (default)" if (w, t, mt, r) == (0.3, 0.06, 0.07, 2) else ""),
+                  f"w={w}, t={t}, mutual t={mt}, rank<{r}",
+                  est("snn-whispers", threshold=t, mutual_threshold=mt, mutual_rank=r, shared_weight=w,
+                      split_threshold=None)))
+    # the default snn-whispers (w=0.3, t=0.06, mutual 0.07, rank<2) then split_chained, over
+    # the split's threshold and group size
+    splits = [(0.0725, 4)] if quick else [(st, mg) for st in (0.065, 0.0675, 0.07, 0.0725, 0.075, 0.08)
+                                           for mg in (3, 4, 5, 6)]
+    for st, mg in splits:
+        C.append(("snn-whispers + split", f"split t={st}, min group={mg}",
+                  est("snn-whispers", split_threshold=st, min_group=mg)))
+    if not quick:
+        base = est("snn-whispers", split_threshold=None)
+        for st in (0.07, 0.08, 0.085, 0.09):  # strays dropped to noise instead of reassigned
+            C.append(("snn-whispers + split, strays to noise", f"average linkage t={st} inside clusters",
+                      lambda X, g, st=st: split_to_noise(X, g, base(X, g), st)))
+        for v, ta in ((4, 0.07), (5, 0.08), (6, 0.08)):
+            C.append(("snn-whispers + vote attach", f"noise joins a cluster holding >= {v} of its kNN, mean d <= {ta}",
+                      lambda X, g, v=v, ta=ta: vote_attach(g, base(X, g), v, ta)))
     for t in (0.05, 0.06, 0.07, 0.08, 0.09):
         C.append(("agglomerative", f"t={t}", est("agglomerative", distance_threshold=t, min_cluster_size=2)))
     for t in (0.05, 0.06, 0.07):
@@ -376,9 +424,22 @@ def main(argv=None) -> int:
     goal = margin(win) >= 0
     print(f"Winner: {win['method']} [{win['parameters']}]: worse-set F>=3 {win['worse3']:.3f}, F all "
           f"{win['worseall']:.3f} (goal F>=3 >= 0.97 and F all >= 0.95 {'met' if goal else 'NOT met'})")
-    print("\nTen best by that margin:")
+    ties = [r for r in rows if abs(margin(r) - margin(win)) < 5e-5]
+    if len(ties) > 1:  # a plateau: pick its middle, not the edge the candidate order lists first
+        print(f"{len(ties)} candidates tie at that margin (to 4 decimals): " + "; ".join(
+            f"{r['method']} [{r['parameters']}]" for r in ties))
+    default = next((r for r in rows if r["method"].endswith("(default)")), None)
+    if default is not None and default is not win:
+        # the rule is not the whole choice: the split's 0.0009 comes from lfw-dev alone (celeba-dev,
+        # the worse set, is unchanged) and its pieces name more strangers when identification
+        # pools over clusters (lfw-dev unknown .947 -> .940, benchmarks/eval_identify.py)
+        print(f"The default, {default['method']} [{default['parameters']}]: F>=3 {default['worse3']:.4f}, F all "
+              f"{default['worseall']:.4f}, margin {margin(default):+.4f} ({margin(win) - margin(default):.4f} "
+              "behind; kept, see SharedNeighborWhispers' docstring)")
+    print("\nTen best by that margin (4 decimals: the table's 3 hide the differences):")
     for r in top:
-        print(f"  {r['method']:<22} {r['parameters']:<55} F>=3 {r['worse3']:.3f}  F all {r['worseall']:.3f}")
+        print(f"  {r['method']:<32} {r['parameters']:<55} F>=3 {r['worse3']:.4f}  F all {r['worseall']:.4f}  "
+              f"margin {margin(r):+.4f}")
     return 0
 
 

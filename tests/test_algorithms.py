@@ -200,3 +200,37 @@ def test_compiled_condensed_tree_and_eom_equal_the_hdbscan_package(seed):
         assert np.array_equal(labels, ref_labels) and np.array_equal(probs, ref_probs)
         n_clusters[mcs] = labels.max() + 1
     assert n_clusters[2] > 1 and n_clusters[300] == 0  # 300 of 400 points: no split leaves two clusters
+
+
+def test_split_chained_cuts_two_groups_and_keeps_strays():
+    """A cluster holding two tight groups (and one face between them) is cut in two, the
+    stray going to its nearer group; one loose group, or a cluster too small for two groups,
+    stays whole."""
+    from analysis.cluster import split_chained
+
+    rng = np.random.default_rng(0)
+    a, b = np.eye(16)[0], np.eye(16)[1]  # cosine distance 1 between the two people
+    X = np.vstack([a + 0.1 * rng.normal(size=(6, 16)), b + 0.1 * rng.normal(size=(6, 16)),
+                   [0.6 * a + 0.4 * b + 0.01 * rng.normal(size=16)], rng.normal(size=(3, 16))])
+    labels = np.array([0] * 13 + [1] * 3)  # whispers chained a and b (and the face between)
+    g = knn_graph(X, 15, "exact")
+    out = split_chained(X, g, labels, threshold=0.3, min_group=4)
+    assert len(set(out[:6])) == 1 and len(set(out[6:12])) == 1 and out[0] != out[6]
+    assert out[12] == out[0]  # nearer a, reassigned rather than dropped
+    assert (out[13:] == 1).all() and (out >= 0).all()
+    # the same cut that separates people leaves one person's looser photos together
+    assert (split_chained(X, g, labels, threshold=1.5, min_group=4) == labels).all()
+    # fewer than 2 * min_group members: no split tried
+    assert (split_chained(X, g, labels, threshold=0.3, min_group=7) == labels).all()
+
+
+def test_shared_neighbor_whispers_split_is_optional():
+    from analysis.cluster import SharedNeighborWhispers
+
+    X, y = blobs(spread=0.2, singletons=10)
+    assert SharedNeighborWhispers().split_threshold is None  # off by default (see its docstring)
+    off = SharedNeighborWhispers(0.2, mutual_threshold=0.25).fit(X).labels_
+    on = SharedNeighborWhispers(0.2, mutual_threshold=0.25, split_threshold=0.3, min_group=2).fit(X).labels_
+    assert adjusted_rand_score(on, off) == 1.0  # well-separated groups: nothing to split
+    with pytest.raises(ValueError):
+        SharedNeighborWhispers(split_threshold=0.3, min_group=0).fit(X)
