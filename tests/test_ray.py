@@ -1,0 +1,93 @@
+"""--backend ray (issue 17): a local Ray cluster on 127.0.0.1 runs extraction and embedding; the
+dataset is the same as the local pool's, either backend re-runs the other's incrementally, and a
+killed worker loses nothing."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from analysis.cli import main
+from analysis.store import FaceStore
+from test_frames import HAMILTON, videos  # noqa: F401  (fixture: the clips)
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module is not importable on the workers
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(need_shared, videos, tmp_path_factory):  # noqa: F811
+    """12 photos of faces/ and one video, in a folder of their own."""
+    src = tmp_path_factory.mktemp("ray-inputs")
+    photos = sorted(p for p in need_shared("faces").rglob("*.jpg"))[:12]
+    for p in photos:
+        shutil.copy(p, src / f"{p.parent.name}-{p.name}")
+    shutil.copy(videos / HAMILTON, src / HAMILTON)
+    return src
+
+
+def _faces(ds):
+    return FaceStore(ds / "faces").load_faces().sort_values("face_id").reset_index(drop=True)
+
+
+def test_ray_gives_the_local_dataset_and_each_resumes_the_other(cluster, inputs, tmp_path, capsys):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert main(["-q", "extract-faces", "-d", str(local), "--from", str(inputs), "--workers", "2"]) == 0
+    assert main(["-q", "extract-faces", "-d", str(remote), "--from", str(inputs), "--workers", "2",
+                 "--backend", "ray"]) == 0
+    a, b = _faces(local), _faces(remote)
+    assert len(a) == len(b) > 12 and (a["face_id"] == b["face_id"]).all()
+    box = ["x0", "y0", "x1", "y1"]
+    assert np.abs(a[box].to_numpy() - b[box].to_numpy()).max() <= 1.0
+    assert (a[["frame", "shot", "track", "crop_path"]] == b[["frame", "shot", "track", "crop_path"]]).all().all()
+    capsys.readouterr()
+    # a dataset made by Ray re-runs incrementally in the local pool, and the other way round
+    assert main(["-q", "extract-faces", "-d", str(remote), "--from", str(inputs)]) == 0
+    assert "0 processed, 13 unchanged" in capsys.readouterr().out
+    assert main(["-q", "extract-faces", "-d", str(local), "--from", str(inputs), "--backend", "ray"]) == 0
+    assert "0 processed, 13 unchanged" in capsys.readouterr().out
+    # embedding on Ray: the local vectors
+    assert main(["-q", "cluster", "-d", str(local)]) == 0
+    assert main(["-q", "cluster", "-d", str(remote), "--backend", "ray", "--workers", "2"]) == 0
+    ia, Va = FaceStore(local / "faces").load_embeddings("dlib", 128)
+    ib, Vb = FaceStore(remote / "faces").load_embeddings("dlib", 128)
+    oa, ob = np.argsort(ia), np.argsort(ib)
+    assert len(ia) == len(ib) and (np.asarray(ia)[oa] == np.asarray(ib)[ob]).all()
+    assert np.abs(Va[oa] - Vb[ob]).max() < 1e-5
+
+
+def _die_once(task):
+    """Kills its worker the first time it sees a task (a marker file says it was seen)."""
+    marker, value = task
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return value * 2
+
+
+def _always_die(task):
+    os._exit(1)
+
+
+def test_a_killed_worker_loses_nothing(cluster, tmp_path):
+    from analysis.ray_backend import run_ordered
+
+    tasks = [(str(tmp_path / f"seen-{i}"), i) for i in range(6)]
+    got = list(run_ordered(tasks, _die_once, actors=2))
+    assert [r for _, r in got] == [2 * i for i in range(6)]  # every task, in order, after restarts
+    # a task that kills every worker it meets comes back as its error; the others still finish
+    mixed = [(str(tmp_path / "x"), 1)]
+    bad = list(run_ordered(mixed, _always_die, actors=1))
+    assert len(bad) == 1 and isinstance(bad[0][1], BaseException)
