@@ -393,6 +393,9 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
             if backend == "ray":
                 from .ray_backend import run_ordered
 
+                if getattr(embedder, "threads", 0) is None:  # actors of one machine share its cores
+                    embedder = copy.copy(embedder)
+                    embedder.threads = max(1, _cores() // max(1, workers))
                 jobs = [([os.path.abspath(p) for p in paths], lms) for paths, lms, _ in batches]
                 results = (_raised(task, r) for task, r in run_ordered(jobs, _embed_batch, _init_worker, (embedder,),
                                                                        max(1, workers), ray_address))
