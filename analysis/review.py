@@ -408,6 +408,16 @@ class ReviewSession:
         self._correct(groups=[list(h) for h in halves], names=names)
         return [self.cluster_of(h[0]) for h in halves]
 
+    def move(self, face_ids, name: str = "") -> int:
+        """Put faces with the person named ``name`` (they join that person's cluster, kept
+        together from now on), or, unnamed or a name no cluster has, in a new cluster of their own."""
+        face_ids, name = sorted(set(face_ids)), name.strip()
+        target = [c for c, n in self.names().items() if name and n == name]
+        together = list(self.ids[np.isin(self.labels, target)]) if target else []
+        group = sorted(set(together) | set(face_ids))
+        self._correct(groups=[group], names=dict.fromkeys(face_ids, name))
+        return self.cluster_of(face_ids[0])
+
     def reject(self, face_ids, not_face: bool = False) -> None:
         """Take faces out of their cluster for good (or mark them as not a face)."""
         face_ids = sorted(set(face_ids))
@@ -426,12 +436,24 @@ class ReviewSession:
         if self.item_faces is not None:
             out = self.item_faces.drop(columns=["box"], errors="ignore").merge(
                 out[["item_id", "cluster", "labelled", "label"]], on="item_id")
-        return out.reset_index(drop=True)
+        return _absolute_paths(out.reset_index(drop=True))
 
     def labels_csv(self) -> pd.DataFrame:
         """``label,cluster`` rows for named clusters (the format ``apply-labels`` reads)."""
         return pd.DataFrame([{"label": n, "cluster": c} for c, n in sorted(self.names().items())],
                             columns=["label", "cluster"])
+
+
+PATH_COLUMNS = ("crop_path", "source_image", "file")
+
+
+def _absolute_paths(df: pd.DataFrame) -> pd.DataFrame:
+    """Every file column absolute: a CSV read elsewhere (another folder, another program) finds
+    the crops and the photos alike, whatever folder the server ran in."""
+    for col in PATH_COLUMNS:
+        if col in df:
+            df[col] = [os.path.abspath(p) if isinstance(p, str) and p else p for p in df[col]]
+    return df
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -204,3 +204,20 @@ def test_undo_of_a_named_correction_takes_back_that_one_only(session):
     session.name(b, "Bea")  # another tab's
     assert session.undo(mine) and session.names() == {b: "Bea"}
     assert not session.undo(mine)  # taken back already
+
+
+def test_move_puts_faces_with_a_named_person_or_in_a_new_cluster(session):
+    a, b = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    session.name(a, "Ada")
+    strays = list(session.ids[session.truth == 1][:2])
+    c = session.move(strays, "Ada")
+    assert c == a and session.names()[a] == "Ada" and (session.labels == a).sum() == 10
+    new = session.move(strays[:1])
+    assert new not in (a, b) and (session.labels == new).sum() == 1 and new not in session.names()
+
+
+def test_labelled_table_paths_are_all_absolute(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    session.table = session.table.assign(crop_path="faces/crops/a.jpg", source_image=str(tmp_path / "p.jpg"))
+    t = session.labelled_table()
+    assert t["crop_path"].str.startswith(str(tmp_path)).all() and t["source_image"].str.startswith("/").all()
