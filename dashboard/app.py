@@ -219,7 +219,7 @@ class Dashboard(param.Parameterized):
     version = param.Integer(default=0, doc="bumped after every change of labels or names")
     people_sort = param.Selector(default="size", objects=["size", "name"], label="Sort people by")
     unnamed = param.Selector(default="first", objects=["first", "last"], label="Unnamed")
-    people_page = param.Integer(default=0, bounds=(0, None), label="Page")
+    people_page = param.Integer(default=1, bounds=(1, None), label="Page")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model or "dlib", session.kind))
@@ -457,11 +457,11 @@ class Dashboard(param.Parameterized):
         """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
         rows = self.people_order()
         pages = max(1, -(-len(rows) // PEOPLE_PAGE))
-        page = min(self.people_page, pages - 1)
+        page = min(self.people_page, pages) - 1
         cards = [self.card(r.cluster, r.size, r.name) for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
         nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120),
                      pn.widgets.Select.from_param(self.param.unnamed, width=100),
-                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages - 1, width=90),
+                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=90),
                      text_html(f"page {page + 1} of {pages} · {len(rows)} clusters", "span"))
         return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
 
@@ -478,8 +478,8 @@ class Dashboard(param.Parameterized):
         open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
                                      button_type="primary" if name else "default", css_classes=["cs-card-open"])
         open_btn.on_click(lambda e: self.changed(c))
-        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>"), open_btn, css_classes=["cs-card"], width=210,
-                         styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
+        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
+                         css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
 
     def source_views(self, row: int) -> list:
         """Where the item was seen: its photo or video frame with the face's box; for a track,
@@ -599,7 +599,8 @@ def build_app(session, dataset: Path):
     """The page for one browser session over a (shared) ReviewSession."""
     dash = Dashboard(session)
     views = pn.Tabs(("Map", pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width")),
-                    ("People", dash.people), sizing_mode="stretch_width", css_classes=["cs-views"])
+                    ("People", dash.people), sizing_mode="stretch_width", css_classes=["cs-views"],
+                    dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
     return pn.template.FastListTemplate(
         title=html.escape(page_title(dataset)),  # the template puts it in the page as HTML
         sidebar=[controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
