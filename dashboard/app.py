@@ -313,7 +313,8 @@ class Dashboard(param.Parameterized):
         else:
             tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
                    + 'cluster @cluster @name</div>')
-            plot = points.opts(color="color", size=6 if len(df) < 5000 else 3, line_color=None,
+            # drawn faint, so the open cluster (outlined on top, in full colour) stands out
+            plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
                                tools=[HoverTool(tooltips=tip), "tap"], responsive=True, height=560,
                                xaxis=None, yaxis=None, title=f"UMAP of the {self.words['items']}, coloured by cluster (grey: noise)")
         tap = hv.streams.Tap(source=points if len(df) < RASTER_MIN else plot)

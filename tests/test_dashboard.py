@@ -317,6 +317,12 @@ def test_faces_chosen_by_click_move_to_a_person_and_the_people_view_opens_them(c
         page.screenshot(path=str(ARTIFACTS / "dashboard-people.png"), full_page=True)
         card.first.click()
         page.get_by_text(re.compile(rf"Cluster 000 — Ada \({size0 + 2} faces\)")).first.wait_for(timeout=30000)
+
+        other = open_page(chromium_browser, server)  # another tab: this tab's corrections are not its to undo
+        other.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
+        sync_api.expect(other.locator(".cs-undo button")).to_have_text("Nothing to undo", timeout=30000)
+        sync_api.expect(other.locator(".cs-undo button")).to_be_disabled()
+        other.close()
         page.close()
     finally:
         server.stop()
