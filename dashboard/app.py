@@ -333,8 +333,7 @@ class Dashboard(param.Parameterized):
         """Named clusters' names at their centre (the median point, inside the cluster)."""
         named = df[df["name"] != ""]
         centres = named.groupby("cluster").agg(x=("x", "median"), y=("y", "median"), name=("name", "first"))
-        return hv.Labels(centres, ["x", "y"], "name").opts(text_font_size="9pt", text_color="black",
-                                                          yoffset=0.0)
+        return hv.Labels(centres, ["x", "y"], "name").opts(text_font_size="9pt", text_color="black")
 
     def _on_tap(self, x=None, y=None):
         if x is None:
@@ -443,8 +442,8 @@ class Dashboard(param.Parameterized):
             self.changed(c if target is None or (self.s.labels == c).any() else target)
         reject_btn.on_click(lambda e: act("reject", self.s.reject))
         notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
-        move_btn.on_click(lambda e: act(f"move to '{to.value_input.strip()}'" if to.value_input.strip() else "move",
-                                        lambda f: self.s.move(f, to.value_input)))
+        typed = lambda: (to.value_input or "").strip()  # noqa: E731  (what the box shows, before any blur)
+        move_btn.on_click(lambda e: act(f"move to '{typed()}'" if typed() else "move", lambda f: self.s.move(f, typed())))
         new_btn.on_click(lambda e: act("new person from", self.s.move))
         return pn.Row(count, reject_btn, notface_btn, to, move_btn, new_btn)
 

@@ -326,3 +326,34 @@ def test_faces_chosen_by_click_move_to_a_person_and_the_people_view_opens_them(c
         page.close()
     finally:
         server.stop()
+
+
+def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_browser, faces_store, tmp_path, need_shared):
+    """With ../shared/data/references (15 of the example's 27 people): a cluster of an enrolled
+    person gets their name as the suggestion; one of a stranger gets "unknown" first, the nearest
+    names greyed after it."""
+    sync_api = _browser_or_skip()
+    from analysis.pipeline import open_review
+    from dashboard.app import Dashboard
+
+    refs = str(need_shared("references"))
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    session = open_review(dataset, refs=refs, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    verdict = {c: session.suggestions(c)["label"].iloc[0] for c in rows}
+    known = next(c for c in rows if verdict[c] != "unknown")
+    stranger = next(c for c in rows if verdict[c] == "unknown")
+
+    server = Server(dataset, "--refs", refs).start()
+    try:
+        page = open_page(chromium_browser, server)
+        open_cluster(page, rows.index(known), rf"Cluster {known:03d} \(\d+ faces\)")
+        sync_api.expect(page.locator(".cs-sugg-best button").first).to_contain_text(verdict[known], timeout=30000)
+        open_cluster(page, rows.index(stranger), rf"Cluster {stranger:03d} \(\d+ faces\)")
+        page.locator(".cs-sugg-unknown").get_by_text("unknown").first.wait_for(timeout=30000)
+        assert page.locator(".cs-sugg-best").count() == 0 and page.locator(".cs-sugg-other").count() == 3
+        page.close()
+    finally:
+        server.stop()
