@@ -228,6 +228,7 @@ class Dashboard(param.Parameterized):
         self.words = WORDS[session.kind]
         self.last_recluster_s = 0.0
         self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
+        self._table = None  # the cluster list drawn last: its row follows the open cluster
         self._min_samples_bounds()
         self.recluster()
 
@@ -351,7 +352,16 @@ class Dashboard(param.Parameterized):
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
                                      name="clusters", css_classes=["cs-clusters"], **paged)
         table.on_click(lambda e: self.changed(int(table.value.iloc[e.row]["cluster"])))
+        self._table = table
+        self._select_row()
         return table
+
+    @param.depends("selected", watch=True)
+    def _select_row(self):
+        # a cluster opened from the map or a card is marked in the list too
+        if self._table is not None:
+            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
+            self._table.selection = rows[:1].tolist()
 
     @param.depends("selected", "version")
     def detail(self):

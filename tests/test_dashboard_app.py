@@ -132,3 +132,11 @@ def test_chosen_faces_move_to_a_person(session):
     move.clicks += 1
     assert (session.labels == ca).sum() == 8 and (session.labels == cb).sum() == 4
     assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb}"
+
+
+def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
+    d = dashboard(session)
+    table = d.cluster_table()
+    c = int(session.labels[session.truth == 3][0])
+    d.selected = c
+    assert table.value["cluster"].iloc[table.selection[0]] == c
