@@ -27,6 +27,15 @@ NOT_FACE = -2  # label of items marked "not a face": drawn apart from noise (-1)
 UNDO_DEPTH = 50
 
 
+class NameConflict(ValueError):
+    """Clusters named differently were to be merged with no name chosen: which one stays is the
+    user's choice, never a silent one."""
+
+    def __init__(self, names):
+        self.names = sorted(names)
+        super().__init__(f"the clusters are named {', '.join(map(repr, self.names))}: choose the name to keep")
+
+
 @dataclass
 class Annotations:
     """Per-face corrections of a dataset: the state replayed from a log of corrections.
@@ -225,6 +234,7 @@ class ReviewSession:
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
         self._undo: list[str] = []  # ids of this process's corrections, the last one last
+        self.last_op: str | None = None  # id of the latest correction, for a caller's own undo history
         self.setting = None
 
     # -- clustering -----------------------------------------------------------------------
@@ -254,7 +264,7 @@ class ReviewSession:
                 pictures = self.table.get("picture", self.table["source_image"]).to_numpy()
                 labels[keep] = separate_cannot_link(self.X[keep], est.labels_, pictures[keep])
         self.raw_labels = labels
-        self._apply()
+        self._apply(stable=False)  # new settings: numbered by size afresh
         return self.labels
 
     def _renumber(self) -> None:
@@ -269,17 +279,18 @@ class ReviewSession:
         return cluster_names(self.labels, self.ids, self.ann.names)
 
     def clusters(self) -> pd.DataFrame:
-        """One row per cluster, largest first: ``cluster, size, name``."""
-        lab = self.labels[self.labels >= 0]
-        sizes = np.bincount(lab) if len(lab) else np.zeros(0, int)
+        """One row per cluster, largest first: ``cluster, size, name`` (ids may skip numbers after
+        corrections: a cluster keeps its id while others change)."""
+        ids, sizes = np.unique(self.labels[self.labels >= 0], return_counts=True)
         names = self.names()
-        return pd.DataFrame({"cluster": np.arange(len(sizes)), "size": sizes,
-                             "name": [names.get(c, "") for c in range(len(sizes))]})
+        order = np.lexsort((ids, -sizes))
+        return pd.DataFrame({"cluster": ids[order], "size": sizes[order],
+                             "name": [names.get(c, "") for c in ids[order]]})
 
     def summary(self) -> dict:
         n = int((self.labels != NOT_FACE).sum())
         noise = int((self.labels == -1).sum())
-        return {"clusters": int(self.labels.max() + 1) if (self.labels >= 0).any() else 0,
+        return {"clusters": len(np.unique(self.labels[self.labels >= 0])),
                 "noise": noise, "noise_share": noise / n if n else 0.0, "items": n}
 
     def members(self, cluster: int) -> np.ndarray:
@@ -293,27 +304,44 @@ class ReviewSession:
         return rows[order]
 
     def suggestions(self, cluster: int, n: int = 3) -> pd.DataFrame:
-        """Best reference matches for a cluster: ``label, distance`` (median over members)."""
-        from .identify import person_distances
+        """Reference matches for a cluster: ``label, distance, suggested``, the suggested label first.
+
+        Decided as ``crowdsort identify`` decides a cluster (median distance over members, the
+        library's threshold and margin): a name when it passes, else ``unknown`` (no distance)
+        followed by the nearest names, none suggested."""
+        from .identify import UNKNOWN, _settings, decide, person_distances
 
         if self.refs is None:
-            return pd.DataFrame(columns=["label", "distance"])
+            return pd.DataFrame({"label": [], "distance": [], "suggested": []})
         people, D = person_distances(self.X[self.labels == cluster], self.refs)
-        med = np.median(D, axis=0)
+        med = np.median(D, axis=0) if len(D) else np.full(len(people), np.inf)
+        verdict = decide(people, med[None, :], *_settings(self.refs, None, None)).iloc[0]
         order = np.argsort(med)[:n]
-        return pd.DataFrame({"label": people[order], "distance": np.round(med[order], 4)})
+        out = pd.DataFrame({"label": people[order], "distance": np.round(med[order].astype(float), 4),
+                            "suggested": False})
+        if verdict["known"]:
+            out.loc[0, "suggested"] = True
+            return out
+        unknown = pd.DataFrame({"label": [UNKNOWN], "distance": [np.nan], "suggested": [True]})
+        return pd.concat([unknown, out], ignore_index=True)
 
     # -- corrections (saved at once) ---------------------------------------------------------
     def _correct(self, **change) -> None:
         """Record one correction in the log (with whatever another server added before it) and
         re-apply them all to the clustering."""
-        self._undo.append(self.ann.record(**change))
+        self.last_op = self.ann.record(**change)
+        self._undo.append(self.last_op)
         del self._undo[:-UNDO_DEPTH]
         self._apply()
 
-    def _apply(self) -> None:
+    def _apply(self, stable: bool = True) -> None:
+        """Labels from the corrections; ``stable``: clusters keep the ids they had (and so their
+        colours), only clusters a correction made get new ones."""
+        before = self.labels
         self.labels = apply_corrections(self.raw_labels, self.ids, self.ann)
         self._renumber()
+        if stable:
+            self.labels = keep_ids(before, self.labels)
 
     def refresh(self) -> bool:
         """Take in corrections another server saved; True if there were any."""
@@ -322,11 +350,18 @@ class ReviewSession:
             return True
         return False
 
-    def undo(self) -> bool:
-        """Take back this process's last correction (name, merge, split, rejection); False if none is left."""
-        if not self._undo:
+    def undo(self, op_id: str | None = None) -> bool:
+        """Take back this process's last correction (name, merge, split, rejection), or the one
+        ``op_id`` names (a caller keeping its own history); False if none is left."""
+        if op_id is None:
+            if not self._undo:
+                return False
+            op_id = self._undo.pop()
+        elif op_id in self._undo:
+            self._undo.remove(op_id)
+        if any(op.get("undo") == op_id for op in self.ann.ops):
             return False
-        self.ann.undo(self._undo.pop())
+        self.ann.undo(op_id)
         self._apply()
         return True
 
@@ -336,19 +371,27 @@ class ReviewSession:
     def name(self, cluster: int, name: str) -> None:
         self._correct(names=dict.fromkeys(self.ids[self.labels == cluster], name.strip()))
 
-    def merge(self, clusters: list[int]) -> int:
-        """One cluster of these, kept together from now on; a name any of them carries goes to all."""
+    def merge(self, clusters: list[int], name: str | None = None) -> int:
+        """One cluster of these, kept together from now on, with the id of the largest. Named
+        ``name`` if given; else the name they carry, and :class:`NameConflict` if they carry two."""
         if len(clusters) < 2:
             return clusters[0] if clusters else -1
         names = self.names()
-        name = next((names[c] for c in clusters if c in names), "")
+        carried = {names[c] for c in clusters if c in names}
+        if name is None and len(carried) > 1:
+            raise NameConflict(carried)
+        name = (next(iter(carried), "") if name is None else name).strip()
         members = self.ids[np.isin(self.labels, clusters)]
-        self._correct(groups=[list(members)], **({"names": dict.fromkeys(members, name)} if name else {}))
-        return self.cluster_of(members[0])
+        largest = max(clusters, key=lambda c: (self.labels == c).sum())
+        keep = self.ids[self.labels == largest][0]
+        relabel = {"names": dict.fromkeys(members, name)} if name or carried else {}
+        self._correct(groups=[list(members)], **relabel)
+        return self.cluster_of(keep)
 
     def split(self, cluster: int) -> list[int]:
         """Two clusters from one, by average linkage (cosine) on its members, kept apart from
-        now on; names dropped."""
+        now on; its name stays on the half whose mean is nearest the cluster's, the other
+        half is unnamed."""
         from sklearn.cluster import AgglomerativeClustering
 
         rows = np.flatnonzero(self.labels == cluster)
@@ -356,8 +399,24 @@ class ReviewSession:
             return [cluster]
         parts = AgglomerativeClustering(n_clusters=2, metric="cosine", linkage="average").fit(self.X[rows]).labels_
         halves = [self.ids[rows[parts == k]] for k in (0, 1)]
-        self._correct(groups=[list(h) for h in halves], names=dict.fromkeys(self.ids[rows], ""))
+        name = self.names().get(cluster, "")
+        names = dict.fromkeys(self.ids[rows], "")
+        if name:
+            centre = _unit(self.X[rows].mean(0))
+            like = [float(_unit(self.X[rows[parts == k]].mean(0)) @ centre) for k in (0, 1)]
+            names.update(dict.fromkeys(halves[int(np.argmax(like))], name))
+        self._correct(groups=[list(h) for h in halves], names=names)
         return [self.cluster_of(h[0]) for h in halves]
+
+    def move(self, face_ids, name: str = "") -> int:
+        """Put faces with the person named ``name`` (they join that person's cluster, kept
+        together from now on), or, unnamed or a name no cluster has, in a new cluster of their own."""
+        face_ids, name = sorted(set(face_ids)), name.strip()
+        target = [c for c, n in self.names().items() if name and n == name]
+        together = list(self.ids[np.isin(self.labels, target)]) if target else []
+        group = sorted(set(together) | set(face_ids))
+        self._correct(groups=[group], names=dict.fromkeys(face_ids, name))
+        return self.cluster_of(face_ids[0])
 
     def reject(self, face_ids, not_face: bool = False) -> None:
         """Take faces out of their cluster for good (or mark them as not a face)."""
@@ -377,12 +436,57 @@ class ReviewSession:
         if self.item_faces is not None:
             out = self.item_faces.drop(columns=["box"], errors="ignore").merge(
                 out[["item_id", "cluster", "labelled", "label"]], on="item_id")
-        return out.reset_index(drop=True)
+        return _absolute_paths(out.reset_index(drop=True))
 
     def labels_csv(self) -> pd.DataFrame:
         """``label,cluster`` rows for named clusters (the format ``apply-labels`` reads)."""
         return pd.DataFrame([{"label": n, "cluster": c} for c, n in sorted(self.names().items())],
                             columns=["label", "cluster"])
+
+
+PATH_COLUMNS = ("crop_path", "source_image", "file")
+
+
+def _absolute_paths(df: pd.DataFrame) -> pd.DataFrame:
+    """Every file column absolute: a CSV read elsewhere (another folder, another program) finds
+    the crops and the photos alike, whatever folder the server ran in."""
+    for col in PATH_COLUMNS:
+        if col in df:
+            df[col] = [os.path.abspath(p) if isinstance(p, str) and p else p for p in df[col]]
+    return df
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def keep_ids(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``after`` renumbered so a cluster that is mostly one of ``before`` keeps its id (the
+    largest overlaps first, each old id used once); clusters left over get ids above any old
+    one. Noise and non-faces stay as they are."""
+    before, after = np.asarray(before), np.asarray(after)
+    out = after.copy()
+    if len(before) != len(after) or not (after >= 0).any():
+        return out
+    both = (before >= 0) & (after >= 0)
+    pairs, counts = (np.unique(np.stack([after[both], before[both]], 1), axis=0, return_counts=True)
+                     if both.any() else (np.zeros((0, 2), int), np.zeros(0, int)))
+    new_size = np.bincount(after[after >= 0])
+    old_size = np.bincount(before[before >= 0]) if (before >= 0).any() else np.zeros(0, int)
+    mapping, used = {}, set()
+    order = np.lexsort((pairs[:, 1], -counts))  # largest overlap first, ties to the older id
+    for (a, b), k in zip(pairs[order], counts[order]):
+        if a not in mapping and b not in used and 2 * k > min(new_size[a], old_size[b]):
+            mapping[a], used = b, used | {b}
+    nxt = int(max(before.max(), -1)) + 1
+    lut = np.full(len(new_size), -1)
+    for a in np.unique(after[after >= 0]):  # by size: `after` is numbered largest first
+        if a in mapping:
+            lut[a] = mapping[a]
+        else:
+            lut[a], nxt = nxt, nxt + 1
+    out[after >= 0] = lut[after[after >= 0]]
+    return out
 
 
 def _subgraph(graph, keep: np.ndarray):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `panel serve` fr
 from analysis.cli import Dashboard as DashboardCommand, add_face_model_options  # noqa: E402
 from analysis.pipeline import cluster_params, default_algorithm, open_image_review, open_review  # noqa: E402
 from analysis.images import thumbnail_jpeg  # noqa: E402
-from analysis.review import NOT_FACE  # noqa: E402
+from analysis.review import NOT_FACE, NameConflict  # noqa: E402
 
 pn.extension("tabulator", notifications=True)
 hv.extension("bokeh")
@@ -50,6 +50,11 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
            "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
 NOISE_COLOR = "#cfcfcf"
+PEOPLE_PAGE = 24  # cards per page of the people view
+CARD_FACES = 4  # prototypes shown on a card
+SLIDERS = {  # the parameters each algorithm reads (params_for_algorithm): only these are shown
+    "hdbscan": ["min_cluster_size", "min_samples"], "dbscan": ["eps", "min_samples"],
+    "rnn-dbscan": ["n_neighbors"], "snn-whispers": ["eps", "min_cluster_size"]}
 WORDS = {  # what the items are called, by ReviewSession.kind
     "faces": {"items": "faces", "name": "name this person", "exclude": "Not a face", "view": "Source photo of"},
     "images": {"items": "images", "name": "name this group", "exclude": "Exclude", "view": "Larger view of"},
@@ -134,6 +139,67 @@ def hover_thumbs(session) -> list[str] | None:
     return pn.state.cache[key]
 
 
+def card_thumb(session, row: int) -> str:
+    """A card's face, shared by every tab (a page of cards would otherwise decode 96 crops per redraw)."""
+    thumbs = hover_thumbs(session)
+    if thumbs is not None:
+        return thumbs[row]
+    key = ("crowdsort-card", id(session), row)
+    if key not in pn.state.cache:
+        pn.state.cache[key] = thumbnail_uri(session.table["crop_path"].iloc[row], 48)
+    return pn.state.cache[key]
+
+
+class FaceGallery(pn.reactive.ReactiveHTML):
+    """A cluster's thumbnails, chosen by click: a click picks one (again: none), shift adds the run
+    from the last click, ctrl or cmd adds or removes one. ``selected`` holds gallery positions.
+    Captions and titles are set as text (file names come from disks)."""
+
+    thumbs = param.List(doc="data: URIs")
+    captions = param.List()
+    titles = param.List()
+    selected = param.List()
+
+    _template = '<div id="gallery" class="cs-gallery" style="display:flex;flex-wrap:wrap"></div>'
+    _scripts = {
+        "render": """
+          state.last = null;
+          state.draw = () => {
+            const chosen = new Set(data.selected);
+            gallery.replaceChildren(...data.thumbs.map((src, i) => {
+              const fig = document.createElement('figure');
+              fig.className = 'cs-face' + (chosen.has(i) ? ' cs-chosen' : '');
+              fig.style.cssText = 'margin:2px;padding:1px;cursor:pointer;border:3px solid ' +
+                                  (chosen.has(i) ? '#d62728' : 'transparent');
+              const img = document.createElement('img');
+              img.src = src; img.width = 96; img.height = 96; img.title = data.titles[i] || '';
+              const cap = document.createElement('figcaption');
+              cap.textContent = data.captions[i] || ''; cap.style.fontSize = '10px';
+              fig.append(img, cap);
+              fig.addEventListener('click', (ev) => state.pick(i, ev));
+              return fig;
+            }));
+          };
+          state.pick = (i, ev) => {
+            let sel = data.selected.slice();
+            if (ev.shiftKey && state.last !== null) {
+              for (let k = Math.min(state.last, i); k <= Math.max(state.last, i); k++)
+                if (!sel.includes(k)) sel.push(k);
+            } else if (ev.ctrlKey || ev.metaKey) {
+              sel = sel.includes(i) ? sel.filter((k) => k !== i) : sel.concat([i]);
+            } else {
+              sel = (sel.length === 1 && sel[0] === i) ? [] : [i];
+            }
+            state.last = i;
+            data.selected = sel.sort((a, b) => a - b);
+          };
+          state.draw();
+        """,
+        "selected": "state.draw()",
+        "thumbs": "state.draw()",
+    }
+
+
 def colors(labels: np.ndarray) -> np.ndarray:
     out = np.array(PALETTE, dtype=object)[np.maximum(labels, 0) % len(PALETTE)]
     out[labels < 0] = NOISE_COLOR
@@ -151,6 +217,9 @@ class Dashboard(param.Parameterized):
                        doc="snn-whispers: threshold; DBSCAN: cosine radius")
     selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
     version = param.Integer(default=0, doc="bumped after every change of labels or names")
+    people_sort = param.Selector(default="size", objects=["size", "name"], label="Sort people by")
+    unnamed = param.Selector(default="first", objects=["first", "last"], label="Unnamed")
+    people_page = param.Integer(default=1, bounds=(1, None), label="Page")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model or "dlib", session.kind))
@@ -158,7 +227,18 @@ class Dashboard(param.Parameterized):
         self.s = session
         self.words = WORDS[session.kind]
         self.last_recluster_s = 0.0
+        self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
+        self._table = None  # the cluster list drawn last: its row follows the open cluster
+        self._min_samples_bounds()
         self.recluster()
+
+    @param.depends("algorithm", watch=True)
+    def _min_samples_bounds(self):
+        # DBSCAN needs min_samples ≥ 2: the slider's range says so, rather than showing 1 while 2 is used
+        low = 2 if self.algorithm == "dbscan" else 1
+        self.param.min_samples.bounds = (low, 20)
+        if self.min_samples < low:
+            self.min_samples = low
 
     # -- actions ------------------------------------------------------------------------------
     def params_for_algorithm(self) -> dict:
@@ -177,6 +257,20 @@ class Dashboard(param.Parameterized):
         self.s.recluster(self.algorithm, self.params_for_algorithm())
         self.last_recluster_s = time.perf_counter() - t
         self.changed(-1)
+
+    def did(self, what: str) -> None:
+        """Remember the correction just made, for this tab's undo."""
+        if self.s.last_op:
+            self.history.append((self.s.last_op, what))
+
+    def undo(self) -> str | None:
+        """Take back this tab's last correction (never another tab's); what it undid, or None."""
+        while self.history:
+            op, what = self.history.pop()
+            if self.s.undo(op):
+                self.changed()
+                return what
+        return None
 
     def changed(self, selected: int | None = None):
         # one batched update: views depending on both are redrawn once, not twice (a second redraw
@@ -220,12 +314,27 @@ class Dashboard(param.Parameterized):
         else:
             tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
                    + 'cluster @cluster @name</div>')
-            plot = points.opts(color="color", size=6 if len(df) < 5000 else 3, line_color=None,
+            # drawn faint, so the open cluster (outlined on top, in full colour) stands out
+            plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
                                tools=[HoverTool(tooltips=tip), "tap"], responsive=True, height=560,
                                xaxis=None, yaxis=None, title=f"UMAP of the {self.words['items']}, coloured by cluster (grey: noise)")
         tap = hv.streams.Tap(source=points if len(df) < RASTER_MIN else plot)
         tap.add_subscriber(self._on_tap)
-        return pn.pane.HoloViews(plot, sizing_mode="stretch_width", name="map")
+        highlight = hv.DynamicMap(self.highlight, streams=dict(c=self.param.selected))
+        return pn.pane.HoloViews(plot * highlight * self.name_labels(df), sizing_mode="stretch_width", name="map")
+
+    def highlight(self, c: int = -1):
+        """The open cluster drawn over the map, outlined, so it stands out from the others."""
+        rows = self.s.labels == c if c >= 0 else np.zeros(len(self.s.labels), bool)
+        pts = pd.DataFrame({"x": self.s.layout[rows, 0], "y": self.s.layout[rows, 1]})
+        return hv.Points(pts, ["x", "y"]).opts(color=PALETTE[c % len(PALETTE)] if c >= 0 else NOISE_COLOR,
+                                               size=10, line_color="black", line_width=1.5)
+
+    def name_labels(self, df: pd.DataFrame) -> hv.Labels:
+        """Named clusters' names at their centre (the median point, inside the cluster)."""
+        named = df[df["name"] != ""]
+        centres = named.groupby("cluster").agg(x=("x", "median"), y=("y", "median"), name=("name", "first"))
+        return hv.Labels(centres, ["x", "y"], "name").opts(text_font_size="9pt", text_color="black")
 
     def _on_tap(self, x=None, y=None):
         if x is None:
@@ -243,12 +352,21 @@ class Dashboard(param.Parameterized):
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
                                      name="clusters", css_classes=["cs-clusters"], **paged)
         table.on_click(lambda e: self.changed(int(table.value.iloc[e.row]["cluster"])))
+        self._table = table
+        self._select_row()
         return table
+
+    @param.depends("selected", watch=True)
+    def _select_row(self):
+        # a cluster opened from the map or a card is marked in the list too
+        if self._table is not None:
+            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
+            self._table.selection = rows[:1].tolist()
 
     @param.depends("selected", "version")
     def detail(self):
         c = self.selected
-        if c < 0 or c > self.s.labels.max():
+        if c < 0 or not (self.s.labels == c).any():
             return pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {self.words['items']}.")
         rows = self.s.members(c)
         name = self.s.names().get(c, "")
@@ -259,27 +377,12 @@ class Dashboard(param.Parameterized):
         # value_input is what the box shows now; value waits for a blur that may come after the click
         name_btn.on_click(lambda e: self._name(c, name_in.value_input))
         name_in.param.watch(lambda e: self._name(c, name_in.value_input), "enter_pressed")
-        sugg = self.s.suggestions(c)
-        sugg_btns = []
-        for _, r in sugg.iterrows():
-            # Bokeh draws a button's label as text: escaping it would show the entities
-            b = pn.widgets.Button(name=f"{r['label']} ({r['distance']:.3f})", button_type="light")
-            b.on_click(lambda e, lab=r["label"]: self._name(c, lab))
-            sugg_btns.append(b)
         split_btn = pn.widgets.Button(name="Split in two", button_type="warning")
-        split_btn.on_click(lambda e: self.changed(self.s.split(c)[0]))
+        split_btn.on_click(lambda e: self._split(c))
         shown = rows[:GALLERY_MAX]
-        labels = [f"#{i} {Path(self.s.table['crop_path'].iloc[r]).name}" for i, r in enumerate(shown)]
-        # Choices.js (the MultiChoice) puts its labels in the page as HTML, Bokeh's Select as text;
-        # both give back the position in the gallery
-        pick = pn.widgets.MultiChoice(name=f"{self.words['items'].capitalize()} to take out", width=420,
-                                      options={html.escape(v): i for i, v in enumerate(labels)},
-                                      css_classes=["cs-pick"])
-        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger")
-        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger")
-        chosen = lambda: [self.s.ids[shown[i]] for i in pick.value]  # noqa: E731
-        reject_btn.on_click(lambda e: (self.s.reject(chosen()), self.changed(c)))
-        notface_btn.on_click(lambda e: (self.s.reject(chosen(), not_face=True), self.changed(c)))
+        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
+        labels = [f"#{i} {f}" for i, f in enumerate(files)]
+        # Bokeh's Select draws its labels as text; it gives back the position in the gallery
         source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"],
                                        options={"": -1, **{v: i for i, v in enumerate(labels)}})
         source_view = pn.Column(sizing_mode="stretch_width")
@@ -289,16 +392,104 @@ class Dashboard(param.Parameterized):
             if e.new >= 0:
                 source_view.extend(self.source_views(shown[e.new]))
         source_sel.param.watch(show_source, "value")
+        gallery = self.gallery(shown, files)
+        # one face clicked: its source photo, where the others in the picture show who it is
+        gallery.param.watch(lambda e: setattr(source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
+        return pn.Column(title, pn.Row(name_in, name_btn), self.suggestion_row(c), gallery,
+                         self.selection_actions(c, shown, gallery), pn.Row(split_btn, source_sel), source_view)
+
+    def gallery(self, shown: np.ndarray, files: list[str]) -> FaceGallery:
         n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
-        gallery = pn.FlexBox(*[
-            pn.Column(pn.pane.JPG(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192), width=96, height=96),
-                      pn.pane.Str(f"#{i}{' proto' if i < 3 else ''}"
-                                  f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}",
-                                  styles={"font-size": "10px"}), margin=2)
-            for i, r in enumerate(shown)], css_classes=["cs-gallery"])
-        return pn.Column(title, pn.Row(name_in, name_btn),
-                         pn.Row(pn.pane.Markdown("Suggestions:"), *sugg_btns) if sugg_btns else None,
-                         gallery, pn.Row(pick, reject_btn, notface_btn), pn.Row(split_btn, source_sel), source_view)
+        captions = [f"#{i}{' proto' if i < 3 else ''}"
+                    f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}"
+                    for i, r in enumerate(shown)]
+        thumbs = ["data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192)).decode()
+                  for r in shown]
+        return FaceGallery(thumbs=thumbs, captions=captions, titles=files, sizing_mode="stretch_width")
+
+    def suggestion_row(self, c: int):
+        """The reference library's verdict first (a name, or "unknown"); the nearest names after it,
+        greyed: one click still names the cluster after one of them."""
+        sugg = self.s.suggestions(c)
+        if not len(sugg):
+            return None
+        items = []
+        for r in sugg.itertuples():
+            if r.label == "unknown" and r.suggested:
+                items.append(pn.pane.HTML("<b>unknown</b> (no reference close enough); nearest:",
+                                          css_classes=["cs-sugg-unknown"]))
+                continue
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"{r.label} ({r.distance:.3f})", button_type="primary" if r.suggested else "light",
+                                  css_classes=["cs-sugg-best" if r.suggested else "cs-sugg-other"],
+                                  styles={} if r.suggested else {"opacity": "0.6"})
+            b.on_click(lambda e, lab=r.label: self._name(c, lab))
+            items.append(b)
+        return pn.Row(pn.pane.Markdown("Suggestions:"), *items, css_classes=["cs-suggestions"])
+
+    def selection_actions(self, c: int, shown: np.ndarray, gallery: FaceGallery):
+        """What to do with the chosen faces: take them out, mark them, or move them to a person."""
+        n_words = self.words["items"]
+        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger", css_classes=["cs-reject"])
+        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=["cs-notface"])
+        known = sorted(set(self.s.names().values()))
+        to = pn.widgets.AutocompleteInput(options=known, restrict=False, min_characters=1, case_sensitive=False,
+                                          placeholder="move to person…", width=200, css_classes=["cs-move-name"])
+        move_btn = pn.widgets.Button(name="Move", css_classes=["cs-move"])
+        new_btn = pn.widgets.Button(name="New person", css_classes=["cs-new-person"])
+        count = pn.pane.HTML(f"Click {n_words} to choose (shift, ctrl: several)", css_classes=["cs-chosen-count"])
+        gallery.param.watch(lambda e: setattr(count, "object", f"{len(e.new)} chosen" if e.new
+                                              else f"Click {n_words} to choose (shift, ctrl: several)"), "selected")
+        chosen = lambda: [self.s.ids[shown[i]] for i in gallery.selected]  # noqa: E731
+
+        def act(what, fn):
+            faces = chosen()
+            if not faces:
+                count.object = f"choose {n_words} first: click them"
+                return
+            target = fn(faces)
+            self.did(f"{what} {len(faces)} {n_words} of cluster {c}")
+            self.changed(c if target is None or (self.s.labels == c).any() else target)
+        reject_btn.on_click(lambda e: act("reject", self.s.reject))
+        notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
+        typed = lambda: (to.value_input or "").strip()  # noqa: E731  (what the box shows, before any blur)
+        move_btn.on_click(lambda e: act(f"move to '{typed()}'" if typed() else "move", lambda f: self.s.move(f, typed())))
+        new_btn.on_click(lambda e: act("new person from", self.s.move))
+        return pn.Row(count, reject_btn, notface_btn, to, move_btn, new_btn)
+
+    def _split(self, c: int):
+        halves = self.s.split(c)
+        self.did(f"split cluster {c}")
+        self.changed(halves[0])
+
+    @param.depends("version", "people_sort", "unnamed", "people_page")
+    def people(self):
+        """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
+        rows = self.people_order()
+        pages = max(1, -(-len(rows) // PEOPLE_PAGE))
+        page = min(self.people_page, pages) - 1
+        cards = [self.card(r.cluster, r.size, r.name) for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
+        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120),
+                     pn.widgets.Select.from_param(self.param.unnamed, width=100),
+                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=90),
+                     text_html(f"page {page + 1} of {pages} · {len(rows)} clusters", "span"))
+        return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
+
+    def people_order(self) -> pd.DataFrame:
+        rows = self.s.clusters()
+        rows["unnamed"] = rows["name"] == ""
+        by = ["size", "cluster"] if self.people_sort == "size" else ["name", "size"]
+        rows = rows.sort_values(by, ascending=[self.people_sort != "size", self.people_sort == "size"], kind="stable")
+        return rows.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
+
+    def card(self, c: int, size: int, name: str):
+        faces = "".join(f'<img src="{card_thumb(self.s, r)}" width="48" height="48" style="margin:1px">'
+                        for r in self.s.members(c)[:CARD_FACES])
+        open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
+                                     button_type="primary" if name else "default", css_classes=["cs-card-open"])
+        open_btn.on_click(lambda e: self.changed(c))
+        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
+                         css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
 
     def source_views(self, row: int) -> list:
         """Where the item was seen: its photo or video frame with the face's box; for a track,
@@ -320,20 +511,47 @@ class Dashboard(param.Parameterized):
 
     def _name(self, c: int, name: str):
         self.s.name(c, name)
+        self.did(f"name cluster {c} '{name.strip()}'" if name.strip() else f"unname cluster {c}")
         self.changed(c)
 
     def merge_widget(self):
-        choice = pn.widgets.MultiChoice(name="Merge clusters", options=[], width=260)
-        btn = pn.widgets.Button(name="Merge", button_type="primary")
+        # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
+        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"])
+        keep = pn.widgets.RadioBoxGroup(name="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
+        btn = pn.widgets.Button(name="Merge", button_type="primary", css_classes=["cs-merge"])
+        msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
 
         @param.depends(self.param.version, watch=True)
         def refresh(_=None):
-            choice.options = [f"{c:03d}" for c in self.s.clusters()["cluster"]]
+            rows = self.s.clusters()
+            choice.options = {html.escape(f"{r.cluster:03d} {r.name} ({r.size})".replace("  ", " ")): int(r.cluster)
+                              for r in rows.itertuples()}
+            choice.value = [c for c in choice.value if c in set(rows["cluster"])]
         refresh()
-        btn.on_click(lambda e: self.changed(self.s.merge([int(v) for v in choice.value])) if len(choice.value) > 1 else None)
-        undo = pn.widgets.Button(name="Undo last correction", css_classes=["cs-undo"])
-        undo.on_click(lambda e: self.changed() if self.s.undo() else None)
-        return pn.Column(choice, btn, undo)
+
+        def merge(e):
+            if len(choice.value) < 2:
+                msg.object = "choose two clusters or more"
+                return
+            try:
+                c = self.s.merge(list(choice.value), name=keep.value if keep.visible else None)
+            except NameConflict as err:  # the user says which name stays
+                keep.options, keep.value, keep.visible = err.names, err.names[0], True
+                msg.object = "they are named differently: choose the name to keep, then Merge"
+                return
+            what = f"merge clusters {', '.join(map(str, choice.value))}"
+            keep.visible, msg.object, choice.value = False, "", []
+            self.did(what)
+            self.changed(c)
+        btn.on_click(merge)
+        undo = pn.widgets.Button(name="Nothing to undo", disabled=True, css_classes=["cs-undo"])
+
+        @param.depends(self.param.version, watch=True)
+        def label_undo(_=None):
+            undo.name = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
+            undo.disabled = not self.history
+        undo.on_click(lambda e: self.undo())
+        return pn.Column(btn, keep, msg, choice, undo)
 
     def export_widgets(self, dataset: Path):
         def csv():
@@ -390,18 +608,31 @@ def create_app(args: argparse.Namespace):
 def build_app(session, dataset: Path):
     """The page for one browser session over a (shared) ReviewSession."""
     dash = Dashboard(session)
-    controls = pn.Param(dash, parameters=["algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps"],
-                        widgets={"min_cluster_size": {"type": pn.widgets.IntSlider, "throttled": True},
-                                 "min_samples": {"type": pn.widgets.IntSlider, "throttled": True},
-                                 "n_neighbors": {"type": pn.widgets.IntSlider, "throttled": True},
-                                 "eps": {"type": pn.widgets.FloatSlider, "throttled": True}},
-                        show_name=False, name="controls")
+    views = pn.Tabs(("Map", pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width")),
+                    ("People", dash.people), sizing_mode="stretch_width", css_classes=["cs-views"],
+                    dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
     return pn.template.FastListTemplate(
         title=html.escape(page_title(dataset)),  # the template puts it in the page as HTML
-        sidebar=[controls, dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
+        sidebar=[controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
                  dash.export_widgets(dataset)],
-        main=[pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"), dash.detail],
+        main=[views, dash.detail],
     )
+
+
+def controls(dash: Dashboard) -> pn.Param:
+    """The algorithm and its own parameters only (the others would do nothing)."""
+    names = ["min_cluster_size", "min_samples", "n_neighbors", "eps"]
+    panel = pn.Param(dash, parameters=["algorithm", *names],
+                     widgets={n: {"type": pn.widgets.FloatSlider if n == "eps" else pn.widgets.IntSlider,
+                                  "throttled": True} for n in names},
+                     show_name=False, name="controls")
+
+    def show(_=None):
+        for n in names:
+            panel._widgets[n].visible = n in SLIDERS[dash.algorithm]
+    dash.param.watch(show, "algorithm")
+    show()
+    return panel
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -52,15 +52,16 @@ class Server:
         self.log = open(self.dataset / f"server-{time.time_ns()}.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, **self.env})
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/app", timeout=5)
+            try:  # each try renders a page: a short timeout on a busy machine would pile them up
+                urllib.request.urlopen(f"{self.url}/app", timeout=120)
                 return self
             except OSError:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.5)
+        self.proc.terminate()
         raise RuntimeError(f"dashboard did not start: {Path(self.log.name).read_text()[-2000:]}")
 
     @property
@@ -252,6 +253,107 @@ def test_image_run_in_a_browser(chromium_browser, image_run):
         page.get_by_placeholder("name this group").first.wait_for(timeout=10000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-images.png"), full_page=True)
+        page.close()
+    finally:
+        server.stop()
+
+
+def open_cluster(page, row: int, title: str):
+    """Click a row of the cluster list until the detail titled ``title`` (a regex) shows."""
+    shown = page.get_by_text(re.compile(title)).first
+    for _ in range(5):  # a click on a page still wiring its events can be lost
+        page.locator(".cs-clusters .tabulator-row").nth(row).click()
+        try:
+            shown.wait_for(timeout=10000)
+            break
+        except Exception:
+            continue
+    page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+
+
+def detail_size(page, c: int) -> int:
+    text = page.get_by_text(re.compile(rf"Cluster {c:03d}( — .+)? \(\d+ faces\)")).first.inner_text()
+    return int(re.search(r"\((\d+) faces\)", text).group(1))
+
+
+def test_faces_chosen_by_click_move_to_a_person_and_the_people_view_opens_them(chromium_browser, faces_store, tmp_path):
+    """Click, ctrl-click two faces of cluster 1, move them to the person named in cluster 0 (the
+    name box completes it); the undo button says what it will undo; the person's card in the
+    people view shows the new size and opens the detail."""
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        open_first_cluster(page)
+        size0 = detail_size(page, 0)
+        page.get_by_placeholder("name this person").fill("Ada")
+        page.locator(".cs-name-save button").first.click()
+        page.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: name cluster 0 'Ada'", timeout=30000)
+
+        open_cluster(page, 1, r"Cluster 001 \(\d+ faces\)")
+        size1 = detail_size(page, 1)
+        faces = page.locator(".cs-face")
+        faces.nth(0).click()
+        faces.nth(2).click(modifiers=["Control"])
+        sync_api.expect(page.locator(".cs-face.cs-chosen")).to_have_count(2, timeout=10000)
+        sync_api.expect(page.locator(".cs-chosen-count")).to_contain_text("2 chosen", timeout=10000)
+        box = page.locator(".cs-move-name input").first
+        box.fill("Ad")
+        page.get_by_text("Ada", exact=True).last.wait_for(timeout=10000)  # the completion offered
+        box.fill("Ada")
+        page.locator(".cs-move button").first.click()
+        page.get_by_text(re.compile(rf"Cluster 001 \({size1 - 2} faces\)")).first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(
+            "Undo: move to 'Ada' 2 faces of cluster 1", timeout=30000)
+
+        page.get_by_text("People", exact=True).first.click()
+        card = page.locator(".cs-card-open button").filter(has_text=f"000 Ada ({size0 + 2})")
+        card.first.wait_for(timeout=30000)
+        assert page.locator(".cs-card").count() >= 10 and page.locator(".cs-card img").count() >= 20
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-people.png"), full_page=True)
+        card.first.click()
+        page.get_by_text(re.compile(rf"Cluster 000 — Ada \({size0 + 2} faces\)")).first.wait_for(timeout=30000)
+
+        other = open_page(chromium_browser, server)  # another tab: this tab's corrections are not its to undo
+        other.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
+        sync_api.expect(other.locator(".cs-undo button")).to_have_text("Nothing to undo", timeout=30000)
+        sync_api.expect(other.locator(".cs-undo button")).to_be_disabled()
+        other.close()
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_browser, faces_store, tmp_path, need_shared):
+    """With ../shared/data/references (15 of the example's 27 people): a cluster of an enrolled
+    person gets their name as the suggestion; one of a stranger gets "unknown" first, the nearest
+    names greyed after it."""
+    sync_api = _browser_or_skip()
+    from analysis.pipeline import open_review
+    from dashboard.app import Dashboard
+
+    refs = str(need_shared("references"))
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    session = open_review(dataset, refs=refs, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    verdict = {c: session.suggestions(c)["label"].iloc[0] for c in rows}
+    known = next(c for c in rows if verdict[c] != "unknown")
+    stranger = next(c for c in rows if verdict[c] == "unknown")
+
+    server = Server(dataset, "--refs", refs).start()
+    try:
+        page = open_page(chromium_browser, server)
+        open_cluster(page, rows.index(known), rf"Cluster {known:03d} \(\d+ faces\)")
+        sync_api.expect(page.locator(".cs-sugg-best button").first).to_contain_text(verdict[known], timeout=30000)
+        open_cluster(page, rows.index(stranger), rf"Cluster {stranger:03d} \(\d+ faces\)")
+        page.locator(".cs-sugg-unknown").get_by_text("unknown").first.wait_for(timeout=30000)
+        assert page.locator(".cs-sugg-best").count() == 0 and page.locator(".cs-sugg-other").count() == 3
         page.close()
     finally:
         server.stop()

@@ -6,7 +6,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from analysis.neighbors import knn_graph
-from analysis.review import NOT_FACE, Annotations, ReviewSession, cluster_names
+from analysis.identify import References
+from analysis.review import NOT_FACE, Annotations, NameConflict, ReviewSession, cluster_names, keep_ids
 
 
 def groups(n_groups=6, size=8, d=32, seed=0):
@@ -65,7 +66,7 @@ def test_merge_and_split(session):
     assert len(set(halves)) == 2 and session.summary()["clusters"] == 6
     for h in halves:  # the split recovers the two groups
         assert len(set(session.truth[session.labels == h])) == 1
-    assert "Bea" not in session.names().values()  # a split clears names: name the halves again
+    assert list(session.names().values()) == ["Bea"]  # one half keeps the name, the other is unnamed
 
 
 def same_partition(a, b) -> bool:
@@ -127,3 +128,96 @@ def test_cluster_names_need_a_majority():
     labels = np.array([0, 0, 0, 1, 1])
     ids = np.array(list("abcde"))
     assert cluster_names(labels, ids, {"a": "X", "b": "X", "d": "Y"}) == {0: "X"}
+
+
+def test_suggestions_name_an_enrolled_cluster_and_say_unknown_otherwise(session):
+    """Beyond the library's threshold the suggestion is "unknown", the nearest names after it
+    (not suggested); within it, the name."""
+    centre = lambda g: session.X[session.truth == g].mean(0) / np.linalg.norm(session.X[session.truth == g].mean(0))  # noqa: E731
+    session.refs = References("dlib", np.array(["Ada", "Bea"]), np.stack([centre(0), centre(2)]).astype(np.float32))
+    known = session.suggestions(int(session.labels[session.truth == 0][0]))
+    assert known["label"].tolist()[:2] == ["Ada", "Bea"] and known["suggested"].tolist() == [True, False]
+    stranger = session.suggestions(int(session.labels[session.truth == 1][0]))
+    assert stranger["label"].iloc[0] == "unknown" and stranger["suggested"].tolist() == [True, False, False]
+    assert set(stranger["label"].iloc[1:]) == {"Ada", "Bea"} and np.isnan(stranger["distance"].iloc[0])
+
+
+def test_merging_two_named_clusters_needs_the_name_to_keep(session, tmp_path):
+    a, b = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    session.name(a, "Ada")
+    session.name(b, "Bea")
+    ops = len(session.ann.ops)
+    with pytest.raises(NameConflict, match="'Ada', 'Bea': choose the name to keep"):
+        session.merge([a, b])
+    assert len(session.ann.ops) == ops and session.summary()["clusters"] == 6  # nothing recorded
+    merged = session.merge([a, b], name="Bea")
+    assert session.names() == {merged: "Bea"} and merged in (a, b)
+
+
+def test_split_keeps_the_name_on_the_half_like_the_cluster(tmp_path):
+    """A named cluster of 10 faces of one person and 3 of another: after a split the 10 keep the
+    name (their mean is nearer the cluster's), the 3 are unnamed."""
+    X, truth = groups(n_groups=4, size=10, seed=3)
+    keep = ~((truth == 1) & (np.arange(len(X)) % 10 >= 3))
+    X, truth = X[keep], truth[keep]
+    X[truth == 1] = X[truth == 0][:3] * 0.9 + X[truth == 1] * 0.1
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ids = np.array([f"f{i:03d}" for i in range(len(X))], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((len(X), 2)), Annotations.load(tmp_path / "ann.json"))
+    s.recluster("dbscan", {"eps": 0.1, "min_samples": 2})
+    joined = int(s.labels[truth == 0][0])
+    assert (s.labels[truth <= 1] == joined).all()
+    s.name(joined, "Ada")
+    s.split(joined)
+    names = s.names()
+    assert names.get(int(s.labels[truth == 0][0])) == "Ada" and int(s.labels[truth == 1][0]) not in names
+    assert int(s.labels[truth == 0][0]) == joined  # the larger half keeps the id
+
+
+def test_corrections_keep_the_ids_of_untouched_clusters(session):
+    """Naming, merging, splitting and rejecting leave the other clusters' numbers (and so their
+    colours) as they were; new clusters get new numbers."""
+    id_of = lambda g: int(session.labels[session.truth == g][-1])  # noqa: E731  (the first of 4 is rejected)
+    before = {g: id_of(g) for g in range(6)}
+    session.name(id_of(5), "Eve")
+    session.reject(session.ids[session.truth == 4][:1])
+    merged = session.merge([id_of(0), id_of(1)])
+    assert merged == min(before[0], before[1])
+    halves = session.split(merged)
+    assert all(id_of(g) == before[g] for g in (2, 3, 4, 5)) and merged in halves
+    assert max(halves) > max(before.values())  # the new half: a number never used
+    assert session.clusters()["cluster"].tolist() == sorted(set(session.labels[session.labels >= 0]),
+                                                           key=lambda c: (-(session.labels == c).sum(), c))
+
+
+def test_keep_ids_gives_the_largest_overlap_its_old_id():
+    before = np.array([0, 0, 0, 1, 1, 2, 2, -1])
+    after = np.array([0, 0, 0, 0, 0, 1, 2, -1])  # 0 and 1 merged; 2 split in two
+    assert keep_ids(before, after).tolist() == [0, 0, 0, 0, 0, 2, 3, -1]
+
+
+def test_undo_of_a_named_correction_takes_back_that_one_only(session):
+    """A caller (one browser tab) undoes its own correction by id, not the last of the process."""
+    a, b = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    session.name(a, "Ada")
+    mine = session.last_op
+    session.name(b, "Bea")  # another tab's
+    assert session.undo(mine) and session.names() == {b: "Bea"}
+    assert not session.undo(mine)  # taken back already
+
+
+def test_move_puts_faces_with_a_named_person_or_in_a_new_cluster(session):
+    a, b = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    session.name(a, "Ada")
+    strays = list(session.ids[session.truth == 1][:2])
+    c = session.move(strays, "Ada")
+    assert c == a and session.names()[a] == "Ada" and (session.labels == a).sum() == 10
+    new = session.move(strays[:1])
+    assert new not in (a, b) and (session.labels == new).sum() == 1 and new not in session.names()
+
+
+def test_labelled_table_paths_are_all_absolute(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    session.table = session.table.assign(crop_path="faces/crops/a.jpg", source_image=str(tmp_path / "p.jpg"))
+    t = session.labelled_table()
+    assert t["crop_path"].str.startswith(str(tmp_path)).all() and t["source_image"].str.startswith("/").all()

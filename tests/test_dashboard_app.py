@@ -1,0 +1,142 @@
+"""The dashboard's state without a browser: one Dashboard per tab over a shared ReviewSession,
+driven by setting its params and pressing its buttons (clicks += 1)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_dashboard import ROOT
+
+sys.path.insert(0, str(ROOT))
+pn = pytest.importorskip("panel")
+
+from analysis.neighbors import knn_graph  # noqa: E402
+from analysis.review import Annotations, ReviewSession  # noqa: E402
+
+
+@pytest.fixture
+def session(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 32))
+    X = np.repeat(centres, 6, 0) + rng.normal(0, 0.08, (30, 32))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    crops = []
+    for i in range(len(X)):
+        crops.append(str(tmp_path / f"c{i:02d}.jpg"))
+        Image.new("RGB", (32, 32), tuple(int(v) for v in rng.integers(0, 255, 3))).save(crops[-1])
+    import pandas as pd
+
+    ids = np.array([f"f{i:02d}" for i in range(len(X))], dtype=object)
+    layout = np.repeat(centres[:, :2] * 5, 6, 0) + rng.normal(0, 0.1, (30, 2))
+    s = ReviewSession(ids, X, knn_graph(X, 20), layout.astype(np.float32), Annotations.load(tmp_path / "a.jsonl"),
+                      table=pd.DataFrame({"item_id": ids, "crop_path": crops}))
+    s.truth = np.repeat(np.arange(5), 6)
+    return s
+
+
+def dashboard(session):
+    from dashboard.app import Dashboard
+
+    return Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+
+
+def test_only_the_chosen_algorithms_sliders_show_and_dbscan_says_min_samples_2(session):
+    from dashboard.app import controls
+
+    d = dashboard(session)
+    panel = controls(d)
+    shown = lambda: {n for n, w in panel._widgets.items() if n != "algorithm" and w.visible and n != "_title"}  # noqa: E731
+    assert shown() == {"min_cluster_size", "min_samples"}
+    d.algorithm = "rnn-dbscan"
+    assert shown() == {"n_neighbors"}
+    d.algorithm = "dbscan"
+    assert shown() == {"eps", "min_samples"}
+    assert d.min_samples == 2 and panel._widgets["min_samples"].value == 2 and panel._widgets["min_samples"].start == 2
+    assert "min_samples=2" in d.status().object
+
+
+def test_undo_is_per_tab_and_says_what_it_undoes(session):
+    a, b = dashboard(session), dashboard(session)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    a._name(ca, "Ada")
+    b._name(cb, "Bea")
+    assert a.history[-1][1] == f"name cluster {ca} 'Ada'"
+    undo = next(o for o in a.merge_widget().objects if "cs-undo" in o.css_classes)
+    a.changed()
+    assert undo.name == f"Undo: name cluster {ca} 'Ada'"
+    assert a.undo() == f"name cluster {ca} 'Ada'"  # a's own, though b's came later
+    assert session.names() == {cb: "Bea"} and a.undo() is None  # nothing of b's for a to undo
+    assert b.undo() == f"name cluster {cb} 'Bea'" and session.names() == {}
+
+
+def test_merging_two_named_clusters_asks_which_name_to_keep(session):
+    d = dashboard(session)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    d._name(ca, "Ada")
+    d._name(cb, "Bea")
+    btn, keep, msg, choice, _ = d.merge_widget().objects
+    choice.value = [ca, cb]
+    btn.clicks += 1
+    assert keep.visible and keep.options == ["Ada", "Bea"] and "choose the name" in msg.object
+    assert session.summary()["clusters"] == 5  # nothing merged yet
+    keep.value = "Bea"
+    btn.clicks += 1
+    assert session.summary()["clusters"] == 4 and set(session.names().values()) == {"Bea"}
+    assert choice.value == [] and not keep.visible  # the chips go once merged
+
+
+def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
+    d = dashboard(session)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (3, 4))
+    d._name(ca, "Zed")
+    d._name(cb, "Ada")
+    d.param.update(people_sort="name", unnamed="last")
+    assert d.people_order()["name"].tolist()[:2] == ["Ada", "Zed"]
+    d.unnamed = "first"
+    assert d.people_order()["name"].tolist()[-2:] == ["Ada", "Zed"]
+    cards = d.people().objects[1].objects
+    assert len(cards) == 5
+    cards[-1].objects[1].clicks += 1  # the card's button opens the detail
+    assert d.selected == ca
+
+
+def test_the_map_outlines_the_open_cluster_and_names_clusters_at_their_centre(session):
+    d = dashboard(session)
+    c = int(session.labels[session.truth == 2][0])
+    d._name(c, "Cy")
+    assert d.map_view().object is not None
+    labels = d.name_labels(d.points_frame())
+    assert labels.data["name"].tolist() == ["Cy"]
+    x, y = labels.data[["x", "y"]].iloc[0]
+    assert np.hypot(*(np.median(session.layout[session.labels == c], 0) - [x, y])) < 1e-6
+    assert len(d.highlight(c).data) == (session.labels == c).sum() and len(d.highlight(-1).data) == 0
+
+
+def test_chosen_faces_move_to_a_person(session):
+    """The gallery's selection (positions) and the Move button put faces with a named person."""
+    d = dashboard(session)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    d._name(ca, "Ada")
+    d.selected = cb
+    detail = d.detail()
+    gallery = next(o for o in detail.objects if type(o).__name__ == "FaceGallery")
+    actions = detail.objects[detail.objects.index(gallery) + 1]
+    name_box = next(o for o in actions.objects if "cs-move-name" in o.css_classes)
+    move = next(o for o in actions.objects if "cs-move" in o.css_classes)
+    assert name_box.options == ["Ada"]
+    gallery.selected = [0, 1]
+    name_box.value_input = "Ada"
+    move.clicks += 1
+    assert (session.labels == ca).sum() == 8 and (session.labels == cb).sum() == 4
+    assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb}"
+
+
+def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
+    d = dashboard(session)
+    table = d.cluster_table()
+    c = int(session.labels[session.truth == 3][0])
+    d.selected = c
+    assert table.value["cluster"].iloc[table.selection[0]] == c
