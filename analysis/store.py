@@ -124,6 +124,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block ends: a checkpoint being written when the run is
+    stopped is finished first (else the stop would discard, mid-write, the very work it saves)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        if came:  # now the stop it asked for
+            raise KeyboardInterrupt(f"signal {came[0]}")
+
+
 def write_table(df: pd.DataFrame | pa.Table, path: Path) -> None:
     """Atomically write a DataFrame or Arrow table as Parquet."""
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
@@ -270,9 +292,10 @@ class FaceStore:
     def write_part(self, images: pd.DataFrame, faces: pd.DataFrame) -> None:
         """Checkpoint a batch of processed images so an interrupted run resumes after it."""
         stamp = f"{time.time_ns():020d}"
-        # faces first: a part's images file is the commit marker read back with it.
-        write_table(_conform(faces, FACE_COLUMNS, FACE_LIST_COLUMNS), self.parts_dir / f"{stamp}-faces.parquet")
-        write_table(_conform(images, IMAGE_COLUMNS), self.parts_dir / f"{stamp}-images.parquet")
+        with signals_deferred():
+            # faces first: a part's images file is the commit marker read back with it.
+            write_table(_conform(faces, FACE_COLUMNS, FACE_LIST_COLUMNS), self.parts_dir / f"{stamp}-faces.parquet")
+            write_table(_conform(images, IMAGE_COLUMNS), self.parts_dir / f"{stamp}-images.parquet")
 
     def consolidate(self, gone_paths: set[str] = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Merge checkpoints into the main tables; mark images in ``gone_paths`` and their faces gone."""
@@ -434,8 +457,9 @@ class EmbeddingWriter:
 
     def flush(self) -> None:
         if self.ids:
-            self.store.save_embeddings(self.model, np.array(self.ids, dtype=object), np.vstack(self.vecs))
-            self.ids, self.vecs = [], []
+            with signals_deferred():
+                self.store.save_embeddings(self.model, np.array(self.ids, dtype=object), np.vstack(self.vecs))
+                self.ids, self.vecs = [], []
         self._last = time.monotonic()
 
     def __enter__(self) -> "EmbeddingWriter":

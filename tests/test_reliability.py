@@ -386,6 +386,32 @@ def test_embedding_progress_survives_a_kill_and_workers_end_with_it(lfw_copy, si
     assert len(ids) == limit and not list(parts.glob("*")) and np.isfinite(X).all()
 
 
+def test_a_stop_during_a_checkpoint_waits_for_it(tmp_path):
+    """Ctrl-C or SIGTERM while a checkpoint is written: the write finishes, then the run stops
+    (seen on the CLI: a SIGTERM during the last part's write lost every vector of the run)."""
+    import signal
+
+    from analysis.store import signals_deferred
+    from analysis.workers import sigterm_as_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    sigterm_as_interrupt()
+    done = []
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(KeyboardInterrupt):
+                with signals_deferred():
+                    os.kill(os.getpid(), sig)
+                    time.sleep(0.05)
+                    done.append(sig)
+            assert done[-1] == sig
+        with pytest.raises(KeyboardInterrupt):  # the handlers are back: a stop outside the block acts at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_sigterm_on_the_cli_keeps_its_work(lfw_copy):
     ds = lfw_copy.root.parent
     proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "-q", "cluster", "-d", str(ds), "--workers", "2"],
