@@ -12,7 +12,6 @@ examples/dnn_face_recognition_ex.cpp.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import ModelNotFoundError, cache_dir, resolve_model_file
+from .models import ModelNotFoundError, _sha256, cache_dir, resolve_model_file
 
 log = logging.getLogger(__name__)
 
@@ -355,18 +354,10 @@ def convert(dat: str | os.PathLike) -> bytes:
     return model.SerializeToString()
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_model_path(dat: Path) -> Path:
     # keyed by content, not size and mtime: a reinstall of the same file reuses the conversion,
     # and a changed file (same size or not) never picks up an old one
-    return cache_dir() / f"{dat.stem}-{_digest(dat)[:16]}-g{GRAPH_VERSION}.onnx"
+    return cache_dir() / f"{dat.stem}-{_sha256(dat)[:16]}-g{GRAPH_VERSION}.onnx"
 
 
 def onnx_model(dat: str | os.PathLike | None = None) -> Path | bytes:
