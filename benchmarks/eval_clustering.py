@@ -28,8 +28,9 @@ GRID = {
 }
 
 
-def load_set(name: str, shared: Path, work: Path):
-    from analysis.embed import embed_faces, load_embedder
+def dev_faces(name: str, shared: Path, work: Path):
+    """``(store, faces, identity of each face)``: the most prominent face of each photo of a dev
+    set (cached under ``work``), group photos left out."""
     from analysis.extract import ExtractParams, extract_faces
     from analysis.store import FaceStore
 
@@ -38,8 +39,14 @@ def load_set(name: str, shared: Path, work: Path):
     extract_faces(str(src), store, ExtractParams(max_faces=1), workers=2, progress=False)
     faces = store.load_faces()
     faces = faces[~faces["image_path"].str.contains("/group/")].reset_index(drop=True)
-    X = embed_faces(store, faces, load_embedder("dlib"), progress=True)
-    return X, faces["image_path"].map(lambda p: Path(p).parent.name).to_numpy()
+    return store, faces, faces["image_path"].map(lambda p: Path(p).parent.name).to_numpy()
+
+
+def load_set(name: str, shared: Path, work: Path):
+    from analysis.embed import embed_faces, load_embedder
+
+    store, faces, ident = dev_faces(name, shared, work)
+    return embed_faces(store, faces, load_embedder("dlib"), progress=True), ident
 
 
 def main(argv=None) -> int:

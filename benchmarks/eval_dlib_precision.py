@@ -20,22 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def chips_of(shared: Path, work: Path, name: str):
     from analysis.embed import DlibEmbedder, _read_crops
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from benchmarks.eval_clustering import dev_faces
 
-    src = shared / ("faces" if name == "faces" else f"{name}/faces")
-    store = FaceStore(work / name / "faces")
-    extract_faces(str(src), store, ExtractParams(max_faces=1), workers=2, progress=False)
-    faces = store.load_faces()
-    faces = faces[~faces["image_path"].str.contains("/group/")].reset_index(drop=True)
+    store, faces, ident = dev_faces(name, shared, work)
     emb = DlibEmbedder()
     emb._prepare_chips()
     chips = np.stack([emb.chip(np.ascontiguousarray(c))
                       for c in _read_crops([store.crop_file(p) for p in faces["crop_path"]])])
-    return chips, faces["image_path"].map(lambda p: Path(p).parent.name).to_numpy()
+    return chips, ident
 
 
 def to_fp16(src: Path, dst: Path) -> None:
