@@ -79,14 +79,7 @@ def _nndescent(X: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np
     index = NNDescent(X, n_neighbors=k + 1, metric="cosine", random_state=random_state,
                       low_memory=True, n_jobs=-1, compressed=True)
     ind, dist = index.neighbor_graph
-    # Drop self; where self is missing from a row (ties at distance 0) drop the last column.
-    is_self = ind == np.arange(len(X))[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(ind, dtype=bool)
-    keep[np.arange(len(X)), drop] = False
-    ind = ind[keep].reshape(len(X), k).astype(np.int32)
-    dist = np.maximum(dist[keep].reshape(len(X), k), 0).astype(np.float32)
-    return ind, dist
+    return _without_self(ind, 1.0 - dist, k)
 
 
 def _without_self(ind: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
