@@ -52,12 +52,16 @@ def dataset_inputs(dataset: str, patterns: str) -> str:
     return resolved
 
 
-def add_backend_options(p) -> None:
+def add_backend_options(p, gpus: bool = False) -> None:
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="local: this machine's processes (default); ray: actors of a Ray cluster "
                         "(pip install 'crowdsort[ray]'), the same dataset either way")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster (default: $RAY_ADDRESS, else a local one started for the run)")
+    if gpus:
+        p.add_argument("--ray-gpus", type=float, default=None,
+                       help="with --backend ray: GPUs each embedding actor asks for (default: the cluster's "
+                            "GPUs shared among --workers actors, at most 1 each; 0 where it has none)")
 
 
 def corpus_inputs(dataset: str, corpus: str, base: str | None) -> tuple[list[str], tuple | None]:
@@ -220,7 +224,7 @@ class Cluster:
         p.add_argument("--workers", type=int, default=None,
                        help="face embedding processes (default: one per core for dlib-native; dlib and ArcFace "
                             "use all cores in one)")
-        add_backend_options(p)
+        add_backend_options(p, gpus=True)
         p.add_argument("--algorithm", default=None,
                        choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
                                 "chinese-whispers"],
@@ -286,7 +290,7 @@ class Cluster:
             args.dataset, args.source, args.to, args.model, args.weights, args.algorithm, params, args.ann,
             args.top, args.num_protos, proto_out, model_out, args.link, args.clean,
             progress=not args.quiet, workers=args.workers, dry_run=args.dry_run, per_track=args.per_track,
-            backend=args.backend, ray_address=args.ray_address,
+            backend=args.backend, ray_address=args.ray_address, ray_gpus=args.ray_gpus,
         )
         if args.dry_run:
             print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({args.model}) → "

@@ -365,14 +365,15 @@ def default_workers(embedder) -> int:
 
 def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = True, workers: int | None = None,
                 save_every: int = 5000, save_seconds: float = 20.0, backend: str = "local",
-                ray_address: str | None = None) -> np.ndarray:
+                ray_address: str | None = None, ray_gpus: float | None = None) -> np.ndarray:
     """Vectors for the rows of ``faces`` (a faces table), computing only those not cached.
 
     The cache is keyed by face id and model name, so a re-run embeds only new faces and two
     models' vectors never mix; it is written every ``save_every`` faces or ``save_seconds``,
     so an interrupted run resumes there. ``workers`` processes (default: :func:`default_workers`) share the work
     when there are enough faces to pay for starting them; with ``backend`` ``ray``, ``workers``
-    Ray actors (:mod:`analysis.ray_backend`). Returns an (n, d) array in the order of ``faces``.
+    Ray actors (:mod:`analysis.ray_backend`), each with ``ray_gpus`` of a GPU (default: the
+    cluster's GPUs shared among them). Returns an (n, d) array in the order of ``faces``.
     """
     import copy
     import multiprocessing as mp
@@ -391,14 +392,16 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
         with bar, EmbeddingWriter(store, embedder.name, save_every, save_seconds) as writer, ExitStack() as stack:
             if backend == "ray":
-                from .ray_backend import run_ordered
+                from .ray_backend import connect, gpus_per_actor, run_ordered
 
+                actors = max(1, workers)
+                gpus = gpus_per_actor(connect(ray_address), actors, ray_gpus)
                 if getattr(embedder, "threads", 0) is None:  # actors of one machine share its cores
                     embedder = copy.copy(embedder)
-                    embedder.threads = max(1, _cores() // max(1, workers))
+                    embedder.threads = max(1, _cores() // actors)
                 jobs = [([os.path.abspath(p) for p in paths], lms) for paths, lms, _ in batches]
                 results = (_raised(task, r) for task, r in run_ordered(jobs, _embed_batch, _init_worker, (embedder,),
-                                                                       max(1, workers), ray_address))
+                                                                       actors, ray_address, num_gpus=gpus))
             elif workers <= 1:
                 embedder.prepare()
                 if hasattr(embedder, "prepare_batch"):

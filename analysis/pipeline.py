@@ -125,6 +125,7 @@ def cluster_faces(
     per_track: int | None = 5,
     backend: str = "local",
     ray_address: str | None = None,
+    ray_gpus: float | None = None,
 ) -> dict:
     """Embed (cached) and cluster the faces of ``dataset/source``; write ``dataset/to``.
 
@@ -147,7 +148,7 @@ def cluster_faces(
     with DatasetLock(dataset, "cluster"):
         return _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
                               model_out, link, clean, progress, per_track,
-                              dict(workers=workers, backend=backend, ray_address=ray_address))
+                              dict(workers=workers, backend=backend, ray_address=ray_address, ray_gpus=ray_gpus))
 
 
 def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
@@ -199,7 +200,7 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
 
 def _items(store, faces, keys, embedder, per_track, progress, run=None):
     """``(item ids, vectors, cannot-link keys, row of each item's best face)``; ``run``: how the
-    embedding runs (:func:`embed.embed_faces`' workers, backend, ray_address). A track's vector
+    embedding runs (:func:`embed.embed_faces`' workers, backend, ray_address, ray_gpus). A track's vector
     is the unit mean of its best faces' (:func:`tracks.best_faces`); its cannot-link keys are the
     frames it is seen in, a photo face's its photo."""
     chosen = best_faces(faces, per_track)

@@ -36,6 +36,15 @@ def connect(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
+def gpus_per_actor(ray, actors: int, requested: float | None = None) -> float:
+    """GPUs each actor asks for: ``requested``, else the cluster's GPUs shared among the actors
+    (at most one each; 0 where it has none)."""
+    if requested is not None:
+        return max(0.0, float(requested))
+    total = ray.cluster_resources().get("GPU", 0)
+    return min(1.0, total / max(1, actors)) if total else 0.0
+
+
 def _runner_class(ray):
     @ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
     class Runner:
@@ -52,15 +61,17 @@ def _runner_class(ray):
 
 
 def run_ordered(tasks, work, init=None, init_args=(), actors: int = 1, address: str | None = None,
-                num_cpus: int | None = None):
+                num_cpus: int | None = None, num_gpus: float = 0.0):
     """Yield ``(task, result)`` in the order of ``tasks``; ``result`` is the exception where a
     task failed on every retry. ``work`` and ``init`` are module-level functions (Ray ships them by
-    reference)."""
+    reference). ``num_gpus``: each actor's share of a GPU (Ray sets its CUDA_VISIBLE_DEVICES)."""
     ray = connect(address, num_cpus)
     from ray.exceptions import RayError
 
     env = {k: v for k, v in os.environ.items() if k in ("GLOG_minloglevel", "TF_CPP_MIN_LOG_LEVEL", "CROWDSORT_CACHE")}
     Runner = _runner_class(ray)
+    if num_gpus:
+        Runner = Runner.options(num_gpus=num_gpus)
     pool = [Runner.remote(init, init_args, env) for _ in range(max(1, actors))]
     pending: deque = deque()
     todo = iter(enumerate(tasks))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +25,9 @@ def cluster():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module is not importable on the workers
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # one GPU declared (none is there): actors are placed and given CUDA_VISIBLE_DEVICES as on a GPU
+    # node, while ONNX Runtime's CPU build goes on computing on the CPU
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -91,3 +96,56 @@ def test_a_killed_worker_loses_nothing(cluster, tmp_path):
     mixed = [(str(tmp_path / "x"), 1)]
     bad = list(run_ordered(mixed, _always_die, actors=1))
     assert len(bad) == 1 and isinstance(bad[0][1], BaseException)
+
+
+def _gpu_ids(task):
+    return ray.get_gpu_ids()
+
+
+def test_embedding_actors_share_the_clusters_gpus(cluster):
+    from analysis.ray_backend import gpus_per_actor, run_ordered
+
+    assert gpus_per_actor(ray, 2) == 0.5 and gpus_per_actor(ray, 1) == 1.0
+    assert gpus_per_actor(ray, 2, requested=0) == 0.0
+    got = [r for _, r in run_ordered(range(4), _gpu_ids, actors=2, num_gpus=0.5)]
+    assert all(len(ids) == 1 for ids in got)  # each actor holds its share of the GPU
+    assert [r for _, r in run_ordered(range(2), _gpu_ids, actors=1)] == [[], []]
+
+
+DRIVER = """
+import sys
+from analysis.extract import extract_faces
+from analysis.store import FaceStore
+extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, checkpoint_every=2,
+              backend="ray", ray_address=sys.argv[3])
+"""
+
+
+def test_a_killed_ray_run_resumes(cluster, inputs, tmp_path):
+    """kill -9 of the driver once a checkpoint is written; the next run (Ray again) finishes the
+    rest, and the dataset equals a local run's."""
+    from analysis.extract import extract_faces
+
+    photos = [str(p) for p in sorted(Path(inputs).glob("*.jpg"))]
+    local, remote = tmp_path / "local" / "faces", tmp_path / "ray" / "faces"
+    extract_faces(photos, FaceStore(local), workers=2, progress=False)
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(inputs / "*.jpg"), str(remote), address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((remote / "parts").glob("*-images.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the Ray run ended before its first checkpoint"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    kept = FaceStore(remote).load_images()
+    assert 0 < len(kept) < len(photos)  # killed mid-run, some work kept
+    s = extract_faces(photos, FaceStore(remote), workers=2, progress=False, backend="ray")
+    assert s["unchanged"] == len(kept) and s["processed"] == len(photos) - len(kept)
+    a, b = FaceStore(local).load_faces(), FaceStore(remote).load_faces()
+    a, b = (f.sort_values("face_id").reset_index(drop=True) for f in (a, b))
+    assert (a["face_id"] == b["face_id"]).all() and (a["crop_path"] == b["crop_path"]).all()
+    assert not (remote / "parts").exists()
