@@ -240,8 +240,9 @@ class Cluster:
                        help="cosine distance: dbscan/optics eps (0.06), agglomerative (0.07), "
                             "chinese-whispers and snn-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
         p.add_argument("--ann", default="auto", choices=list(ANN_METHODS),
-                       help="kNN search (auto: faiss's exact search up to 200k faces, pynndescent above; "
-                            "exact: numpy; faiss: exact up to 200k, HNSW above; faiss-hnsw)")
+                       help="kNN search (auto: faiss's exact search up to 50k faces, faiss IVF up to 200k, "
+                            "pynndescent above; exact: numpy; faiss: exact up to 50k, IVF above; faiss-ivf; "
+                            "faiss-hnsw)")
         p.add_argument("--per-track", type=int, default=5,
                        help="videos: faces are clustered by track, its vector the mean of its K best faces' "
                             "(largest, most frontal, surest, spread over the track); 0: all its faces")

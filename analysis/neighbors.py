@@ -1,8 +1,10 @@
 """k-nearest-neighbour graphs over L2-normalised vectors (cosine distance).
 
-Exact search up to 200k rows by faiss's flat index where installed (measured, benchmarks/bench_knn.py,
-identity-like 100k × 128: 37.5 s against numpy's blocked products 228 s and pynndescent's 76.7 s
-at recall 0.47), else numpy up to 50k; pynndescent above; faiss HNSW on request. The graph
+``auto`` (measured, benchmarks/bench_knn.py, identity-like vectors, 2 cores under load ~3):
+faiss's exact flat search up to 50k rows; faiss IVF up to 200k (100k × 128: 14.8 s against flat's
+84.9 s and pynndescent's 103.7 s, finding 99.8% of the same-identity neighbours; × 512: 66.6 s,
+100%, against 486 s and 72.2 s); pynndescent above (1M × 128: 119.6 s and 97.3%, against IVF's
+468 s and 94.6%). Without faiss: numpy's exact search up to 50k, pynndescent above. The graph
 is two (n, k) arrays, self excluded: ``indices`` (int32, -1 where missing) and
 ``distances`` (float32, cosine distance ``1 - x·y``).
 """
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 EXACT_MAX_N = 50_000
-METHODS = ("auto", "exact", "faiss", "faiss-hnsw", "pynndescent")
-FAISS_FLAT_MAX = 200_000  # exact search grows with n²: HNSW above
+METHODS = ("auto", "exact", "faiss", "faiss-ivf", "faiss-hnsw", "pynndescent")
+FAISS_FLAT_MAX = 50_000  # exact search grows with n²: IVF above
+IVF_MAX = 200_000  # auto: pynndescent above (IVF's recall falls at a fixed probe count)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 100, 256  # recall .99 on 10k random 128-D (the hard case)
+IVF_PROBE = 16  # cells searched per query, of about 4·√n
 
 
 def has_faiss() -> bool:
@@ -95,14 +99,23 @@ def _without_self(ind: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.where(ind >= 0, ind, -1), np.where(ind >= 0, dist, np.inf).astype(np.float32)
 
 
-def _faiss(X: np.ndarray, k: int, hnsw: bool) -> tuple[np.ndarray, np.ndarray]:
-    """faiss inner-product search: exact (flat, its own top-k in C++) or HNSW for large sets."""
+def _faiss(X: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """faiss inner-product search: ``flat`` (exact, its own top-k in C++), ``ivf`` (k-means
+    cells, ``IVF_PROBE`` of them searched) or ``hnsw``."""
     try:
         import faiss
     except ImportError:
         raise ImportError("--ann faiss needs faiss: pip install faiss-cpu (or faiss-gpu)") from None
-    d = X.shape[1]
-    if hnsw:
+    n, d = X.shape
+    if kind == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants ≥ 39 training rows a cell
+        quantizer = faiss.IndexFlatIP(d)  # held here: the index does not own it
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
+        index.train(X[np.sort(sample)])
+        index.add(X)
+        index.nprobe = min(IVF_PROBE, nlist)
+    elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.add(X)
@@ -117,9 +130,9 @@ def _faiss(X: np.ndarray, k: int, hnsw: bool) -> tuple[np.ndarray, np.ndarray]:
 def knn_graph(X: np.ndarray, n_neighbors: int = 15, method: str = "auto", random_state: int = 0) -> KNNGraph:
     """kNN graph of the rows of ``X`` (normalised here) under cosine distance.
 
-    ``method``: ``exact`` (numpy), ``faiss`` (exact up to ``FAISS_FLAT_MAX`` rows, HNSW above),
-    ``faiss-hnsw``, ``pynndescent`` or ``auto`` (faiss's exact search up to 200k rows where faiss
-    is installed, else numpy's up to 50k; pynndescent above).
+    ``method``: ``exact`` (numpy), ``faiss`` (exact up to ``FAISS_FLAT_MAX`` rows, IVF above),
+    ``faiss-ivf``, ``faiss-hnsw``, ``pynndescent`` or ``auto`` (where faiss is installed: exact up
+    to 50k rows, IVF up to 200k, pynndescent above; without it numpy's exact search up to 50k).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
@@ -128,15 +141,17 @@ def knn_graph(X: np.ndarray, n_neighbors: int = 15, method: str = "auto", random
     k = min(n_neighbors, n - 1)
     if k < 1:
         raise ValueError(f"need at least 2 vectors for a neighbour graph, got {n}")
-    if method == "auto":  # faiss's exact search beat pynndescent at 100k × 128 (37.5 s vs 76.7 s, recall 1.0 vs 0.47)
+    if method == "auto":
         if has_faiss():
-            method = "faiss" if n <= FAISS_FLAT_MAX else "pynndescent"
+            method = "faiss" if n <= FAISS_FLAT_MAX else "faiss-ivf" if n <= IVF_MAX else "pynndescent"
         else:
             method = "exact" if n <= EXACT_MAX_N else "pynndescent"
+    if method == "faiss" and n > FAISS_FLAT_MAX:
+        method = "faiss-ivf"
     if method == "exact":
         ind, dist = _exact(X, k)
-    elif method in ("faiss", "faiss-hnsw"):
-        ind, dist = _faiss(X, k, hnsw=method == "faiss-hnsw" or n > FAISS_FLAT_MAX)
+    elif method in ("faiss", "faiss-ivf", "faiss-hnsw"):
+        ind, dist = _faiss(X, k, {"faiss": "flat", "faiss-ivf": "ivf", "faiss-hnsw": "hnsw"}[method])
     elif method == "pynndescent":
         ind, dist = _nndescent(X, k, random_state)
     else:

@@ -79,6 +79,21 @@ def test_faiss_graphs_against_the_exact_one():
         assert g.indices[0, 0] == 1 and g.indices[1, 0] == 0
 
 
+def test_faiss_ivf_finds_the_same_identity():
+    """IVF (the graph above 200k): of each vector's true neighbours of its own identity, at least
+    99% are listed, and a clustering over it equals the one over the exact graph."""
+    pytest.importorskip("faiss")
+    X, y = identity_like(2_000, 6, 128, spread=0.35)
+    exact, ivf = knn_graph(X, 15, "exact"), knn_graph(X, 15, "faiss-ivf")
+    assert ivf.method == "faiss-ivf" and (ivf.indices != np.arange(len(X))[:, None]).all()
+    same = [set(row[y[row] == y[i]]) for i, row in enumerate(exact.indices)]
+    found = sum(len(s & set(row)) for s, row in zip(same, ivf.indices))
+    assert found / sum(map(len, same)) >= 0.99
+    a = HDBSCAN(min_cluster_size=2, min_samples=1).fit(X, graph=exact).labels_
+    b = HDBSCAN(min_cluster_size=2, min_samples=1).fit(X, graph=ivf).labels_
+    assert fowlkes_mallows_score(a, b) >= 0.99
+
+
 def test_hdbscan_graph_recovers_identities():
     """Tight groups are found; permutation-free score ≥ 0.98."""
     X, y = identity_like()
