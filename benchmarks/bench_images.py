@@ -82,8 +82,9 @@ def main() -> None:
             weights = "none" if model == "clip" else None
             old = create_image_embedder(model, weights, device=args.device, backend="torch").prepare()
             new = create_image_embedder(model, weights, device=args.device, backend="onnx")
-            new.model, new.transform, new.dim, new.size = old.model, old.transform, old.dim, old.size  # same weights
-            new._path = getattr(old, "_path", None)
+            for attr in ("model", "transform", "dim", "size", "_path"):  # the same weights, loaded once
+                if hasattr(old, attr):
+                    setattr(new, attr, getattr(old, attr))
             t = time.perf_counter()
             new.prepare()
             export_s = time.perf_counter() - t
