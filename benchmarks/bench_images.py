@@ -113,7 +113,7 @@ def main() -> None:
             for workers in (1, 2):
                 r = _rate(paths, items, new, tmp, f"{model}-new-{workers}", args.batch_size, workers)
                 print(f"        {workers} decode thread(s): {r:6.1f} img/s  ({r / r_old:.2f}x the old path, "
-                      f"{r / decode1:.2f}x decode-only)")
+                      f"{r / decode2:.2f}x decode-only on 2 threads)")
             print(f"  load average now {os.getloadavg()[0]:.2f}")
 
 
