@@ -223,7 +223,7 @@ class Cluster:
         p.add_argument("--device", default=None, help="torch device for image models (default: cuda if available)")
         p.add_argument("--workers", type=int, default=None,
                        help="face embedding processes (default: one per core for dlib-native; dlib and ArcFace "
-                            "use all cores in one)")
+                            "use all cores in one), or Ray actors with --backend ray (faces and images; default 1)")
         add_backend_options(p, gpus=True)
         p.add_argument("--algorithm", default=None,
                        choices=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan", "optics", "agglomerative",
@@ -276,7 +276,8 @@ class Cluster:
             s = cluster_images(args.dataset, dataset_inputs(args.dataset, args.source), args.to, args.model,
                                args.weights, args.arch, args.algorithm, params, args.ann, args.top, args.num_protos,
                                proto_out, args.link, args.clean, args.batch_size, args.device,
-                               progress=not args.quiet, dry_run=args.dry_run)
+                               progress=not args.quiet, dry_run=args.dry_run, workers=args.workers,
+                               backend=args.backend, ray_address=args.ray_address, ray_gpus=args.ray_gpus)
             if args.dry_run:
                 print(f"dry run: {s['images']} images ({args.model}) → {Path(args.dataset) / args.to}: {s['output']} "
                       "(nothing written)")

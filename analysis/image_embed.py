@@ -17,6 +17,8 @@ import pandas as pd
 
 from .models import ModelNotFoundError
 
+MAX_PIXELS = 4_000_000  # images are shrunk to this before the model's own resize
+
 log = logging.getLogger(__name__)
 
 IMAGE_MODELS = ("efficientnet", "clip")
@@ -310,14 +312,64 @@ def index_images(patterns, index_file: Path, skipped: list | None = None) -> pd.
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
+_WORKER = None
+
+
+def _init_worker(embedder) -> None:
+    global _WORKER
+    _WORKER = embedder.prepare()
+
+
+def _embed_task(task):
+    """On a Ray actor: ``(positions read, their vectors, {position: error})`` for a batch
+    ``(start, image files)``."""
+    from .embed import l2_normalize
+    from .images import ImageError, read_image
+
+    arrays, errors = [], {}
+    for i, path in enumerate(task[1]):
+        try:
+            arrays.append((i, _WORKER.preprocess(read_image(path, max_pixels=MAX_PIXELS))))
+        except ImageError as e:
+            errors[i] = str(e)
+    vecs = l2_normalize(_WORKER.embed_batch(np.stack([a for _, a in arrays]))) if arrays else None
+    return [i for i, _ in arrays], vecs, errors
+
+
+def _on_ray(todo, embedder, batch_size, actors, ray_address, ray_gpus, writer, bar, errors) -> None:
+    import copy
+
+    from .ray_backend import connect, gpus_per_actor, run_ordered
+
+    gpus = gpus_per_actor(connect(ray_address), actors, ray_gpus)
+    if getattr(embedder, "threads", 0) is None:  # actors of one machine share its cores
+        embedder = copy.copy(embedder)
+        embedder.threads = max(1, (os.cpu_count() or 1) // actors)
+    paths, ids = [os.path.abspath(p) for p in todo["path"]], todo["item_id"].tolist()
+    tasks = [(s, paths[s:s + batch_size]) for s in range(0, len(paths), batch_size)]
+    for (start, batch), result in run_ordered(tasks, _embed_task, _init_worker, (embedder,), actors, ray_address,
+                                              num_gpus=gpus):
+        if isinstance(result, BaseException):  # an image can be left out, as a bad file is
+            errors.update({ids[start + i]: f"{p}: failed on every Ray worker: {result}" for i, p in enumerate(batch)})
+        else:
+            read, vecs, failed = result
+            errors.update({ids[start + i]: e for i, e in failed.items()})
+            if read:
+                writer.add([ids[start + i] for i in read], vecs)
+        bar.update(len(batch))
+
+
 def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, workers: int = 2,
-                 progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
+                 progress: bool = True, backend: str = "local", actors: int = 1, ray_address: str | None = None,
+                 ray_gpus: float | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """Vectors (L2-normalised) for the ``item_id``/``path`` rows of ``items``, computing only
     uncached ones; returns ``(vectors of the readable items, {item_id: error})``.
 
     Decoding and preprocessing run on a thread pool ahead of the model (PIL and numpy release
     the GIL), so the model rarely waits for files; a file that does not decode is reported and
     skipped, never the end of the batch. Vectors are saved every 4,096 images and when the run stops.
+    ``backend`` ``ray``: ``actors`` Ray actors (each with ``ray_gpus`` of a GPU, default the cluster's
+    shared among them) read and embed batches of files; only paths and vectors travel.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -331,13 +383,17 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
     cached_ids, _ = store.load_embeddings(embedder.name)
     todo = items[~np.isin(ids, cached_ids)].drop_duplicates("item_id")
     errors: dict[str, str] = {}
-    if len(todo):
+    if len(todo) and backend == "ray":
+        bar = tqdm(total=len(todo), disable=not progress, unit="img", desc=f"embed ({embedder.name}, ray)")
+        with bar, EmbeddingWriter(store, embedder.name, 4096) as writer:
+            _on_ray(todo, embedder, batch_size, max(1, actors), ray_address, ray_gpus, writer, bar, errors)
+    elif len(todo):
         embedder.prepare()
         paths, todo_ids = todo["path"].tolist(), todo["item_id"].tolist()
 
         def load(i):
             try:
-                return i, embedder.preprocess(read_image(paths[i], max_pixels=4_000_000))
+                return i, embedder.preprocess(read_image(paths[i], max_pixels=MAX_PIXELS))
             except ImageError as e:
                 return i, str(e)
 

@@ -231,12 +231,17 @@ def cluster_images(
     device: str | None = None,
     progress: bool = True,
     dry_run: bool = False,
+    workers: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_gpus: float | None = None,
 ) -> dict:
     """Cluster whole images matched by ``patterns`` by visual similarity; write ``dataset/to``.
 
     Vectors are cached in ``dataset/images/`` per model and content hash, so a re-run (or
     another clustering) embeds only new images. Unreadable files are listed in the summary
     (``errors``) and left out. ``dry_run``: the images found and what happens to the output.
+    ``backend`` ``ray``: the embedding on ``workers`` Ray actors (:func:`image_embed.embed_images`).
     """
     dataset = Path(dataset)
     if dry_run:
@@ -247,11 +252,12 @@ def cluster_images(
                 "skipped": [[str(p), r] for p, r in skipped], "output": output_plan(dataset / to, clean)}
     with DatasetLock(dataset, "cluster"):
         return _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, params, ann, top, num_protos,
-                               proto_out, link, clean, batch_size, device, progress)
+                               proto_out, link, clean, batch_size, device, progress,
+                               dict(backend=backend, actors=workers or 1, ray_address=ray_address, ray_gpus=ray_gpus))
 
 
 def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, params, ann, top, num_protos, proto_out,
-                    link, clean, batch_size, device, progress) -> dict:
+                    link, clean, batch_size, device, progress, run) -> dict:
     from .image_embed import create_image_embedder, embed_images, index_images
     from .store import write_table
 
@@ -264,7 +270,7 @@ def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, para
     index = index_images(patterns, store.root / "index.parquet", skipped)
     embedder = create_image_embedder(model, weights, arch, device)
     ok = index[index["status"] == "ok"]
-    X, errors = embed_images(store, ok, embedder, batch_size=batch_size, progress=progress)
+    X, errors = embed_images(store, ok, embedder, batch_size=batch_size, progress=progress, **run)
     index.loc[index["item_id"].isin(errors), "status"] = "error"
     index.loc[index["item_id"].isin(errors), "error"] = index["item_id"].map(errors)
     write_table(index, store.root / "index.parquet")

@@ -149,3 +149,26 @@ def test_a_killed_ray_run_resumes(cluster, inputs, tmp_path):
     a, b = (f.sort_values("face_id").reset_index(drop=True) for f in (a, b))
     assert (a["face_id"] == b["face_id"]).all() and (a["crop_path"] == b["crop_path"]).all()
     assert not (remote / "parts").exists()
+
+
+def test_whole_images_on_ray_give_the_local_clusters(cluster, need_shared, tmp_path):
+    """cluster --model efficientnet --backend ray: the local vectors and assignments; a file that
+    does not decode is reported, not the end of the run."""
+    import pandas as pd
+
+    photos = tmp_path / "photos"
+    shutil.copytree(need_shared("images"), photos, ignore=shutil.ignore_patterns("*.md"))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    runs = {}
+    for backend in ("local", "ray"):
+        ds = tmp_path / backend
+        assert main(["-q", "cluster", "-d", str(ds), "--from", str(photos), "--model", "efficientnet",
+                     "--backend", backend, "--workers", "2"]) == 0
+        a = pd.read_csv(ds / "cluster" / "assignments.csv").sort_values("item_id").reset_index(drop=True)
+        ids, V = FaceStore(ds / "images").load_embeddings("efficientnet-lite0")
+        order = np.argsort(ids)
+        runs[backend] = a, np.asarray(ids)[order], V[order]
+    (a, ia, Va), (b, ib, Vb) = runs["local"], runs["ray"]
+    assert len(a) >= 10 and (a["item_id"] == b["item_id"]).all() and (a["cluster"] == b["cluster"]).all()
+    assert (ia == ib).all() and np.abs(Va - Vb).max() < 1e-5
+    assert len(b) == 12 and not b["source_image"].str.endswith("broken.jpg").any()
