@@ -234,6 +234,7 @@ class ReviewSession:
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
         self._undo: list[str] = []  # ids of this process's corrections, the last one last
+        self._retired: dict[int, np.ndarray] = {}  # ids corrections took away: their rows then
         self.last_op: str | None = None  # id of the latest correction, for a caller's own undo history
         self.setting = None
 
@@ -334,14 +335,27 @@ class ReviewSession:
         del self._undo[:-UNDO_DEPTH]
         self._apply()
 
-    def _apply(self, stable: bool = True) -> None:
+    def _apply(self, stable: bool = True, restore: bool = False) -> None:
         """Labels from the corrections; ``stable``: clusters keep the ids they had (and so their
-        colours), only clusters a correction made get new ones."""
+        colours), only clusters a correction made get new ones; ``restore`` (an undo): a cluster
+        coming back takes the id a correction had taken from it."""
         before = self.labels
         self.labels = apply_corrections(self.raw_labels, self.ids, self.ann)
         self._renumber()
-        if stable:
-            self.labels = keep_ids(before, self.labels)
+        if not stable:
+            self._retired = {}
+            return
+        self.labels = keep_ids(before, self.labels)
+        old, now = set(np.unique(before[before >= 0])), set(np.unique(self.labels[self.labels >= 0]))
+        self._retired.update({int(c): np.flatnonzero(before == c) for c in old - now})
+        for c in sorted(now - old) if restore else ():
+            rows = np.flatnonzero(self.labels == c)
+            for was, members in list(self._retired.items()):
+                if was not in now and 2 * np.intersect1d(rows, members).size > min(len(rows), len(members)):
+                    self.labels[rows] = was
+                    now.add(was)
+                    del self._retired[was]
+                    break
 
     def refresh(self) -> bool:
         """Take in corrections another server saved; True if there were any."""
@@ -362,7 +376,7 @@ class ReviewSession:
         if any(op.get("undo") == op_id for op in self.ann.ops):
             return False
         self.ann.undo(op_id)
-        self._apply()
+        self._apply(restore=True)
         return True
 
     def cluster_of(self, face_id: str) -> int:

@@ -190,6 +190,19 @@ def test_corrections_keep_the_ids_of_untouched_clusters(session):
                                                            key=lambda c: (-(session.labels == c).sum(), c))
 
 
+def test_undoing_a_merge_gives_both_clusters_their_ids_back(session):
+    id_of = lambda g: int(session.labels[session.truth == g][0])  # noqa: E731
+    before = session.labels.copy()
+    a, b = id_of(0), id_of(1)
+    session.name(id_of(2), "Cy")
+    merged = session.merge([a, b])
+    assert (session.labels[session.truth == 1] == merged).all()
+    session.name(id_of(3), "Di")  # a later correction, kept
+    assert session.undo(session._undo[-2])  # the merge, by id, as a browser tab does
+    assert (session.labels == before).all()
+    assert session.names() == {id_of(2): "Cy", id_of(3): "Di"}
+
+
 def test_keep_ids_gives_the_largest_overlap_its_old_id():
     before = np.array([0, 0, 0, 1, 1, 2, 2, -1])
     after = np.array([0, 0, 0, 0, 0, 1, 2, -1])  # 0 and 1 merged; 2 split in two
