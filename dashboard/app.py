@@ -200,10 +200,6 @@ class FaceGallery(pn.reactive.ReactiveHTML):
     }
 
 
-def colors(labels: np.ndarray) -> np.ndarray:
-    out = np.array(PALETTE, dtype=object)[np.maximum(labels, 0) % len(PALETTE)]
-    out[labels < 0] = NOISE_COLOR
-    return out
 
 
 class Dashboard(param.Parameterized):
@@ -226,6 +222,7 @@ class Dashboard(param.Parameterized):
         super().__init__(**params)
         self.s = session
         self.words = WORDS[session.kind]
+        self._colours: dict[int, int] = {}  # cluster id → palette index, kept across corrections
         self.last_recluster_s = 0.0
         self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
         self._table = None  # the cluster list drawn last: its row follows the open cluster
@@ -278,11 +275,18 @@ class Dashboard(param.Parameterized):
         self.param.update(version=self.version + 1, **({} if selected is None else {"selected": selected}))
 
     # -- data for the views ---------------------------------------------------------------------
+    def colours(self, labels: np.ndarray) -> np.ndarray:
+        """Each point's colour: its cluster's, never a neighbouring cluster's on the map."""
+        from analysis.map_colors import neighbour_colours
+
+        self._colours = neighbour_colours(labels, self.s.layout, len(PALETTE), self._colours)
+        return np.array([PALETTE[self._colours[c]] if c >= 0 else NOISE_COLOR for c in labels], dtype=object)
+
     def points_frame(self) -> pd.DataFrame:
         lab = self.s.labels
         names = self.s.names()
         df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
-                           "name": [names.get(c, "") for c in lab], "color": colors(lab)})
+                           "name": [names.get(c, "") for c in lab], "color": self.colours(lab)})
         thumbs = hover_thumbs(self.s)
         if thumbs is not None:
             df["thumb"] = thumbs
@@ -327,7 +331,8 @@ class Dashboard(param.Parameterized):
         """The open cluster drawn over the map, outlined, so it stands out from the others."""
         rows = self.s.labels == c if c >= 0 else np.zeros(len(self.s.labels), bool)
         pts = pd.DataFrame({"x": self.s.layout[rows, 0], "y": self.s.layout[rows, 1]})
-        return hv.Points(pts, ["x", "y"]).opts(color=PALETTE[c % len(PALETTE)] if c >= 0 else NOISE_COLOR,
+        colour = PALETTE[self._colours.get(c, c % len(PALETTE))] if c >= 0 else NOISE_COLOR
+        return hv.Points(pts, ["x", "y"]).opts(color=colour,
                                                size=10, line_color="black", line_width=1.5)
 
     def name_labels(self, df: pd.DataFrame) -> hv.Labels:
