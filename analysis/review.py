@@ -326,6 +326,26 @@ class ReviewSession:
         unknown = pd.DataFrame({"label": [UNKNOWN], "distance": [np.nan], "suggested": [True]})
         return pd.concat([unknown, out], ignore_index=True)
 
+    def nearest_clusters(self, cluster: int, n: int = 3) -> pd.DataFrame:
+        """Candidates to merge with ``cluster``: ``cluster, size, name, distance``, nearest first,
+        by the cosine distance between the clusters' unit mean vectors (over-split people's
+        fragments sit closer to each other than to other people's clusters, mostly)."""
+        keep = self.labels >= 0
+        ids, inv, sizes = np.unique(self.labels[keep], return_inverse=True, return_counts=True)
+        if cluster not in ids or len(ids) < 2:
+            return pd.DataFrame({"cluster": [], "size": [], "name": [], "distance": []})
+        means = np.zeros((len(ids), self.X.shape[1]))
+        np.add.at(means, inv, self.X[keep])
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        me = int(np.searchsorted(ids, cluster))
+        dist = 1.0 - means @ means[me]
+        dist[me] = np.inf
+        order = np.argsort(dist, kind="stable")[:min(n, len(ids) - 1)]
+        names = self.names()
+        return pd.DataFrame({"cluster": ids[order], "size": sizes[order],
+                             "name": [names.get(int(c), "") for c in ids[order]],
+                             "distance": np.round(dist[order], 4)})
+
     # -- corrections (saved at once) ---------------------------------------------------------
     def _correct(self, **change) -> None:
         """Record one correction in the log (with whatever another server added before it) and

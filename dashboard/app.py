@@ -400,7 +400,7 @@ class Dashboard(param.Parameterized):
         gallery = self.gallery(shown, files)
         # one face clicked: its source photo, where the others in the picture show who it is
         gallery.param.watch(lambda e: setattr(source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
-        return pn.Column(title, pn.Row(name_in, name_btn), self.suggestion_row(c), gallery,
+        return pn.Column(title, pn.Row(name_in, name_btn), self.suggestion_row(c), self.merge_row(c), gallery,
                          self.selection_actions(c, shown, gallery), pn.Row(split_btn, source_sel), source_view)
 
     def gallery(self, shown: np.ndarray, files: list[str]) -> FaceGallery:
@@ -431,6 +431,32 @@ class Dashboard(param.Parameterized):
             b.on_click(lambda e, lab=r.label: self._name(c, lab))
             items.append(b)
         return pn.Row(pn.pane.Markdown("Suggestions:"), *items, css_classes=["cs-suggestions"])
+
+    def merge_row(self, c: int):
+        """The clusters most like this one, each with its best face: one click merges it in (a
+        person split in several clusters). Where both are named, this cluster's name stays."""
+        near = self.s.nearest_clusters(c)
+        if not len(near):
+            return None
+        mine = self.s.names().get(c, "")
+        items = []
+        for r in near.itertuples():
+            face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
+            items.append(pn.pane.HTML(f'<img src="{face}" width="48" height="48" alt="">', margin=(0, 2)))
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
+                                  css_classes=["cs-merge-near"])
+            b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other, mine))
+            items.append(b)
+        return pn.Row(pn.pane.Markdown("Most like it:"), *items, css_classes=["cs-near"])
+
+    def _merge_in(self, c: int, other: int, name: str):
+        try:
+            merged = self.s.merge([c, other])
+        except NameConflict:
+            merged = self.s.merge([c, other], name=name)
+        self.did(f"merge clusters {c}, {other}")
+        self.changed(merged)
 
     def selection_actions(self, c: int, shown: np.ndarray, gallery: FaceGallery):
         """What to do with the chosen faces: take them out, mark them, or move them to a person."""

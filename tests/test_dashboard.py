@@ -357,3 +357,32 @@ def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_bro
         page.close()
     finally:
         server.stop()
+
+
+def test_merge_from_a_suggestion(chromium_browser, faces_store, tmp_path):
+    """The open cluster lists the clusters most like it, each with its best face; one click on
+    the first merges it in: one cluster fewer, the open one larger by its size, and undo says so."""
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        before = status_clusters(page)
+        open_first_cluster(page)
+        size0 = detail_size(page, 0)
+        near = page.locator(".cs-near .cs-merge-near button")
+        near.first.wait_for(timeout=30000)
+        assert page.locator(".cs-near img").count() == near.count() >= 1
+        label = near.first.inner_text()
+        other = int(label.split()[1])
+        near.first.click()
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(f"Undo: merge clusters 0, {other}",
+                                                                       timeout=30000)
+        deadline = time.monotonic() + 30
+        while (status_clusters(page) != before - 1 or detail_size(page, 0) <= size0) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status_clusters(page) == before - 1 and detail_size(page, 0) > size0
+        page.close()
+    finally:
+        server.stop()

@@ -203,6 +203,15 @@ def test_undoing_a_merge_gives_both_clusters_their_ids_back(session):
     assert session.names() == {id_of(2): "Cy", id_of(3): "Di"}
 
 
+def test_nearest_clusters_find_the_other_half_of_a_split_person(session):
+    a = int(session.labels[session.truth == 0][0])
+    halves = session.split(a)
+    near = session.nearest_clusters(halves[0], n=3)
+    assert len(near) == 3 and int(near["cluster"].iloc[0]) == halves[1]
+    assert near["distance"].is_monotonic_increasing and halves[0] not in set(near["cluster"])
+    assert session.nearest_clusters(10_000).empty
+
+
 def test_keep_ids_gives_the_largest_overlap_its_old_id():
     before = np.array([0, 0, 0, 1, 1, 2, 2, -1])
     after = np.array([0, 0, 0, 0, 0, 1, 2, -1])  # 0 and 1 merged; 2 split in two
