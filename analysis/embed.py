@@ -392,13 +392,10 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
         bar = tqdm(total=len(todo), disable=not progress, unit="face", desc=f"embed ({embedder.name})")
         with bar, EmbeddingWriter(store, embedder.name, save_every, save_seconds) as writer, ExitStack() as stack:
             if backend == "ray":
-                from .ray_backend import connect, gpus_per_actor, run_ordered
+                from .ray_backend import for_actors, run_ordered
 
                 actors = max(1, workers)
-                gpus = gpus_per_actor(connect(ray_address), actors, ray_gpus)
-                if getattr(embedder, "threads", 0) is None:  # actors of one machine share its cores
-                    embedder = copy.copy(embedder)
-                    embedder.threads = max(1, _cores() // actors)
+                embedder, gpus = for_actors(embedder, actors, ray_address, ray_gpus)
                 jobs = [([os.path.abspath(p) for p in paths], lms) for paths, lms, _ in batches]
                 results = (_raised(task, r) for task, r in run_ordered(jobs, _embed_batch, _init_worker, (embedder,),
                                                                        actors, ray_address, num_gpus=gpus))

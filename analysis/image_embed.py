@@ -337,14 +337,9 @@ def _embed_task(task):
 
 
 def _on_ray(todo, embedder, batch_size, actors, ray_address, ray_gpus, writer, bar, errors) -> None:
-    import copy
+    from .ray_backend import for_actors, run_ordered
 
-    from .ray_backend import connect, gpus_per_actor, run_ordered
-
-    gpus = gpus_per_actor(connect(ray_address), actors, ray_gpus)
-    if getattr(embedder, "threads", 0) is None:  # actors of one machine share its cores
-        embedder = copy.copy(embedder)
-        embedder.threads = max(1, (os.cpu_count() or 1) // actors)
+    embedder, gpus = for_actors(embedder, actors, ray_address, ray_gpus)
     paths, ids = [os.path.abspath(p) for p in todo["path"]], todo["item_id"].tolist()
     tasks = [(s, paths[s:s + batch_size]) for s in range(0, len(paths), batch_size)]
     for (start, batch), result in run_ordered(tasks, _embed_task, _init_worker, (embedder,), actors, ray_address,

@@ -45,6 +45,21 @@ def gpus_per_actor(ray, actors: int, requested: float | None = None) -> float:
     return min(1.0, total / max(1, actors)) if total else 0.0
 
 
+def for_actors(embedder, actors: int, address: str | None = None, gpus: float | None = None):
+    """``(embedder, GPUs per actor)`` for ``actors`` actors of the cluster at ``address``: an
+    embedder whose ONNX Runtime would take every core gets its share of this machine's cores
+    (actors of one machine share them)."""
+    import copy
+
+    from .embed import _cores
+
+    share = gpus_per_actor(connect(address), actors, gpus)
+    if getattr(embedder, "threads", 0) is None:
+        embedder = copy.copy(embedder)
+        embedder.threads = max(1, _cores() // actors)
+    return embedder, share
+
+
 def _runner_class(ray):
     @ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
     class Runner:
