@@ -415,6 +415,8 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
             for (_, _, batch_ids), vecs in zip(batches, results):
                 writer.add(batch_ids, vecs)
                 bar.update(len(batch_ids))
+    else:  # all cached, maybe in parts a run killed before its merge left behind
+        store.compact_embeddings(embedder.name)
     X, found = store.vectors(embedder.name, ids, getattr(embedder, "dim", None))
     if not found.all():  # e.g. a model that writes NaN for some input: say so, never cluster holes
         raise ValueError(f"{(~found).sum()} faces got no valid {embedder.name} vector (see the warnings above)")

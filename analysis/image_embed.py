@@ -406,4 +406,6 @@ def embed_images(store, items: pd.DataFrame, embedder, batch_size: int = 32, wor
                     writer.add([todo_ids[i] for i, _ in good],
                                l2_normalize(embedder.embed_batch(np.stack([a for _, a in good]))))
                 bar.update(len(loaded))
+    else:  # all cached, maybe in parts a run killed before its merge left behind
+        store.compact_embeddings(embedder.name)
     return store.vectors(embedder.name, ids)[0], errors

@@ -463,3 +463,23 @@ def test_a_damaged_map_is_computed_again(tmp_path, caplog):
     path.write_bytes(path.read_bytes()[:40])
     again = cached_layout(store, "dlib", ids, X, knn_graph(X, 15))
     assert "damaged" in caplog.text and np.allclose(again, Y)
+
+
+def test_parts_left_by_a_kill_before_their_merge_are_merged_by_the_next_run(tmp_path):
+    """A run killed after its last checkpoint but before the merge leaves every vector in parts:
+    the next run has nothing to embed and still merges them (the crash test saw the folder stay)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis.embed import embed_faces
+    from analysis.store import FaceStore
+
+    store = FaceStore(tmp_path / "faces")
+    X = np.eye(4, dtype=np.float32)
+    ids = np.array(["a", "b", "c", "d"], dtype=object)
+    store.save_embeddings("dlib", ids, X)  # a checkpoint part, never merged
+    parts = store.root / "embeddings" / "dlib.parts"
+    assert list(parts.glob("*.parquet"))
+    got = embed_faces(store, pd.DataFrame({"face_id": ids}), SimpleNamespace(name="dlib", dim=4), progress=False)
+    assert np.allclose(got, X) and not list(parts.glob("*.parquet"))
