@@ -81,6 +81,30 @@ class DlibEmbedder:
         return l2_normalize(np.array([np.asarray(v) for v in vecs]))
 
 
+def onnx_session(make_model, threads: int | None, providers):
+    """An ONNX Runtime session on ``threads`` cores (default: all) of the model ``make_model()``
+    gives (a path in the model cache, or the bytes when it cannot be written); a cached file
+    that does not load (disk full, a copy cut short) is made again."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or _cores()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+    def session(model):
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+
+    model = make_model()
+    try:
+        return session(model)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
+        if isinstance(model, bytes):
+            raise
+        log.warning("cached %s does not load (%s): making it again", model, str(e).splitlines()[0])
+        model.unlink(missing_ok=True)
+        return session(make_model())
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -124,24 +148,9 @@ class DlibOnnxEmbedder(DlibEmbedder):
 
         from .dlib_onnx import onnx_model
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads or _cores()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                        if p in ort.get_available_providers()]
-        def session(model):  # a path in the model cache, or the bytes when it cannot be written
-            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
-
-        model = onnx_model()
-        try:
-            return session(model)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
-            if isinstance(model, bytes):
-                raise
-            # a damaged cached conversion (disk full, a copy cut short): make it again
-            log.warning("cached %s does not load (%s): converting again", model, str(e).splitlines()[0])
-            model.unlink(missing_ok=True)
-            return session(onnx_model())
+        return onnx_session(onnx_model, self.threads, providers)
 
     def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
         """The network's input: chips stacked (n, 150, 150, 3), RGB uint8."""

@@ -106,24 +106,6 @@ def onnx_model(embedder) -> Path | bytes:
 def open_session(embedder, threads: int | None = None, providers=None):
     """An ONNX Runtime session for ``embedder`` on ``threads`` cores (default: all); a damaged
     cached export is made again."""
-    import onnxruntime as ort
+    from .embed import onnx_session
 
-    from .embed import _cores
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or _cores()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = providers or ["CPUExecutionProvider"]
-
-    def session(model):
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
-
-    model = onnx_model(embedder)
-    try:
-        return session(model)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
-        if isinstance(model, bytes):
-            raise
-        log.warning("cached %s does not load (%s): exporting again", model, str(e).splitlines()[0])
-        model.unlink(missing_ok=True)
-        return session(onnx_model(embedder))
+    return onnx_session(lambda: onnx_model(embedder), threads, providers or ["CPUExecutionProvider"])
