@@ -32,7 +32,7 @@ def main() -> None:
     from analysis.neighbors import knn_graph
     from analysis.project import pca_init, umap_layout
     from analysis.review import Annotations, ReviewSession
-    from dashboard.app import Dashboard
+    from analysis.app import Dashboard
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -68,7 +68,7 @@ def main() -> None:
 def page_load(session, dataset: Path) -> None:
     import panel as pn
 
-    from dashboard.app import build_app
+    from analysis.app import ReviewApp
 
     chromium = shutil.which("chromium")
     try:
@@ -81,7 +81,7 @@ def page_load(session, dataset: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = pn.serve({"app": lambda: build_app(session, dataset)}, port=port, address="127.0.0.1", show=False,
+    server = pn.serve({"app": lambda: ReviewApp(dataset, session=session).template()}, port=port, address="127.0.0.1", show=False,
                       threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
     time.sleep(2)
     try:

@@ -12,7 +12,7 @@ import statistics
 import time
 
 from analysis.pipeline import open_review
-from dashboard.app import Dashboard
+from analysis.app import Dashboard
 
 
 def main(argv=None):

@@ -334,7 +334,7 @@ def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_bro
     names greyed after it."""
     sync_api = _browser_or_skip()
     from analysis.pipeline import open_review
-    from dashboard.app import Dashboard
+    from analysis.app import Dashboard
 
     refs = str(need_shared("references"))
     dataset = tmp_path / "ds"
@@ -383,6 +383,43 @@ def test_merge_from_a_suggestion(chromium_browser, faces_store, tmp_path):
         while (status_clusters(page) != before - 1 or detail_size(page, 0) <= size0) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert status_clusters(page) == before - 1 and detail_size(page, 0) > size0
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_a_lasso_on_the_map_makes_a_new_person(chromium_browser, faces_store, tmp_path):
+    """Drawing a lasso over the left part of the map (the lasso is the map's drag tool) chooses the
+    faces inside it; "New person" puts them in one new cluster, which opens, and undo says so."""
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        page.get_by_text("Draw a lasso on the map").first.wait_for(timeout=30000)
+        box = page.locator(".bk-Canvas").first.bounding_box()
+        x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+        corners = [(x + 0.08 * w, y + 0.12 * h), (x + 0.55 * w, y + 0.12 * h), (x + 0.55 * w, y + 0.92 * h),
+                   (x + 0.08 * w, y + 0.92 * h), (x + 0.08 * w, y + 0.13 * h)]
+        page.mouse.move(*corners[0])
+        page.mouse.down()
+        for c in corners[1:]:
+            page.mouse.move(*c, steps=8)
+        page.mouse.up()
+        count = page.get_by_text(re.compile(r"\d+ faces chosen on the map")).first
+        count.wait_for(timeout=30000)
+        n = int(count.inner_text().split()[0])
+        total = int(re.search(r"noise \d+ of (\d+)", page.get_by_text(STATUS).first.inner_text()).group(1))
+        assert 0 < n < total
+        assert page.locator(".cs-map-chosen img").count() == min(n, 24)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-lasso.png"), full_page=True)
+        page.locator(".cs-map-new-person button").first.click()
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(
+            f"Undo: new person from {n} faces chosen on the map", timeout=30000)
+        page.get_by_text(re.compile(rf"Cluster \d+ \({n} faces\)")).first.wait_for(timeout=30000)
+        page.get_by_text("Draw a lasso on the map").first.wait_for(timeout=30000)  # the choice is spent
         page.close()
     finally:
         server.stop()

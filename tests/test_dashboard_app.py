@@ -38,13 +38,13 @@ def session(tmp_path):
 
 
 def dashboard(session):
-    from dashboard.app import Dashboard
+    from analysis.app import Dashboard
 
     return Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
 
 
 def test_only_the_chosen_algorithms_sliders_show_and_dbscan_says_min_samples_2(session):
-    from dashboard.app import controls
+    from analysis.app import controls
 
     d = dashboard(session)
     panel = controls(d)
@@ -140,3 +140,54 @@ def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
     c = int(session.labels[session.truth == 3][0])
     d.selected = c
     assert table.value["cluster"].iloc[table.selection[0]] == c
+
+
+def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
+    """`ReviewApp` renders as one Bokeh model (what a JupyterLab cell displays), with the map, the
+    cluster list and the sidebar; `open` shows a cluster in its detail; two apps over one session
+    keep their own undo."""
+    from bokeh.document import Document
+
+    from analysis.app import ReviewApp
+
+    app = ReviewApp(tmp_path, session=session)
+    root = pn.panel(app).get_root(Document())
+    kinds = {type(m).__name__ for m in root.references()}
+    assert {"Tabs", "DataTabulator", "Button", "Slider"} <= kinds, kinds
+    c = int(session.clusters()["cluster"].iloc[0])
+    app.open(c)
+    assert app.dashboard.selected == c and f"Cluster {c:03d}" in app.dashboard.detail()[0].object
+    other = ReviewApp(tmp_path, session=session)
+    session.name(c, "Ada")
+    app.dashboard.did("name Ada")
+    assert other.dashboard.undo() is None and app.dashboard.undo() == "name Ada"
+    assert session.names().get(c, "") == ""
+
+
+def test_a_lasso_or_a_box_on_the_map_chooses_faces_and_makes_a_person_of_them(session):
+    """The shape drawn on the map (in map coordinates, as Bokeh sends it) chooses the faces inside
+    it; "New person" puts exactly those in a cluster of their own, undoable, and the choice goes."""
+    from analysis.map_select import in_box, in_polygon
+
+    d = dashboard(session)
+    xy = session.layout
+    cx, cy = np.median(xy, 0)
+    triangle = np.array([[cx, cy], [xy[:, 0].max() + 1, cy], [cx, xy[:, 1].max() + 1]])
+    inside = in_polygon(xy, triangle)
+    # the same points by a plain half-plane test: the triangle spans the quadrant above-right of the centre
+    quadrant = (xy[:, 0] > cx) & (xy[:, 1] > cy)
+    assert inside.sum() >= 3 and not (inside & ~quadrant).any()
+    d._on_lasso(geometry=triangle)
+    assert d.map_chosen == np.flatnonzero(inside).tolist()
+    view = d.map_selection()
+    assert f"{inside.sum()} faces chosen on the map" in view.objects[0].object
+    new = next(o for o in view.objects[2].objects if "cs-map-new-person" in o.css_classes)
+    new.clicks += 1
+    target = int(session.labels[inside][0])
+    assert (session.labels == target).sum() == inside.sum() and (session.labels[inside] == target).all()
+    assert d.history[-1][1] == f"new person from {inside.sum()} faces chosen on the map" and d.map_chosen == []
+    assert d.undo() and (session.labels[inside] != target).any()
+
+    d._on_box(bounds=(cx, cy, xy[:, 0].max() + 1, xy[:, 1].max() + 1))
+    assert d.map_chosen == np.flatnonzero(in_box(xy, (cx, cy, 1e9, 1e9))).tolist() == np.flatnonzero(quadrant).tolist()
+    assert "Draw a lasso" in dashboard(session).map_selection().object  # nothing chosen in a new tab

@@ -87,7 +87,7 @@ def test_names_and_the_dataset_name_are_shown_as_text(chromium_browser, hostile_
 
 @pytest.mark.parametrize("typed", ["..", "../x", "/tmp", ".", "", ".hidden", "a/b"])
 def test_export_folder_is_one_plain_name(typed, tmp_path):
-    from dashboard.app import export_folder
+    from analysis.app import export_folder
 
     with pytest.raises(ValueError, match="not a folder name"):
         export_folder(tmp_path, typed)
@@ -221,7 +221,7 @@ def test_a_refused_session_loads_nothing(monkeypatch):
     import dashboard.app as app
 
     monkeypatch.setenv(TOKEN_ENV, "t0ken")
-    monkeypatch.setattr(app, "load_session", lambda args: pytest.fail("loaded the dataset for a refused client"))
+    monkeypatch.setattr(app, "ReviewApp", lambda *a, **k: pytest.fail("loaded the dataset for a refused client"))
     for request in [SimpleNamespace(arguments={"token": [b"wrong"]}, remote_ip="127.0.0.1"),
                     SimpleNamespace(arguments={}, remote_ip="192.0.2.9"),
                     SimpleNamespace(arguments={"token": [b"t0ken", b"t0ken"]}, remote_ip="192.0.2.9")]:

@@ -1,0 +1,681 @@
+"""The review app: see, tune, name and export clusters, in the browser or inside JupyterLab.
+
+    from analysis.app import ReviewApp
+    ReviewApp("my-dataset")                 # a notebook cell: the app, inline
+    ReviewApp("my-dataset").template()      # the full page (dashboard/app.py serves this)
+
+A thin param-driven layer over :class:`analysis.review.ReviewSession`: the vectors, kNN graph
+and UMAP map are loaded once per process (and stored in the dataset); widgets only re-cluster
+on the cached graph and redraw. :class:`Dashboard` holds one viewer's state (its own undo),
+so several tabs or notebooks can share one session.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from panel.theme.fast import Fast
+
+from .images import thumbnail_jpeg
+from .pipeline import cluster_params, default_algorithm, open_image_review, open_review
+from .review import NOT_FACE, NameConflict
+
+pn.extension("tabulator", notifications=True)
+hv.extension("bokeh")
+# FastListTemplate's design links Google's web font on every page load: a page of private photos
+# would tell another server who looks at it (and wait for it offline). Text falls back to sans-serif.
+Fast._resources = {k: v for k, v in Fast._resources.items() if k != "font"}
+
+HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
+RASTER_MIN = 100_000
+GALLERY_MAX = 48
+TRACK_STRIP = 12  # faces of a track shown over its time
+TABLE_PAGE = 500  # clusters per page of the list
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+           "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
+NOISE_COLOR = "#cfcfcf"
+MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
+CHOOSE_TOOLS = ["lasso_select", "box_select"]
+PEOPLE_PAGE = 24  # cards per page of the people view
+CARD_FACES = 4  # prototypes shown on a card
+SLIDERS = {  # the parameters each algorithm reads (params_for_algorithm): only these are shown
+    "hdbscan": ["min_cluster_size", "min_samples"], "dbscan": ["eps", "min_samples"],
+    "rnn-dbscan": ["n_neighbors"], "snn-whispers": ["eps", "min_cluster_size"]}
+WORDS = {  # what the items are called, by ReviewSession.kind
+    "faces": {"items": "faces", "name": "name this person", "exclude": "Not a face", "view": "Source photo of"},
+    "images": {"items": "images", "name": "name this group", "exclude": "Exclude", "view": "Larger view of"},
+}
+
+def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
+    """Names, file names, paths and error messages come from users and disks: shown as text, never
+    run as markup (Markdown panes pass HTML through)."""
+    return pn.pane.HTML(f"<{tag}>{html.escape(str(text))}</{tag}>", **params)
+
+def thumbnail_uri(path: str, size: int = 64) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
+
+
+def hover_thumbs(session) -> list[str] | None:
+    """Hover pictures for the map, made once per server process and shared by every tab."""
+    if len(session.ids) > HOVER_THUMBS_MAX:
+        return None
+    key = ("crowdsort-thumbs", id(session))
+    if key not in pn.state.cache:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:  # decoding releases the GIL
+            pn.state.cache[key] = list(pool.map(lambda p: thumbnail_uri(p, 48), session.table["crop_path"]))
+    return pn.state.cache[key]
+
+
+def card_thumb(session, row: int) -> str:
+    """A card's face, shared by every tab (a page of cards would otherwise decode 96 crops per redraw)."""
+    thumbs = hover_thumbs(session)
+    if thumbs is not None:
+        return thumbs[row]
+    key = ("crowdsort-card", id(session), row)
+    if key not in pn.state.cache:
+        pn.state.cache[key] = thumbnail_uri(session.table["crop_path"].iloc[row], 48)
+    return pn.state.cache[key]
+
+
+class FaceGallery(pn.reactive.ReactiveHTML):
+    """A cluster's thumbnails, chosen by click: a click picks one (again: none), shift adds the run
+    from the last click, ctrl or cmd adds or removes one. ``selected`` holds gallery positions.
+    Captions and titles are set as text (file names come from disks)."""
+
+    thumbs = param.List(doc="data: URIs")
+    captions = param.List()
+    titles = param.List()
+    selected = param.List()
+
+    _template = '<div id="gallery" class="cs-gallery" style="display:flex;flex-wrap:wrap"></div>'
+    _scripts = {
+        "render": """
+          state.last = null;
+          state.draw = () => {
+            const chosen = new Set(data.selected);
+            gallery.replaceChildren(...data.thumbs.map((src, i) => {
+              const fig = document.createElement('figure');
+              fig.className = 'cs-face' + (chosen.has(i) ? ' cs-chosen' : '');
+              fig.style.cssText = 'margin:2px;padding:1px;cursor:pointer;border:3px solid ' +
+                                  (chosen.has(i) ? '#d62728' : 'transparent');
+              const img = document.createElement('img');
+              img.src = src; img.width = 96; img.height = 96; img.title = data.titles[i] || '';
+              const cap = document.createElement('figcaption');
+              cap.textContent = data.captions[i] || ''; cap.style.fontSize = '10px';
+              fig.append(img, cap);
+              fig.addEventListener('click', (ev) => state.pick(i, ev));
+              return fig;
+            }));
+          };
+          state.pick = (i, ev) => {
+            let sel = data.selected.slice();
+            if (ev.shiftKey && state.last !== null) {
+              for (let k = Math.min(state.last, i); k <= Math.max(state.last, i); k++)
+                if (!sel.includes(k)) sel.push(k);
+            } else if (ev.ctrlKey || ev.metaKey) {
+              sel = sel.includes(i) ? sel.filter((k) => k !== i) : sel.concat([i]);
+            } else {
+              sel = (sel.length === 1 && sel[0] === i) ? [] : [i];
+            }
+            state.last = i;
+            data.selected = sel.sort((a, b) => a - b);
+          };
+          state.draw();
+        """,
+        "selected": "state.draw()",
+        "thumbs": "state.draw()",
+    }
+
+
+
+
+class Dashboard(param.Parameterized):
+    """State of one browser session; the views below depend on its parameters."""
+
+    algorithm = param.Selector(default="hdbscan", objects=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan"])
+    min_cluster_size = param.Integer(default=2, bounds=(2, 50), doc="HDBSCAN: smallest cluster")
+    min_samples = param.Integer(default=1, bounds=(1, 20), doc="HDBSCAN / DBSCAN: density")
+    n_neighbors = param.Integer(default=5, bounds=(2, 15), doc="RNN-DBSCAN: K")
+    eps = param.Number(default=0.06, bounds=(0.01, 0.3), step=0.005,
+                       doc="snn-whispers: threshold; DBSCAN: cosine radius")
+    selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
+    version = param.Integer(default=0, doc="bumped after every change of labels or names")
+    people_sort = param.Selector(default="size", objects=["size", "name"], label="Sort people by")
+    unnamed = param.Selector(default="first", objects=["first", "last"], label="Unnamed")
+    people_page = param.Integer(default=1, bounds=(1, None), label="Page")
+    map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
+
+    def __init__(self, session, **params):
+        params.setdefault("algorithm", default_algorithm(session.model or "dlib", session.kind))
+        super().__init__(**params)
+        self.s = session
+        self.words = WORDS[session.kind]
+        self._colours: dict[int, int] = {}  # cluster id → palette index, kept across corrections
+        self.last_recluster_s = 0.0
+        self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
+        self._table = None  # the cluster list drawn last: its row follows the open cluster
+        self._min_samples_bounds()
+        self.recluster()
+
+    @param.depends("algorithm", watch=True)
+    def _min_samples_bounds(self):
+        # DBSCAN needs min_samples ≥ 2: the slider's range says so, rather than showing 1 while 2 is used
+        low = 2 if self.algorithm == "dbscan" else 1
+        self.param.min_samples.bounds = (low, 20)
+        if self.min_samples < low:
+            self.min_samples = low
+
+    # -- actions ------------------------------------------------------------------------------
+    def params_for_algorithm(self) -> dict:
+        if self.algorithm == "hdbscan":
+            return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
+        if self.algorithm == "rnn-dbscan":
+            return cluster_params("rnn-dbscan", knn=self.n_neighbors)
+        if self.algorithm == "snn-whispers":  # the slider moves both cuts, keeping their measured gap
+            return {"threshold": self.eps, "mutual_threshold": round(self.eps + 0.01, 4),
+                    "min_cluster_size": self.min_cluster_size}
+        return {"eps": self.eps, "min_samples": max(2, self.min_samples)}
+
+    @param.depends("algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps", watch=True)
+    def recluster(self):
+        t = time.perf_counter()
+        self.s.recluster(self.algorithm, self.params_for_algorithm())
+        self.last_recluster_s = time.perf_counter() - t
+        self.changed(-1)
+
+    def did(self, what: str) -> None:
+        """Remember the correction just made, for this tab's undo."""
+        if self.s.last_op:
+            self.history.append((self.s.last_op, what))
+
+    def undo(self) -> str | None:
+        """Take back this tab's last correction (never another tab's); what it undid, or None."""
+        while self.history:
+            op, what = self.history.pop()
+            if self.s.undo(op):
+                self.changed()
+                return what
+        return None
+
+    def changed(self, selected: int | None = None):
+        # one batched update: views depending on both are redrawn once, not twice (a second redraw
+        # would replace the name box while someone types in it)
+        # the map is drawn again without the lasso's marks: what stays chosen is what is shown
+        self.param.update(version=self.version + 1, map_chosen=[], **({} if selected is None else {"selected": selected}))
+
+    # -- data for the views ---------------------------------------------------------------------
+    def colours(self, labels: np.ndarray) -> np.ndarray:
+        """Each point's colour: its cluster's, never a neighbouring cluster's on the map."""
+        from analysis.map_colors import neighbour_colours
+
+        self._colours = neighbour_colours(labels, self.s.layout, len(PALETTE), self._colours)
+        return np.array([PALETTE[self._colours[c]] if c >= 0 else NOISE_COLOR for c in labels], dtype=object)
+
+    def points_frame(self) -> pd.DataFrame:
+        lab = self.s.labels
+        names = self.s.names()
+        df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
+                           "name": [names.get(c, "") for c in lab], "color": self.colours(lab)})
+        thumbs = hover_thumbs(self.s)
+        if thumbs is not None:
+            df["thumb"] = thumbs
+        return df[lab != NOT_FACE]
+
+    # -- views ------------------------------------------------------------------------------------
+    @param.depends("version")
+    def status(self):
+        m = self.s.summary()
+        params = ", ".join(f"{k}={v}" for k, v in self.params_for_algorithm().items())
+        return pn.pane.Markdown(
+            f"{self.algorithm} ({params}): {m['clusters']} clusters, noise {m['noise']} of {m['items']} "
+            f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
+            css_classes=["cs-status"], name="status")
+
+    @param.depends("version")
+    def map_view(self):
+        from bokeh.models import HoverTool
+
+        df = self.points_frame()
+        vdims = [c for c in ("cluster", "name", "color", "thumb") if c in df]
+        points = hv.Points(df, ["x", "y"], vdims)
+        if len(df) >= RASTER_MIN:
+            import datashader as ds
+            from holoviews.operation.datashader import dynspread, rasterize
+
+            plot = dynspread(rasterize(points, aggregator=ds.max("cluster"))).opts(
+                cmap=PALETTE, cnorm="eq_hist", responsive=True, height=560, tools=["tap", *CHOOSE_TOOLS],
+                active_tools=["lasso_select", "wheel_zoom"])
+        else:
+            tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
+                   + 'cluster @cluster @name</div>')
+            # drawn faint, so the open cluster (outlined on top, in full colour) stands out
+            plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
+                               tools=[HoverTool(tooltips=tip), "tap", *CHOOSE_TOOLS], responsive=True, height=560,
+                               active_tools=["lasso_select", "wheel_zoom"],
+                               xaxis=None, yaxis=None, title=f"UMAP of the {self.words['items']}, coloured by cluster (grey: noise)")
+        source = points if len(df) < RASTER_MIN else plot
+        hv.streams.Tap(source=source).add_subscriber(self._on_tap)
+        # the drawn shape, not Bokeh's selected indices: the rasterised map has no points to select
+        hv.streams.Lasso(source=source).add_subscriber(self._on_lasso)
+        hv.streams.BoundsXY(source=source).add_subscriber(self._on_box)
+        highlight = hv.DynamicMap(self.highlight, streams=dict(c=self.param.selected))
+        return pn.pane.HoloViews(plot * highlight * self.name_labels(df), sizing_mode="stretch_width", name="map")
+
+    def highlight(self, c: int = -1):
+        """The open cluster drawn over the map, outlined, so it stands out from the others."""
+        rows = self.s.labels == c if c >= 0 else np.zeros(len(self.s.labels), bool)
+        pts = pd.DataFrame({"x": self.s.layout[rows, 0], "y": self.s.layout[rows, 1]})
+        colour = PALETTE[self._colours.get(c, c % len(PALETTE))] if c >= 0 else NOISE_COLOR
+        return hv.Points(pts, ["x", "y"]).opts(color=colour,
+                                               size=10, line_color="black", line_width=1.5)
+
+    def name_labels(self, df: pd.DataFrame) -> hv.Labels:
+        """Named clusters' names at their centre (the median point, inside the cluster)."""
+        named = df[df["name"] != ""]
+        centres = named.groupby("cluster").agg(x=("x", "median"), y=("y", "median"), name=("name", "first"))
+        return hv.Labels(centres, ["x", "y"], "name").opts(text_font_size="9pt", text_color="black")
+
+    def _on_tap(self, x=None, y=None):
+        if x is None:
+            return
+        d = np.hypot(self.s.layout[:, 0] - x, self.s.layout[:, 1] - y)
+        d[self.s.labels < 0] = np.inf
+        if np.isfinite(d.min()):
+            self.changed(int(self.s.labels[d.argmin()]))
+
+    def _on_lasso(self, geometry=None):
+        from analysis.map_select import in_polygon
+
+        if geometry is not None:
+            self.choose_on_map(in_polygon(self.s.layout, geometry))
+
+    def _on_box(self, bounds=None):
+        from analysis.map_select import in_box
+
+        if bounds is not None:
+            self.choose_on_map(in_box(self.s.layout, bounds))
+
+    def choose_on_map(self, inside: np.ndarray) -> None:
+        self.map_chosen = np.flatnonzero(inside & (self.s.labels != NOT_FACE)).tolist()
+
+    @param.depends("map_chosen", "version")
+    def map_selection(self):
+        """What the lasso or the box took on the map: how many, from which clusters, a few of
+        them, and what to do with them (the gallery's actions)."""
+        rows = np.asarray(self.map_chosen, int)
+        n_words = self.words["items"]
+        if not len(rows):
+            return pn.pane.HTML(f"Draw a lasso on the map (or a box: its tool above the map) to choose {n_words} there.",
+                                css_classes=["cs-map-chosen"])
+        clusters = np.unique(self.s.labels[rows])
+        ids = [self.s.ids[r] for r in rows]
+        faces = "".join(f'<img src="{card_thumb(self.s, int(r))}" width="40" height="40" style="margin:1px">'
+                        for r in rows[:MAP_CHOSEN_SHOWN])
+        what = (f"{len(rows)} {n_words} chosen on the map, from {(clusters >= 0).sum()} clusters"
+                f"{' and noise' if (clusters < 0).any() else ''}")
+        count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
+        after = lambda target: self.changed(target)  # noqa: E731  (the person they went to, if any)
+        return pn.Column(count, pn.pane.HTML(f"<div>{faces}</div>"),
+                         pn.Row(*self.face_actions(lambda: ids, "chosen on the map", after, count, "cs-map-")),
+                         css_classes=["cs-map-chosen"], sizing_mode="stretch_width")
+
+    @param.depends("version")
+    def cluster_table(self):
+        clusters = self.s.clusters()
+        # tens of thousands of rows would all go to the browser at each change: send pages instead
+        paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
+        table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
+                                     name="clusters", css_classes=["cs-clusters"], **paged)
+        table.on_click(lambda e: self.changed(int(table.value.iloc[e.row]["cluster"])))
+        self._table = table
+        self._select_row()
+        return table
+
+    @param.depends("selected", watch=True)
+    def _select_row(self):
+        # a cluster opened from the map or a card is marked in the list too
+        if self._table is not None:
+            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
+            self._table.selection = rows[:1].tolist()
+
+    @param.depends("selected", "version")
+    def detail(self):
+        c = self.selected
+        if c < 0 or not (self.s.labels == c).any():
+            return pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {self.words['items']}.")
+        rows = self.s.members(c)
+        name = self.s.names().get(c, "")
+        title = text_html(f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})", "h3",
+                          css_classes=["cs-detail-title"])
+        name_in = pn.widgets.TextInput(value=name, placeholder=self.words["name"], width=220, name="Name")
+        name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
+        # value_input is what the box shows now; value waits for a blur that may come after the click
+        name_btn.on_click(lambda e: self._name(c, name_in.value_input))
+        name_in.param.watch(lambda e: self._name(c, name_in.value_input), "enter_pressed")
+        split_btn = pn.widgets.Button(name="Split in two", button_type="warning")
+        split_btn.on_click(lambda e: self._split(c))
+        shown = rows[:GALLERY_MAX]
+        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
+        labels = [f"#{i} {f}" for i, f in enumerate(files)]
+        # Bokeh's Select draws its labels as text; it gives back the position in the gallery
+        source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"],
+                                       options={"": -1, **{v: i for i, v in enumerate(labels)}})
+        source_view = pn.Column(sizing_mode="stretch_width")
+
+        def show_source(e):
+            source_view.clear()
+            if e.new >= 0:
+                source_view.extend(self.source_views(shown[e.new]))
+        source_sel.param.watch(show_source, "value")
+        gallery = self.gallery(shown, files)
+        # one face clicked: its source photo, where the others in the picture show who it is
+        gallery.param.watch(lambda e: setattr(source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
+        return pn.Column(title, pn.Row(name_in, name_btn), self.suggestion_row(c), self.merge_row(c), gallery,
+                         self.selection_actions(c, shown, gallery), pn.Row(split_btn, source_sel), source_view)
+
+    def gallery(self, shown: np.ndarray, files: list[str]) -> FaceGallery:
+        n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
+        captions = [f"#{i}{' proto' if i < 3 else ''}"
+                    f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}"
+                    for i, r in enumerate(shown)]
+        thumbs = ["data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192)).decode()
+                  for r in shown]
+        return FaceGallery(thumbs=thumbs, captions=captions, titles=files, sizing_mode="stretch_width")
+
+    def suggestion_row(self, c: int):
+        """The reference library's verdict first (a name, or "unknown"); the nearest names after it,
+        greyed: one click still names the cluster after one of them."""
+        sugg = self.s.suggestions(c)
+        if not len(sugg):
+            return None
+        items = []
+        for r in sugg.itertuples():
+            if r.label == "unknown" and r.suggested:
+                items.append(pn.pane.HTML("<b>unknown</b> (no reference close enough); nearest:",
+                                          css_classes=["cs-sugg-unknown"]))
+                continue
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"{r.label} ({r.distance:.3f})", button_type="primary" if r.suggested else "light",
+                                  css_classes=["cs-sugg-best" if r.suggested else "cs-sugg-other"],
+                                  styles={} if r.suggested else {"opacity": "0.6"})
+            b.on_click(lambda e, lab=r.label: self._name(c, lab))
+            items.append(b)
+        return pn.Row(pn.pane.Markdown("Suggestions:"), *items, css_classes=["cs-suggestions"])
+
+    def merge_row(self, c: int):
+        """The clusters most like this one, each with its best face: one click merges it in (a
+        person split in several clusters). Where both are named, this cluster's name stays."""
+        near = self.s.nearest_clusters(c)
+        if not len(near):
+            return None
+        mine = self.s.names().get(c, "")
+        items = []
+        for r in near.itertuples():
+            face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
+            items.append(pn.pane.HTML(f'<img src="{face}" width="48" height="48" alt="">', margin=(0, 2)))
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
+                                  css_classes=["cs-merge-near"])
+            b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other, mine))
+            items.append(b)
+        return pn.Row(pn.pane.Markdown("Most like it:"), *items, css_classes=["cs-near"])
+
+    def _merge_in(self, c: int, other: int, name: str):
+        try:
+            merged = self.s.merge([c, other])
+        except NameConflict:
+            merged = self.s.merge([c, other], name=name)
+        self.did(f"merge clusters {c}, {other}")
+        self.changed(merged)
+
+    def selection_actions(self, c: int, shown: np.ndarray, gallery: FaceGallery):
+        """The gallery's chosen faces: take them out, mark them, or move them to a person."""
+        n_words = self.words["items"]
+        hint = f"Click {n_words} to choose (shift, ctrl: several)"
+        count = pn.pane.HTML(hint, css_classes=["cs-chosen-count"])
+        gallery.param.watch(lambda e: setattr(count, "object", f"{len(e.new)} chosen" if e.new else hint), "selected")
+        after = lambda target: self.changed(c if target is None or (self.s.labels == c).any() else target)  # noqa: E731
+        return pn.Row(count, *self.face_actions(lambda: [self.s.ids[shown[i]] for i in gallery.selected],
+                                                f"of cluster {c}", after, count))
+
+    def face_actions(self, chosen, where: str, after, count: pn.pane.HTML, css: str = "cs-") -> list:
+        """Reject, not a face, move to a person (a name box completing known names), new person,
+        for the items ``chosen()`` gives; ``after(target)`` redraws (target: the cluster they went to)."""
+        n_words = self.words["items"]
+        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger", css_classes=[f"{css}reject"])
+        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=[f"{css}notface"])
+        known = sorted(set(self.s.names().values()))
+        to = pn.widgets.AutocompleteInput(options=known, restrict=False, min_characters=1, case_sensitive=False,
+                                          placeholder="move to person…", width=200, css_classes=[f"{css}move-name"])
+        move_btn = pn.widgets.Button(name="Move", css_classes=[f"{css}move"])
+        new_btn = pn.widgets.Button(name="New person", css_classes=[f"{css}new-person"])
+
+        def act(what, fn):
+            faces = chosen()
+            if not faces:
+                count.object = f"choose {n_words} first"
+                return
+            target = fn(faces)
+            self.did(f"{what} {len(faces)} {n_words} {where}")
+            after(target)
+        reject_btn.on_click(lambda e: act("reject", self.s.reject))
+        notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
+        typed = lambda: (to.value_input or "").strip()  # noqa: E731  (what the box shows, before any blur)
+        move_btn.on_click(lambda e: act(f"move to '{typed()}'" if typed() else "move", lambda f: self.s.move(f, typed())))
+        new_btn.on_click(lambda e: act("new person from", self.s.move))
+        return [reject_btn, notface_btn, to, move_btn, new_btn]
+
+    def _split(self, c: int):
+        halves = self.s.split(c)
+        self.did(f"split cluster {c}")
+        self.changed(halves[0])
+
+    @param.depends("version", "people_sort", "unnamed", "people_page")
+    def people(self):
+        """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
+        rows = self.people_order()
+        pages = max(1, -(-len(rows) // PEOPLE_PAGE))
+        page = min(self.people_page, pages) - 1
+        cards = [self.card(r.cluster, r.size, r.name) for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
+        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120),
+                     pn.widgets.Select.from_param(self.param.unnamed, width=100),
+                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=90),
+                     text_html(f"page {page + 1} of {pages} · {len(rows)} clusters", "span"))
+        return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
+
+    def people_order(self) -> pd.DataFrame:
+        rows = self.s.clusters()
+        rows["unnamed"] = rows["name"] == ""
+        by = ["size", "cluster"] if self.people_sort == "size" else ["name", "size"]
+        rows = rows.sort_values(by, ascending=[self.people_sort != "size", self.people_sort == "size"], kind="stable")
+        return rows.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
+
+    def card(self, c: int, size: int, name: str):
+        faces = "".join(f'<img src="{card_thumb(self.s, r)}" width="48" height="48" style="margin:1px">'
+                        for r in self.s.members(c)[:CARD_FACES])
+        open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
+                                     button_type="primary" if name else "default", css_classes=["cs-card-open"])
+        open_btn.on_click(lambda e: self.changed(c))
+        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
+                         css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
+
+    def source_views(self, row: int) -> list:
+        """Where the item was seen: its photo or video frame with the face's box; for a track,
+        also a strip of its faces over time."""
+        from analysis.sources import source_jpeg
+
+        t = self.s.table.iloc[row]
+        box = t["box"] if "box" in t else None
+        when = t["time_s"] if "time_s" in t and pd.notna(t["time_s"]) else None
+        views = [pn.pane.JPG(source_jpeg(t["source_image"], box, when, 960), width=480, css_classes=["cs-source-view"])]
+        if self.s.item_faces is not None and t.get("track", -1) >= 0:
+            faces = self.s.item_faces[self.s.item_faces["item_id"] == self.s.ids[row]].sort_values("frame")
+            pick = faces.iloc[np.unique(np.linspace(0, len(faces) - 1, min(len(faces), TRACK_STRIP)).round().astype(int))]
+            views.insert(0, pn.FlexBox(*[
+                pn.Column(pn.pane.JPG(thumbnail_jpeg(f.crop_path, 128), width=64, height=64),
+                          pn.pane.Str(f"{f.time_s:.1f} s", styles={"font-size": "10px"}), margin=1)
+                for f in pick.itertuples()], css_classes=["cs-track-strip"]))
+        return views
+
+    def _name(self, c: int, name: str):
+        self.s.name(c, name)
+        self.did(f"name cluster {c} '{name.strip()}'" if name.strip() else f"unname cluster {c}")
+        self.changed(c)
+
+    def merge_widget(self):
+        # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
+        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"])
+        keep = pn.widgets.RadioBoxGroup(name="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
+        btn = pn.widgets.Button(name="Merge", button_type="primary", css_classes=["cs-merge"])
+        msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
+
+        @param.depends(self.param.version, watch=True)
+        def refresh(_=None):
+            rows = self.s.clusters()
+            choice.options = {html.escape(f"{r.cluster:03d} {r.name} ({r.size})".replace("  ", " ")): int(r.cluster)
+                              for r in rows.itertuples()}
+            choice.value = [c for c in choice.value if c in set(rows["cluster"])]
+        refresh()
+
+        def merge(e):
+            if len(choice.value) < 2:
+                msg.object = "choose two clusters or more"
+                return
+            try:
+                c = self.s.merge(list(choice.value), name=keep.value if keep.visible else None)
+            except NameConflict as err:  # the user says which name stays
+                keep.options, keep.value, keep.visible = err.names, err.names[0], True
+                msg.object = "they are named differently: choose the name to keep, then Merge"
+                return
+            what = f"merge clusters {', '.join(map(str, choice.value))}"
+            keep.visible, msg.object, choice.value = False, "", []
+            self.did(what)
+            self.changed(c)
+        btn.on_click(merge)
+        undo = pn.widgets.Button(name="Nothing to undo", disabled=True, css_classes=["cs-undo"])
+
+        @param.depends(self.param.version, watch=True)
+        def label_undo(_=None):
+            undo.name = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
+            undo.disabled = not self.history
+        undo.on_click(lambda e: self.undo())
+        return pn.Column(btn, keep, msg, choice, undo)
+
+    def export_widgets(self, dataset: Path):
+        def csv():
+            return io.StringIO(self.s.labelled_table().to_csv(index=False))
+
+        download = pn.widgets.FileDownload(callback=csv, filename="labels.csv", label="Download labels CSV",
+                                           button_type="success", css_classes=["cs-download"])
+        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.s.labels_csv().to_csv(index=False)),
+                                            filename="cluster.identifications.csv", label="Download label,cluster CSV")
+        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export",
+                                      css_classes=["cs-export-folder"])
+        btn = pn.widgets.Button(name="Export folders", button_type="primary", css_classes=["cs-export"])
+        msg = pn.pane.HTML("", css_classes=["cs-export-msg"])
+
+        def export(e):
+            from analysis.export import write_named_folders
+
+            try:
+                out = export_folder(dataset, folder.value_input)
+                write_named_folders(out, self.s.labelled_table(), clean=True)
+                msg.object = html.escape(f"wrote {out}")
+            except (OSError, ValueError) as err:
+                msg.object = html.escape(f"not written: {err}")
+        btn.on_click(export)
+        return pn.Column(download, labels_dl, folder, btn, msg)
+
+
+def export_folder(dataset: Path, typed: str) -> Path:
+    """The folder an export replaces: one plain name inside the dataset, since the export
+    empties it (``..``, ``/x``, ``a/b``, ``.`` or a hidden name would reach past or into the
+    dataset's own files)."""
+    name = typed.strip()
+    if not name or name.startswith(".") or any(ch in name for ch in "/\\\0"):  # ".", ".." are hidden names too
+        raise ValueError(f"{typed!r} is not a folder name: type one plain name, like export")
+    out = dataset / name
+    if out.is_symlink():  # would write (and clean) wherever it points
+        raise ValueError(f"{out} is a link: type the name of a folder of the dataset")
+    return out
+
+
+def page_title(dataset: Path) -> str:
+    return f"crowdsort — {Path(dataset).name}"
+
+
+def open_session(dataset, faces: str = "faces", model: str = "dlib", weights=None, refs=None, run: str | None = None):
+    """The ReviewSession of a dataset's faces (or of an image cluster run), once per process:
+    every tab, notebook cell or app over the same dataset shares it (the heavy part)."""
+    key = ("crowdsort-review", str(Path(dataset).resolve()), faces, model, weights, refs, run)
+    if key not in pn.state.cache:
+        pn.state.cache[key] = (open_image_review(dataset, run) if run else
+                               open_review(dataset, faces, model, weights, refs, progress=False))
+    return pn.state.cache[key]
+
+
+class ReviewApp(pn.viewable.Viewer):
+    """The review app over one dataset: ``ReviewApp(dataset)`` in a notebook cell shows it inline;
+    :meth:`template` is the full browser page. Each ReviewApp has its own :class:`Dashboard`
+    state (selection, undo) over the shared session. ``session`` replaces the dataset's own
+    (for a session made by hand)."""
+
+    def __init__(self, dataset, faces: str = "faces", model: str = "dlib", weights=None, refs=None,
+                 run: str | None = None, session=None, **params):
+        super().__init__(**params)
+        self.dataset = Path(dataset)
+        self.session = session if session is not None else open_session(dataset, faces, model, weights, refs, run)
+        self.dashboard = Dashboard(self.session)
+
+    def _parts(self):
+        dash = self.dashboard
+        views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"),
+                                          dash.map_selection, sizing_mode="stretch_width")),
+                        ("People", dash.people), sizing_mode="stretch_width", css_classes=["cs-views"],
+                        dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
+        sidebar = [controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
+                   dash.export_widgets(self.dataset)]
+        return sidebar, [views, dash.detail]
+
+    def open(self, cluster: int) -> None:
+        """Show ``cluster`` in the detail (and redraw after corrections made in code)."""
+        self.dashboard.changed(cluster)
+
+    def __panel__(self):
+        sidebar, main = self._parts()
+        return pn.Row(pn.Column(*sidebar, width=300), pn.Column(*main, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", css_classes=["cs-app"])
+
+    def template(self) -> pn.template.FastListTemplate:
+        sidebar, main = self._parts()
+        return pn.template.FastListTemplate(
+            title=html.escape(page_title(self.dataset)),  # the template puts it in the page as HTML
+            sidebar=sidebar, main=main)
+
+
+def controls(dash: Dashboard) -> pn.Param:
+    """The algorithm and its own parameters only (the others would do nothing)."""
+    names = ["min_cluster_size", "min_samples", "n_neighbors", "eps"]
+    panel = pn.Param(dash, parameters=["algorithm", *names],
+                     widgets={n: {"type": pn.widgets.FloatSlider if n == "eps" else pn.widgets.IntSlider,
+                                  "throttled": True} for n in names},
+                     show_name=False, name="controls")
+
+    def show(_=None):
+        for n in names:
+            panel._widgets[n].visible = n in SLIDERS[dash.algorithm]
+    dash.param.watch(show, "algorithm")
+    show()
+    return panel
+
