@@ -45,6 +45,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 NOISE_COLOR = "#cfcfcf"
 MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
+QUEUE_NOISE = 8  # noise items offered at a time
 PEOPLE_PAGE = 24  # cards per page of the people view
 CARD_FACES = 4  # prototypes shown on a card
 SLIDERS = {  # the parameters each algorithm reads (params_for_algorithm): only these are shown
@@ -154,6 +155,8 @@ class Dashboard(param.Parameterized):
     people_sort = param.Selector(default="size", objects=["size", "name"], label="Sort people by")
     unnamed = param.Selector(default="first", objects=["first", "last"], label="Unnamed")
     people_page = param.Integer(default=1, bounds=(1, None), label="Page")
+    queue_opened = param.List(doc="clusters this tab's review queue has opened (not offered again)")
+    queue_left = param.List(doc="noise items this tab chose to leave in noise")
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
 
     def __init__(self, session, **params):
@@ -481,6 +484,64 @@ class Dashboard(param.Parameterized):
         self.did(f"split cluster {c}")
         self.changed(halves[0])
 
+    @param.depends("version", "queue_opened", "queue_left")
+    def review_queue(self):
+        """A walk through what is left to decide: the unnamed clusters, largest first, opened one
+        at a time in the detail; then the noise items beside the named person nearest them."""
+        n_words = self.words["items"]
+        todo = self.s.unnamed_clusters()
+        todo = todo[~todo["cluster"].isin(self.queue_opened)]
+        if len(todo):
+            r = todo.iloc[0]
+            faces = "".join(f'<img src="{card_thumb(self.s, int(row))}" width="48" height="48" style="margin:1px">'
+                            for row in self.s.members(int(r.cluster))[:CARD_FACES])
+            nxt = pn.widgets.Button(name=f"Open {r.cluster:03d} ({r['size']} {n_words})", button_type="primary",
+                                    css_classes=["cs-queue-open"])
+            nxt.on_click(lambda e, c=int(r.cluster): self._open_from_queue(c))
+            clusters = [text_html(f"{len(todo)} unnamed clusters to look at, largest first; next:", "b"),
+                        pn.Row(pn.pane.HTML(f"<div>{faces}</div>"), nxt)]
+        else:
+            clusters = [text_html("Every cluster is named or has been looked at.", "b")]
+        noise = self.s.noise_to_review()
+        noise = noise[~noise["item_id"].isin(self.queue_left)]
+        rows = [self.noise_row(r) for r in noise.head(QUEUE_NOISE).itertuples()]
+        close = f" ({int(noise['likely'].sum())} close enough to be them)" if self.s.kind == "faces" else ""
+        head = (f"{len(noise)} noise {n_words} beside the named person nearest them{close}, nearest first:" if len(noise)
+                else f"No noise {n_words} to place (none, or nobody named yet).")
+        return pn.Column(*clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
+                         *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
+
+    def _open_from_queue(self, c: int) -> None:
+        self.queue_opened = self.queue_opened + [c]
+        self.changed(c)
+
+    def noise_row(self, r):
+        """One noise item, the person nearest it, and what to do: add it to them, exclude it, leave it."""
+        person = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
+        # beyond the identification threshold the item is most likely a stranger: offered, greyed
+        add = pn.widgets.Button(name=f"Add to {r.name}", button_type="primary" if r.likely else "light",
+                                styles={} if r.likely else {"opacity": "0.6"}, css_classes=["cs-queue-add"])
+        add.on_click(lambda e: self._place(r.item_id, r.name))
+        out = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=["cs-queue-notface"])
+        out.on_click(lambda e: self._place(r.item_id, None))
+        leave = pn.widgets.Button(name="Leave in noise", css_classes=["cs-queue-leave"])
+        leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
+        return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
+                      text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
+                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span"),
+                      pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
+                      css_classes=["cs-queue-item"])
+
+    def _place(self, item_id: str, name: str | None) -> None:
+        n_words = self.words["items"]
+        if name is None:
+            self.s.reject([item_id], not_face=True)
+            self.did(f"mark as not a face 1 {n_words} from noise")
+        else:
+            self.s.move([item_id], name)
+            self.did(f"move to '{name}' 1 {n_words} from noise")
+        self.changed()
+
     @param.depends("version", "people_sort", "unnamed", "people_page")
     def people(self):
         """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
@@ -642,7 +703,8 @@ class ReviewApp(pn.viewable.Viewer):
         dash = self.dashboard
         views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"),
                                           dash.map_selection, sizing_mode="stretch_width")),
-                        ("People", dash.people), sizing_mode="stretch_width", css_classes=["cs-views"],
+                        ("People", dash.people), ("Review", dash.review_queue),
+                        sizing_mode="stretch_width", css_classes=["cs-views"],
                         dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
         sidebar = [controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
                    dash.export_widgets(self.dataset)]

@@ -326,17 +326,22 @@ class ReviewSession:
         unknown = pd.DataFrame({"label": [UNKNOWN], "distance": [np.nan], "suggested": [True]})
         return pd.concat([unknown, out], ignore_index=True)
 
+    def _cluster_means(self):
+        """``(ids, sizes, unit mean vectors)`` of the clusters (noise and not-a-face left out)."""
+        keep = self.labels >= 0
+        ids, inv, sizes = np.unique(self.labels[keep], return_inverse=True, return_counts=True)
+        means = np.zeros((len(ids), self.X.shape[1]))
+        np.add.at(means, inv, self.X[keep])
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        return ids, sizes, means
+
     def nearest_clusters(self, cluster: int, n: int = 3) -> pd.DataFrame:
         """Candidates to merge with ``cluster``: ``cluster, size, name, distance``, nearest first,
         by the cosine distance between the clusters' unit mean vectors (over-split people's
         fragments sit closer to each other than to other people's clusters, mostly)."""
-        keep = self.labels >= 0
-        ids, inv, sizes = np.unique(self.labels[keep], return_inverse=True, return_counts=True)
+        ids, sizes, means = self._cluster_means()
         if cluster not in ids or len(ids) < 2:
             return pd.DataFrame({"cluster": [], "size": [], "name": [], "distance": []})
-        means = np.zeros((len(ids), self.X.shape[1]))
-        np.add.at(means, inv, self.X[keep])
-        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
         me = int(np.searchsorted(ids, cluster))
         dist = 1.0 - means @ means[me]
         dist[me] = np.inf
@@ -345,6 +350,41 @@ class ReviewSession:
         return pd.DataFrame({"cluster": ids[order], "size": sizes[order],
                              "name": [names.get(int(c), "") for c in ids[order]],
                              "distance": np.round(dist[order], 4)})
+
+    def unnamed_clusters(self) -> pd.DataFrame:
+        """The clusters nobody has named yet, largest first (the first part of a review)."""
+        rows = self.clusters()
+        return rows[rows["name"] == ""].reset_index(drop=True)
+
+    def noise_to_review(self) -> pd.DataFrame:
+        """Noise items beside the named person nearest them (cosine distance to the person's
+        unit mean vector, as for merge suggestions): ``row, item_id, cluster, name, distance,
+        likely``, nearest first, so the likeliest additions come first. ``likely``: the distance
+        is under the identification threshold for a library of the named people (faces only;
+        beyond it the item is most likely a stranger, as for "unknown" suggestions). Faces a
+        person rejected from a cluster are not offered again; empty while nobody is named."""
+        empty = pd.DataFrame({"row": [], "item_id": [], "cluster": [], "name": [], "distance": [], "likely": []})
+        names = self.names()
+        ids, _, means = self._cluster_means()
+        named = np.isin(ids, list(names))
+        rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
+        if not named.any() or not len(rows):
+            return empty
+        dist = 1.0 - self.X[rows] @ means[named].T
+        best = dist.argmin(axis=1)
+        people = ids[named][best]
+        order = np.argsort(dist[np.arange(len(rows)), best], kind="stable")
+        nearest = dist[np.arange(len(rows)), best][order]
+        return pd.DataFrame({"row": rows[order], "item_id": self.ids[rows[order]], "cluster": people[order],
+                             "name": [names[int(c)] for c in people[order]], "distance": np.round(nearest, 4),
+                             "likely": nearest <= self.placement_threshold(int(named.sum()))})
+
+    def placement_threshold(self, people: int) -> float:
+        """Distance under which an item is offered as one of ``people`` named people: the
+        open-set identification threshold for a library that size (faces); no bound for images."""
+        from .identify import default_threshold
+
+        return default_threshold(self.model or "dlib", people) if self.kind == "faces" else np.inf
 
     # -- corrections (saved at once) ---------------------------------------------------------
     def _correct(self, **change) -> None:

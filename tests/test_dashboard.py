@@ -423,3 +423,40 @@ def test_a_lasso_on_the_map_makes_a_new_person(chromium_browser, faces_store, tm
         page.close()
     finally:
         server.stop()
+
+
+def test_the_review_queue_walks_unnamed_clusters_then_places_noise(chromium_browser, faces_store, tmp_path):
+    """After naming cluster 0, the Review tab opens the unnamed clusters one after another in the
+    detail, then offers the noise faces beside the named person nearest them: one click adds one
+    to that person (undoable), and the noise shrinks by one."""
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        open_first_cluster(page)
+        page.get_by_placeholder("name this person").fill("Ada")
+        page.locator(".cs-name-save button").first.click()
+        page.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
+        page.get_by_text("Review", exact=True).first.click()
+        nxt = page.locator(".cs-queue-open button").first
+        sync_api.expect(nxt).to_contain_text("Open 001", timeout=30000)
+        nxt.click()
+        page.get_by_text(re.compile(r"Cluster 001 \(\d+ faces\)")).first.wait_for(timeout=30000)
+        sync_api.expect(nxt).to_contain_text("Open 002", timeout=30000)  # the next one, largest first
+
+        noise = page.get_by_text(re.compile(r"\d+ noise faces beside the named person nearest them \(\d+ close")).first
+        noise.wait_for(timeout=30000)
+        before = int(noise.inner_text().split()[0])
+        add = page.locator(".cs-queue-add button").first
+        sync_api.expect(add).to_have_text("Add to Ada")
+        add.click()
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: move to 'Ada' 1 faces from noise",
+                                                                       timeout=30000)
+        page.get_by_text(re.compile(rf"^{before - 1} noise faces beside")).first.wait_for(timeout=30000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"), full_page=True)
+        page.close()
+    finally:
+        server.stop()

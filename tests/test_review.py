@@ -243,3 +243,23 @@ def test_labelled_table_paths_are_all_absolute(session, tmp_path, monkeypatch):
     session.table = session.table.assign(crop_path="faces/crops/a.jpg", source_image=str(tmp_path / "p.jpg"))
     t = session.labelled_table()
     assert t["crop_path"].str.startswith(str(tmp_path)).all() and t["source_image"].str.startswith("/").all()
+
+
+def test_the_review_queue_offers_unnamed_clusters_then_noise_beside_the_nearest_named_person(session):
+    a, b = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    assert session.noise_to_review().empty  # nobody named: nothing to place noise beside
+    session.name(a, "Ada")
+    session.name(b, "Bea")
+    unnamed = session.unnamed_clusters()
+    assert len(unnamed) == 4 and not set(unnamed["cluster"]) & {a, b}
+    assert unnamed["size"].is_monotonic_decreasing
+    rejected = session.ids[session.truth == 0][1]
+    session.reject([rejected])  # a stranger taken out of Ada's cluster is not offered back to her
+    stray = int(np.flatnonzero(session.truth == 1)[2])
+    stranger = int(np.flatnonzero(session.truth == 4)[0])
+    session.labels[[stray, stranger]] = -1  # as a clustering that left one of Bea's faces in noise, and another's
+    queue = session.noise_to_review()
+    assert queue["item_id"].tolist() == [session.ids[stray], session.ids[stranger]]  # nearest first
+    assert queue["name"].iloc[0] == "Bea" and queue["cluster"].iloc[0] == b
+    assert queue["likely"].tolist() == [True, False]  # the other person's face is not offered as Ada's or Bea's
+    assert queue["distance"].iloc[0] < session.placement_threshold(2) < queue["distance"].iloc[1]
