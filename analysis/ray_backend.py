@@ -1,11 +1,15 @@
 """Ray as the engine where one machine is not enough (``--backend ray``).
 
 The driver keeps its plan (what is new or changed) and writes the dataset's files as the local
-pool does; Ray runs the same per-task functions on actors that load their model once
-(:func:`run_ordered`). Only paths, face rows and vectors travel, never decoded frames: a task
-is a file (a video is one unit: decode, detect, track) or a batch of crop paths. An actor that
-dies is restarted and its task retried (``RETRIES``); a task that still fails comes back as its
-exception, so the caller records the file like a bad photo and goes on.
+pool does; Ray Data runs the same per-task functions (:func:`run_ordered`): the tasks are a
+dataset of a row each (in blocks of up to ``PER_BLOCK``), mapped by a pool of actors that load
+their model once (``init``) and ask for a share of a GPU where the cluster has them; the
+results stream back to the driver in task order (``preserve_order``, never materialised).
+Only paths, face rows and vectors travel, never decoded frames: a task is a file (a video is
+one unit: decode, detect, track) or a batch of crop paths. A task's error comes back as its
+exception; an actor that dies is restarted and its block retried (``RETRIES``); the tasks of a
+block that still fails are run again one by one, and the one that still kills its worker comes
+back as :class:`TaskLost`, so the caller records the file like a bad photo and goes on.
 
 Workers must be able to import crowdsort and read the dataset's folder (one machine, or a
 shared file system).
@@ -14,12 +18,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
+import warnings
 
 log = logging.getLogger(__name__)
 
 RETRIES = 3
-IN_FLIGHT = 2  # tasks queued per actor: the next one is ready when a result comes back
+PER_BLOCK = 32  # tasks a block at most: Ray Data's cost is per block (tens of ms on two busy cores)
+_ENV = ("GLOG_minloglevel", "TF_CPP_MIN_LOG_LEVEL", "CROWDSORT_CACHE")  # what the actors inherit
+
+
+class TaskLost(RuntimeError):
+    """A task whose worker died on each of its tries (its process killed, out of memory...)."""
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
@@ -60,53 +69,131 @@ def for_actors(embedder, actors: int, address: str | None = None, gpus: float | 
     return embedder, share
 
 
-def _runner_class(ray):
-    @ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
-    class Runner:
-        """One worker: ``init(*init_args)`` once (the model loaded), then ``work(task)`` per task."""
+def _pickled(result):
+    from ray import cloudpickle
 
-        def __init__(self, init, init_args, env):
-            os.environ.update(env)
-            if init is not None:
-                init(*init_args)
+    try:
+        return cloudpickle.dumps(result)
+    except Exception:  # an exception that does not pickle comes back as its text
+        return cloudpickle.dumps(RuntimeError(f"{type(result).__name__}: {result}"))
 
-        def run(self, work, task):
-            return work(task)
-    return Runner
+
+class _Runner:
+    """One actor of the pool: ``init(*init_args)`` once (the model loaded), then ``work(task)``
+    per row; a task's exception is its result, so one bad file is not the end of the run."""
+
+    def __init__(self, work, init, init_args, env):
+        os.environ.update(env)
+        self.work = work
+        if init is not None:
+            init(*init_args)
+
+    def __call__(self, batch):
+        import numpy as np
+        from ray import cloudpickle
+
+        out = []
+        for blob in batch["task"]:
+            try:
+                result = self.work(cloudpickle.loads(blob))
+            except Exception as e:
+                result = e
+            out.append(_pickled(result))
+        return {"i": batch["i"], "result": np.array(out, dtype=object)}
+
+
+def _quiet_context(ray):
+    """Ray Data's context for these runs: results in task order, no console bars or banners (the
+    caller's tqdm bar is the progress), a block whose task failed on every retry skipped (the
+    driver reports its task) rather than the run aborted, and no limit on a long task (an hour
+    of video is one task)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.max_errored_blocks = -1
+    ctx.execution_no_progress_timeout_s = -1
+    for h in logging.getLogger("ray.data").handlers:  # its log file (ray-data.log) keeps all
+        if not isinstance(h, logging.FileHandler) and type(h).__name__ != "SessionFileHandler":
+            h.setLevel(logging.CRITICAL)  # a skipped block is reported below, per task
+    return ray.data
 
 
 def run_ordered(tasks, work, init=None, init_args=(), actors: int = 1, address: str | None = None,
                 num_cpus: int | None = None, num_gpus: float = 0.0):
     """Yield ``(task, result)`` in the order of ``tasks``; ``result`` is the exception where a
-    task failed on every retry. ``work`` and ``init`` are module-level functions (Ray ships them by
-    reference). ``num_gpus``: each actor's share of a GPU (Ray sets its CUDA_VISIBLE_DEVICES)."""
+    task raised, or :class:`TaskLost` where its worker died on every retry. ``work`` and ``init``
+    are module-level functions (Ray ships them by reference). ``actors``: the pool's size;
+    ``num_gpus``: each actor's share of a GPU (Ray sets its CUDA_VISIBLE_DEVICES)."""
     ray = connect(address, num_cpus)
-    from ray.exceptions import RayError
+    tasks = list(tasks)
+    if tasks:
+        # alone, a task that kills its worker has no neighbour to take with it: no second run
+        yield from _run(ray, tasks, (work, init, init_args), actors, num_gpus, rescue=len(tasks) > 1)
 
-    env = {k: v for k, v in os.environ.items() if k in ("GLOG_minloglevel", "TF_CPP_MIN_LOG_LEVEL", "CROWDSORT_CACHE")}
-    Runner = _runner_class(ray)
-    if num_gpus:
-        Runner = Runner.options(num_gpus=num_gpus)
-    pool = [Runner.remote(init, init_args, env) for _ in range(max(1, actors))]
-    pending: deque = deque()
-    todo = iter(enumerate(tasks))
 
-    def submit() -> None:
-        for i, task in todo:
-            pending.append((task, pool[i % len(pool)].run.remote(work, task)))
-            return
-    for _ in range(IN_FLIGHT * len(pool)):
-        submit()
-    try:
-        while pending:
-            task, ref = pending.popleft()
-            try:
-                result = ray.get(ref)
-            except RayError as e:
-                log.warning("ray: a task failed on every retry: %s", e)
-                result = e
-            submit()
-            yield task, result
+def _run(ray, tasks, udf, actors, num_gpus, rescue):
+    """:func:`run_ordered` on Ray Data. A block (``PER_BLOCK`` tasks at most, fewer where each
+    actor would get under 4 blocks) is the unit Ray schedules and retries, and its results reach
+    the driver together. A block whose worker died on every retry is skipped by Ray Data; then
+    this pool stops (its actors give their CPUs and GPUs back), the skipped tasks are run again,
+    one a block and one in flight (``rescue``), so a file that kills its worker takes none of
+    its neighbours with it, and a new pool goes on after them."""
+    done = 0
+    while done < len(tasks):
+        base, after = done, None
+        rows = _rows(ray, tasks[base:], udf, actors, num_gpus, one_by_one=not rescue)
+        try:
+            for i, result in rows:
+                if base + i > done:  # tasks[done:base + i] were skipped
+                    after = (base + i, result)
+                    break
+                done = base + i + 1
+                yield tasks[base + i], result
+        finally:
+            rows.close()
+        end = after[0] if after else len(tasks)
+        if rescue:
+            yield from _run(ray, tasks[done:end], udf, 1, num_gpus, rescue=False)
+        else:
+            for task in tasks[done:end]:
+                log.warning("ray: a task failed on every retry: its worker died (see Ray's ray-data.log)")
+                yield task, TaskLost(f"its Ray worker died on each of {RETRIES + 1} tries")
+        done = end
+        if after:
+            yield tasks[end], after[1]
+            done = end + 1
+
+
+def _rows(ray, tasks, udf, actors, num_gpus, one_by_one):
+    """``(index, result)`` of ``tasks`` in order, from a Ray Data actor pool; a skipped block's
+    tasks are missing. Closing it stops the pool."""
+    from ray import cloudpickle
+
+    data = _quiet_context(ray)
+    actors = max(1, min(actors, len(tasks)))
+    per_block = 1 if one_by_one else max(1, min(PER_BLOCK, len(tasks) // (4 * actors)))
+    cpus = ray.cluster_resources().get("CPU", 1)
+    env = {k: v for k, v in os.environ.items() if k in _ENV}
+    ctx = data.DataContext.get_current()
+    in_flight, ctx.max_tasks_in_flight_per_actor = ctx.max_tasks_in_flight_per_actor, 1 if one_by_one else None
+    try:  # the dataset keeps the context it was made in
+        ds = data.from_items([{"i": i, "task": cloudpickle.dumps(t)} for i, t in enumerate(tasks)],
+                             override_num_blocks=-(-len(tasks) // per_block))
     finally:
-        for a in pool:
-            ray.kill(a)
+        ctx.max_tasks_in_flight_per_actor = in_flight
+    with warnings.catch_warnings():  # Ray Data has no other way to bound a task's retries (its own: none)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(_Runner, batch_size=per_block, batch_format="numpy", concurrency=actors,
+                            fn_constructor_args=(*udf, env), num_cpus=min(1.0, cpus / actors),
+                            num_gpus=num_gpus or None, max_restarts=-1, max_task_retries=RETRIES)
+    rows = iter(ds.iter_rows())
+    try:
+        for row in rows:
+            yield int(row["i"]), cloudpickle.loads(row["result"])
+    finally:  # stopped early (a skipped block, Ctrl-C, SIGTERM): the pool goes with it
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
