@@ -89,6 +89,105 @@ def card_thumb(session, row: int) -> str:
     return pn.state.cache[key]
 
 
+class BusyGuard(pn.reactive.ReactiveHTML):
+    """A "working…" badge from a click until the server has answered it, and no lost clicks.
+
+    A click on a button, a list row or the map starts the badge; a click made meanwhile would
+    land on a button the answer is about to replace (and vanish with it), so it is held and
+    made again, at the same place on the page, once the answer is drawn (a Split pressed right
+    after opening a cluster splits the cluster just opened). ``ack`` is bumped by the server
+    each time it has finished processing the browser's events."""
+
+    ack = param.Integer(default=0)
+
+    _template = ('<div id="badge" class="cs-busy" style="display:none;position:fixed;top:12px;left:50%;'
+                 'z-index:10000;background:#333;color:#fff;padding:4px 12px;border-radius:12px;'
+                 'font-size:13px">working…</div>')
+    _scripts = {
+        "render": """
+          state.busy = false; state.held = [];
+          state.show = (on) => {
+            state.busy = on;
+            badge.style.display = on ? 'block' : 'none';
+            document.body.style.cursor = on ? 'progress' : '';
+            clearTimeout(state.timer);
+            if (on) state.timer = setTimeout(() => state.done(), 8000);  // an answer that never came
+          };
+          state.actionable = (path) => path.some((el) => el.tagName === 'BUTTON' || el.tagName === 'CANVAS' ||
+              (el.classList && (el.classList.contains('tabulator-row') || el.classList.contains('tabulator-cell'))));
+          state.deepest = (x, y) => {
+            let el = document.elementFromPoint(x, y);
+            while (el && el.shadowRoot) {
+              const inner = el.shadowRoot.elementFromPoint(x, y);
+              if (!inner || inner === el) break;
+              el = inner;
+            }
+            return el;
+          };
+          state.all = (root, sel, out = []) => {  // through Bokeh's shadow roots, in page order
+            for (const el of root.querySelectorAll('*')) {
+              if (el.matches(sel)) out.push(el);
+              if (el.shadowRoot) state.all(el.shadowRoot, sel, out);
+            }
+            return out;
+          };
+          state.target = (held) => {
+            if (held.cls) {  // the same widget of the redrawn view: the nth with the same class
+              const host = state.all(document, '.' + held.cls)[held.nth];
+              return host ? (host.shadowRoot || host).querySelector('button') : null;
+            }
+            const el = state.deepest(held.x, held.y);  // a row of the list (or a button without a class): what is now there
+            return el && el.closest ? el.closest('button, .tabulator-cell, .tabulator-row') : null;
+          };
+          state.replay = (held, waited = 0) => {
+            // the answer's views are built after it arrives: wait for the clicked one to be replaced
+            const target = held.origin.isConnected && waited < 1000 ? null : state.target(held);
+            if (!target && waited < 2500) {
+              setTimeout(() => state.replay(held, waited + 50), 50);
+              return;
+            }
+            if (target && !target.disabled) {
+              target.click();
+            } else {
+              state.done();
+            }
+          };
+          state.done = () => {
+            state.show(false);
+            const next = state.held.shift();
+            if (next) { state.show(true); state.replay(next); }
+          };
+          document.addEventListener('click', (ev) => {
+            // a person's clicks only: a widget's own (a download's second step) and the replays pass
+            if (!ev.isTrusted) return;
+            const path = ev.composedPath();
+            if (!state.actionable(path)) return;
+            if (state.busy) {
+              ev.stopImmediatePropagation(); ev.preventDefault();
+              if (path.some((e) => e.tagName === 'CANVAS')) return;  // a tap on a map being redrawn: its place means nothing now
+              const cell = path.find((e) => e.classList && e.classList.contains('tabulator-cell'));
+              const host = cell ? null : path.find((e) => e.classList && [...e.classList].some((c) => c.startsWith('cs-')));
+              const cls = host ? [...host.classList].find((c) => c.startsWith('cs-')) : null;
+              const held = {x: ev.clientX, y: ev.clientY, origin: cell || path[0], cls: cls,
+                            nth: cls ? state.all(document, '.' + cls).indexOf(host) : -1};
+              if (state.held.length < 3) state.held.push(held);
+              return;
+            }
+            state.show(true);
+          }, true);
+        """,
+        "ack": "setTimeout(() => state.done(), 30)",  # the answer's views drawn first
+    }
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        # per page: pn.state.busy is the server's; an answer to another tab only ends this badge early
+        watcher = pn.state.param.watch(lambda e: None if e.new else self.param.update(ack=self.ack + 1), "busy")
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:  # served: the page's watcher goes with it
+            doc.on_session_destroyed(lambda ctx: pn.state.param.unwatch(watcher))
+
+
 class FaceGallery(pn.reactive.ReactiveHTML):
     """A cluster's thumbnails, chosen by click: a click picks one (again: none), shift adds the run
     from the last click, ctrl or cmd adds or removes one. ``selected`` holds gallery positions.
@@ -366,7 +465,7 @@ class Dashboard(param.Parameterized):
         # value_input is what the box shows now; value waits for a blur that may come after the click
         name_btn.on_click(lambda e: self._name(c, name_in.value_input))
         name_in.param.watch(lambda e: self._name(c, name_in.value_input), "enter_pressed")
-        split_btn = pn.widgets.Button(name="Split in two", button_type="warning")
+        split_btn = pn.widgets.Button(name="Split in two", button_type="warning", css_classes=["cs-split"])
         split_btn.on_click(lambda e: self._split(c))
         shown = rows[:GALLERY_MAX]
         files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
@@ -706,7 +805,7 @@ class ReviewApp(pn.viewable.Viewer):
                         ("People", dash.people), ("Review", dash.review_queue),
                         sizing_mode="stretch_width", css_classes=["cs-views"],
                         dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
-        sidebar = [controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
+        sidebar = [BusyGuard(), controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
                    dash.export_widgets(self.dataset)]
         return sidebar, [views, dash.detail]
 

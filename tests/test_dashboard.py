@@ -460,3 +460,29 @@ def test_the_review_queue_walks_unnamed_clusters_then_places_noise(chromium_brow
         page.close()
     finally:
         server.stop()
+
+
+def test_a_click_made_while_the_server_redraws_is_not_lost(chromium_browser, faces_store, tmp_path):
+    """Opening cluster 1 and pressing Split at once (before the detail is redrawn): the badge
+    says the server is working, and the Split is made on the cluster just opened, not lost with
+    the button the redraw replaced (nor made on the cluster shown before)."""
+    sync_api = _browser_or_skip()
+    dataset = tmp_path / "ds"
+    shutil.copytree(faces_store.root, dataset / "faces")
+    server = Server(dataset).start()
+    try:
+        page = open_page(chromium_browser, server)
+        open_first_cluster(page)
+        before = status_clusters(page)
+        page.locator(".cs-clusters .tabulator-row").nth(1).click()
+        sync_api.expect(page.locator(".cs-busy")).to_be_visible()  # at once, before the server answers
+        page.locator(".cs-split button").first.click()  # still cluster 0's button on the screen
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 1", timeout=30000)
+        deadline = time.monotonic() + 30
+        while status_clusters(page) != before + 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status_clusters(page) == before + 1
+        sync_api.expect(page.locator(".cs-busy")).to_be_hidden(timeout=30000)
+        page.close()
+    finally:
+        server.stop()
