@@ -16,6 +16,7 @@ import html
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import holoviews as hv
 import numpy as np
@@ -45,6 +46,8 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 NOISE_COLOR = "#cfcfcf"
 MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
+ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
+           "unnamed"]  # the Dashboard params a click changes: each change answers it
 QUEUE_NOISE = 8  # noise items offered at a time
 PEOPLE_PAGE = 24  # cards per page of the people view
 CARD_FACES = 4  # prototypes shown on a card
@@ -96,7 +99,8 @@ class BusyGuard(pn.reactive.ReactiveHTML):
     land on a button the answer is about to replace (and vanish with it), so it is held and
     made again, at the same place on the page, once the answer is drawn (a Split pressed right
     after opening a cluster splits the cluster just opened). ``ack`` is bumped by the server
-    each time it has finished processing the browser's events."""
+    with each change a click makes (see ANSWERS), and when it has processed the browser's
+    events (for a click that changed nothing)."""
 
     ack = param.Integer(default=0)
 
@@ -140,8 +144,10 @@ class BusyGuard(pn.reactive.ReactiveHTML):
             return el && el.closest ? el.closest('button, .tabulator-cell, .tabulator-row') : null;
           };
           state.replay = (held, waited = 0) => {
-            // the answer's views are built after it arrives: wait for the clicked one to be replaced
-            const target = held.origin.isConnected && waited < 1000 ? null : state.target(held);
+            // the clicked element itself where the answer kept it; else its successor, which may
+            // be drawn a little after the answer arrives
+            const target = held.origin.isConnected ? held.origin.closest('button, .tabulator-cell, .tabulator-row')
+                                                   : state.target(held);
             if (!target && waited < 2500) {
               setTimeout(() => state.replay(held, waited + 50), 50);
               return;
@@ -233,8 +239,11 @@ class FaceGallery(pn.reactive.ReactiveHTML):
           };
           state.draw();
         """,
+        # refilled for another cluster, its fields may arrive one by one: each redraws
         "selected": "state.draw()",
         "thumbs": "state.draw()",
+        "captions": "state.draw()",
+        "titles": "state.draw()",
     }
 
 
@@ -267,6 +276,8 @@ class Dashboard(param.Parameterized):
         self.last_recluster_s = 0.0
         self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
         self._table = None  # the cluster list drawn last: its row follows the open cluster
+        self._detail = None  # the detail's widgets, once shown
+        self._shown = np.array([], int)  # the rows its gallery shows
         self._min_samples_bounds()
         self.recluster()
 
@@ -311,6 +322,9 @@ class Dashboard(param.Parameterized):
         return None
 
     def changed(self, selected: int | None = None):
+        """After a change of labels or names. (Opening a cluster sets ``selected`` alone: only the
+        detail, the list's mark and the map's outline follow it, where a version bump would redraw
+        and resend the whole map and list.)"""
         # one batched update: views depending on both are redrawn once, not twice (a second redraw
         # would replace the name box while someone types in it)
         # the map is drawn again without the lasso's marks: what stays chosen is what is shown
@@ -394,7 +408,7 @@ class Dashboard(param.Parameterized):
         d = np.hypot(self.s.layout[:, 0] - x, self.s.layout[:, 1] - y)
         d[self.s.labels < 0] = np.inf
         if np.isfinite(d.min()):
-            self.changed(int(self.s.labels[d.argmin()]))
+            self.selected = int(self.s.labels[d.argmin()])
 
     def _on_lasso(self, geometry=None):
         from analysis.map_select import in_polygon
@@ -429,7 +443,7 @@ class Dashboard(param.Parameterized):
         count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
         after = lambda target: self.changed(target)  # noqa: E731  (the person they went to, if any)
         return pn.Column(count, pn.pane.HTML(f"<div>{faces}</div>"),
-                         pn.Row(*self.face_actions(lambda: ids, "chosen on the map", after, count, "cs-map-")),
+                         pn.Row(*self.face_actions(lambda: ids, lambda: "chosen on the map", after, count, "cs-map-")),
                          css_classes=["cs-map-chosen"], sizing_mode="stretch_width")
 
     @param.depends("version")
@@ -439,7 +453,7 @@ class Dashboard(param.Parameterized):
         paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
                                      name="clusters", css_classes=["cs-clusters"], **paged)
-        table.on_click(lambda e: self.changed(int(table.value.iloc[e.row]["cluster"])))
+        table.on_click(lambda e: setattr(self, "selected", int(table.value.iloc[e.row]["cluster"])))
         self._table = table
         self._select_row()
         return table
@@ -451,56 +465,95 @@ class Dashboard(param.Parameterized):
             rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
             self._table.selection = rows[:1].tolist()
 
-    @param.depends("selected", "version")
-    def detail(self):
-        c = self.selected
-        if c < 0 or not (self.s.labels == c).any():
-            return pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {self.words['items']}.")
-        rows = self.s.members(c)
-        name = self.s.names().get(c, "")
-        title = text_html(f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})", "h3",
-                          css_classes=["cs-detail-title"])
-        name_in = pn.widgets.TextInput(value=name, placeholder=self.words["name"], width=220, name="Name")
-        name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
+    def detail(self) -> pn.Column:
+        """The open cluster: title, name box, suggestions, merge candidates, gallery, what to do
+        with the chosen faces, split, source photo. Its widgets are made once per tab and refilled
+        for each cluster, so opening one sends only what changed (faces, names, options), and a
+        click is never on a button a redraw took away."""
+        if self._detail is None:
+            self._detail = self._detail_widgets()
+            self._fill_detail()
+        return self._detail.panel
+
+    def _detail_widgets(self) -> SimpleNamespace:
+        n_words = self.words["items"]
+        w = SimpleNamespace()
+        w.hint = pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {n_words}.")
+        w.title = pn.pane.HTML("", css_classes=["cs-detail-title"])
+        w.name_in = pn.widgets.TextInput(placeholder=self.words["name"], width=220, name="Name")
+        w.name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
         # value_input is what the box shows now; value waits for a blur that may come after the click
-        name_btn.on_click(lambda e: self._name(c, name_in.value_input))
-        name_in.param.watch(lambda e: self._name(c, name_in.value_input), "enter_pressed")
-        split_btn = pn.widgets.Button(name="Split in two", button_type="warning", css_classes=["cs-split"])
-        split_btn.on_click(lambda e: self._split(c))
-        shown = rows[:GALLERY_MAX]
-        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
-        labels = [f"#{i} {f}" for i, f in enumerate(files)]
+        w.name_btn.on_click(lambda e: self._name(self.selected, w.name_in.value_input or ""))
+        w.name_in.param.watch(lambda e: self._name(self.selected, w.name_in.value_input or ""), "enter_pressed")
+        w.sugg, w.near = pn.Row(css_classes=["cs-suggestions"]), pn.Row(css_classes=["cs-near"])
+        w.gallery = FaceGallery(sizing_mode="stretch_width")
+        hint = f"Click {n_words} to choose (shift, ctrl: several)"
+        w.count = pn.pane.HTML(hint, css_classes=["cs-chosen-count"])
+        w.gallery.param.watch(lambda e: setattr(w.count, "object", f"{len(e.new)} chosen" if e.new else hint), "selected")
+
+        def after(target):
+            c = self.selected
+            self.changed(c if target is None or (self.s.labels == c).any() else target)
+        w.actions = self.face_actions(lambda: [self.s.ids[self._shown[i]] for i in w.gallery.selected],
+                                      lambda: f"of cluster {self.selected}", after, w.count)
+        w.split = pn.widgets.Button(name="Split in two", button_type="warning", css_classes=["cs-split"])
+        w.split.on_click(lambda e: self._split(self.selected))
         # Bokeh's Select draws its labels as text; it gives back the position in the gallery
-        source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"],
-                                       options={"": -1, **{v: i for i, v in enumerate(labels)}})
-        source_view = pn.Column(sizing_mode="stretch_width")
+        w.source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"], options={"": -1})
+        w.source_view = pn.Column(sizing_mode="stretch_width")
 
         def show_source(e):
-            source_view.clear()
-            if e.new >= 0:
-                source_view.extend(self.source_views(shown[e.new]))
-        source_sel.param.watch(show_source, "value")
-        gallery = self.gallery(shown, files)
+            w.source_view.clear()
+            if e.new is not None and e.new >= 0:
+                w.source_view.extend(self.source_views(self._shown[e.new]))
+        w.source_sel.param.watch(show_source, "value")
         # one face clicked: its source photo, where the others in the picture show who it is
-        gallery.param.watch(lambda e: setattr(source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
-        return pn.Column(title, pn.Row(name_in, name_btn), self.suggestion_row(c), self.merge_row(c), gallery,
-                         self.selection_actions(c, shown, gallery), pn.Row(split_btn, source_sel), source_view)
+        w.gallery.param.watch(lambda e: setattr(w.source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
+        w.body = pn.Column(w.title, pn.Row(w.name_in, w.name_btn), w.sugg, w.near, w.gallery,
+                           pn.Row(w.count, *w.actions), pn.Row(w.split, w.source_sel), w.source_view,
+                           sizing_mode="stretch_width", visible=False)
+        w.panel = pn.Column(w.hint, w.body, sizing_mode="stretch_width")
+        return w
 
-    def gallery(self, shown: np.ndarray, files: list[str]) -> FaceGallery:
+    @param.depends("selected", "version", watch=True)
+    def _fill_detail(self):
+        w = self._detail
+        if w is None:  # not shown yet: nothing to fill
+            return
+        c = self.selected
+        there = c >= 0 and bool((self.s.labels == c).any())
+        w.hint.visible, w.body.visible = not there, there
+        if not there:
+            self._shown = np.array([], int)
+            return
+        rows = self.s.members(c)
+        name = self.s.names().get(c, "")
+        title = f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})"
+        w.title.object = f"<h3>{html.escape(title)}</h3>"
+        w.name_in.param.update(value=name, value_input=name)
+        self._shown = shown = rows[:GALLERY_MAX]
+        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
+        w.sugg.objects = self.suggestion_items(c)
+        w.near.objects = self.merge_items(c)
+        w.gallery.param.update(selected=[], **self.gallery_data(shown, files))
+        w.actions[2].options = sorted(set(self.s.names().values()))  # the move box completes known names
+        w.source_sel.param.update(options={"": -1, **{f"#{i} {f}": i for i, f in enumerate(files)}}, value=-1)
+
+    def gallery_data(self, shown: np.ndarray, files: list[str]) -> dict:
         n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
         captions = [f"#{i}{' proto' if i < 3 else ''}"
                     f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}"
                     for i, r in enumerate(shown)]
         thumbs = ["data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192)).decode()
                   for r in shown]
-        return FaceGallery(thumbs=thumbs, captions=captions, titles=files, sizing_mode="stretch_width")
+        return {"thumbs": thumbs, "captions": captions, "titles": files}
 
-    def suggestion_row(self, c: int):
+    def suggestion_items(self, c: int) -> list:
         """The reference library's verdict first (a name, or "unknown"); the nearest names after it,
         greyed: one click still names the cluster after one of them."""
         sugg = self.s.suggestions(c)
         if not len(sugg):
-            return None
+            return []
         items = []
         for r in sugg.itertuples():
             if r.label == "unknown" and r.suggested:
@@ -513,14 +566,14 @@ class Dashboard(param.Parameterized):
                                   styles={} if r.suggested else {"opacity": "0.6"})
             b.on_click(lambda e, lab=r.label: self._name(c, lab))
             items.append(b)
-        return pn.Row(pn.pane.Markdown("Suggestions:"), *items, css_classes=["cs-suggestions"])
+        return [pn.pane.Markdown("Suggestions:"), *items]
 
-    def merge_row(self, c: int):
+    def merge_items(self, c: int) -> list:
         """The clusters most like this one, each with its best face: one click merges it in (a
         person split in several clusters). Where both are named, this cluster's name stays."""
         near = self.s.nearest_clusters(c)
         if not len(near):
-            return None
+            return []
         mine = self.s.names().get(c, "")
         items = []
         for r in near.itertuples():
@@ -531,7 +584,7 @@ class Dashboard(param.Parameterized):
                                   css_classes=["cs-merge-near"])
             b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other, mine))
             items.append(b)
-        return pn.Row(pn.pane.Markdown("Most like it:"), *items, css_classes=["cs-near"])
+        return [pn.pane.Markdown("Most like it:"), *items]
 
     def _merge_in(self, c: int, other: int, name: str):
         try:
@@ -541,19 +594,10 @@ class Dashboard(param.Parameterized):
         self.did(f"merge clusters {c}, {other}")
         self.changed(merged)
 
-    def selection_actions(self, c: int, shown: np.ndarray, gallery: FaceGallery):
-        """The gallery's chosen faces: take them out, mark them, or move them to a person."""
-        n_words = self.words["items"]
-        hint = f"Click {n_words} to choose (shift, ctrl: several)"
-        count = pn.pane.HTML(hint, css_classes=["cs-chosen-count"])
-        gallery.param.watch(lambda e: setattr(count, "object", f"{len(e.new)} chosen" if e.new else hint), "selected")
-        after = lambda target: self.changed(c if target is None or (self.s.labels == c).any() else target)  # noqa: E731
-        return pn.Row(count, *self.face_actions(lambda: [self.s.ids[shown[i]] for i in gallery.selected],
-                                                f"of cluster {c}", after, count))
-
-    def face_actions(self, chosen, where: str, after, count: pn.pane.HTML, css: str = "cs-") -> list:
+    def face_actions(self, chosen, where, after, count: pn.pane.HTML, css: str = "cs-") -> list:
         """Reject, not a face, move to a person (a name box completing known names), new person,
-        for the items ``chosen()`` gives; ``after(target)`` redraws (target: the cluster they went to)."""
+        for the items ``chosen()`` gives (``where()`` says where from, for undo); ``after(target)``
+        redraws (target: the cluster they went to)."""
         n_words = self.words["items"]
         reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger", css_classes=[f"{css}reject"])
         notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=[f"{css}notface"])
@@ -569,7 +613,7 @@ class Dashboard(param.Parameterized):
                 count.object = f"choose {n_words} first"
                 return
             target = fn(faces)
-            self.did(f"{what} {len(faces)} {n_words} {where}")
+            self.did(f"{what} {len(faces)} {n_words} {where()}")
             after(target)
         reject_btn.on_click(lambda e: act("reject", self.s.reject))
         notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
@@ -611,8 +655,7 @@ class Dashboard(param.Parameterized):
                          *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
 
     def _open_from_queue(self, c: int) -> None:
-        self.queue_opened = self.queue_opened + [c]
-        self.changed(c)
+        self.param.update(queue_opened=self.queue_opened + [c], selected=c)
 
     def noise_row(self, r):
         """One noise item, the person nearest it, and what to do: add it to them, exclude it, leave it."""
@@ -666,7 +709,7 @@ class Dashboard(param.Parameterized):
                         for r in self.s.members(c)[:CARD_FACES])
         open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
                                      button_type="primary" if name else "default", css_classes=["cs-card-open"])
-        open_btn.on_click(lambda e: self.changed(c))
+        open_btn.on_click(lambda e: setattr(self, "selected", c))
         return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
                          css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
 
@@ -789,14 +832,15 @@ class ReviewApp(pn.viewable.Viewer):
     """The review app over one dataset: ``ReviewApp(dataset)`` in a notebook cell shows it inline;
     :meth:`template` is the full browser page. Each ReviewApp has its own :class:`Dashboard`
     state (selection, undo) over the shared session. ``session`` replaces the dataset's own
-    (for a session made by hand)."""
+    (for a session made by hand); ``settings`` are the first clustering's (``algorithm="hdbscan",
+    min_cluster_size=3``...)."""
 
     def __init__(self, dataset, faces: str = "faces", model: str = "dlib", weights=None, refs=None,
-                 run: str | None = None, session=None, **params):
-        super().__init__(**params)
+                 run: str | None = None, session=None, **settings):
+        super().__init__()
         self.dataset = Path(dataset)
         self.session = session if session is not None else open_session(dataset, faces, model, weights, refs, run)
-        self.dashboard = Dashboard(self.session)
+        self.dashboard = Dashboard(self.session, **settings)
 
     def _parts(self):
         dash = self.dashboard
@@ -805,9 +849,13 @@ class ReviewApp(pn.viewable.Viewer):
                         ("People", dash.people), ("Review", dash.review_queue),
                         sizing_mode="stretch_width", css_classes=["cs-views"],
                         dynamic=True)  # a tab is drawn when opened: the page loads no faster for cards unseen
-        sidebar = [BusyGuard(), controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
+        guard = BusyGuard()
+        sidebar = [guard, controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
                    dash.export_widgets(self.dataset)]
-        return sidebar, [views, dash.detail]
+        main = [views, dash.detail()]
+        # after the views' own watchers (made above): the answer and its ack leave together
+        dash.param.watch(lambda *events: guard.param.update(ack=guard.ack + 1), ANSWERS)
+        return sidebar, main
 
     def open(self, cluster: int) -> None:
         """Show ``cluster`` in the detail (and redraw after corrections made in code)."""

@@ -120,13 +120,14 @@ def test_chosen_faces_move_to_a_person(session):
     d = dashboard(session)
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     d._name(ca, "Ada")
-    d.selected = cb
     detail = d.detail()
-    gallery = next(o for o in detail.objects if type(o).__name__ == "FaceGallery")
-    actions = detail.objects[detail.objects.index(gallery) + 1]
+    d.selected = cb  # the detail shown first, then filled for the cluster opened
+    body = detail.objects[1]
+    gallery = next(o for o in body.objects if type(o).__name__ == "FaceGallery")
+    actions = body.objects[body.objects.index(gallery) + 1]
     name_box = next(o for o in actions.objects if "cs-move-name" in o.css_classes)
     move = next(o for o in actions.objects if "cs-move" in o.css_classes)
-    assert name_box.options == ["Ada"]
+    assert name_box.options == ["Ada"] and body.visible and not detail.objects[0].visible
     gallery.selected = [0, 1]
     name_box.value_input = "Ada"
     move.clicks += 1
@@ -156,7 +157,8 @@ def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
     assert {"Tabs", "DataTabulator", "Button", "Slider"} <= kinds, kinds
     c = int(session.clusters()["cluster"].iloc[0])
     app.open(c)
-    assert app.dashboard.selected == c and f"Cluster {c:03d}" in app.dashboard.detail()[0].object
+    detail = app.dashboard.detail()
+    assert app.dashboard.selected == c and f"Cluster {c:03d}" in detail.objects[1].objects[0].object
     other = ReviewApp(tmp_path, session=session)
     session.name(c, "Ada")
     app.dashboard.did("name Ada")
@@ -191,3 +193,19 @@ def test_a_lasso_or_a_box_on_the_map_chooses_faces_and_makes_a_person_of_them(se
     d._on_box(bounds=(cx, cy, xy[:, 0].max() + 1, xy[:, 1].max() + 1))
     assert d.map_chosen == np.flatnonzero(in_box(xy, (cx, cy, 1e9, 1e9))).tolist() == np.flatnonzero(quadrant).tolist()
     assert "Draw a lasso" in dashboard(session).map_selection().object  # nothing chosen in a new tab
+
+
+def test_opening_another_cluster_refills_the_same_widgets_and_redraws_nothing_else(session):
+    """Opening a cluster changes the detail's contents, not its widgets (a click in flight lands
+    on a button that still exists), and leaves the map and the list as they were (no version bump)."""
+    d = dashboard(session)
+    detail = d.detail()
+    widgets = list(detail.objects[1].objects)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    d.selected = ca
+    thumbs_a, version = list(d._detail.gallery.thumbs), d.version
+    table = d.cluster_table()
+    d.selected = cb
+    assert d.detail() is detail and list(detail.objects[1].objects) == widgets
+    assert f"Cluster {cb:03d}" in d._detail.title.object and d._detail.gallery.thumbs != thumbs_a
+    assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == cb
