@@ -48,6 +48,8 @@ MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
 ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
            "unnamed"]  # the Dashboard params a click changes: each change answers it
+MERGE_LISTED = 50  # clusters the merge box's drop-down shows at a time
+MERGE_OPTIONS = 1000  # clusters the merge box offers besides the named ones (the largest)
 QUEUE_NOISE = 8  # noise items offered at a time
 PEOPLE_PAGE = 24  # cards per page of the people view
 CARD_FACES = 4  # prototypes shown on a card
@@ -342,7 +344,9 @@ class Dashboard(param.Parameterized):
         lab = self.s.labels
         names = self.s.names()
         df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
-                           "name": [names.get(c, "") for c in lab], "color": self.colours(lab)})
+                           "name": [names.get(c, "") for c in lab]})
+        if len(lab) < RASTER_MIN:  # the rasterised map colours by cluster value, not by these
+            df["color"] = self.colours(lab)
         thumbs = hover_thumbs(self.s)
         if thumbs is not None:
             df["thumb"] = thumbs
@@ -738,7 +742,10 @@ class Dashboard(param.Parameterized):
 
     def merge_widget(self):
         # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
-        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"])
+        # the drop-down lists a few at a time (typing finds the others): tens of thousands of
+        # entries drawn at once took seconds of the page's load at 100k faces
+        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"],
+                                        option_limit=MERGE_LISTED, search_option_limit=MERGE_LISTED)
         keep = pn.widgets.RadioBoxGroup(name="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
         btn = pn.widgets.Button(name="Merge", button_type="primary", css_classes=["cs-merge"])
         msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
@@ -746,9 +753,13 @@ class Dashboard(param.Parameterized):
         @param.depends(self.param.version, watch=True)
         def refresh(_=None):
             rows = self.s.clusters()
+            kept = set(rows["cluster"])
+            # named ones and the largest (every option travels to the page: 12k of them added 0.9 s
+            # to its load at 100k faces); the others merge from the detail's suggestions
+            offered = rows[(rows["name"] != "") | (np.arange(len(rows)) < MERGE_OPTIONS) | rows["cluster"].isin(choice.value)]
             choice.options = {html.escape(f"{r.cluster:03d} {r.name} ({r.size})".replace("  ", " ")): int(r.cluster)
-                              for r in rows.itertuples()}
-            choice.value = [c for c in choice.value if c in set(rows["cluster"])]
+                              for r in offered.itertuples()}
+            choice.value = [c for c in choice.value if c in kept]
         refresh()
 
         def merge(e):

