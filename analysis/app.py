@@ -29,7 +29,10 @@ from .images import thumbnail_jpeg
 from .pipeline import cluster_params, default_algorithm, open_image_review, open_review
 from .review import NOT_FACE, NameConflict
 
-pn.extension("tabulator", notifications=True)
+# inline in a notebook: there Panel would fetch Bokeh's and its own scripts from their CDNs
+# (offline, the app shows nothing; online, the page tells them who looks at it); a server serves its own
+_served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+pn.extension("tabulator", notifications=True, inline=not _served)
 hv.extension("bokeh")
 # FastListTemplate's design links Google's web font on every page load: a page of private photos
 # would tell another server who looks at it (and wait for it offline). Text falls back to sans-serif.
