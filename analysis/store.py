@@ -393,6 +393,8 @@ class FaceStore:
     def compact_embeddings(self, model: str) -> None:
         """Merge the parts of ``model``'s cache into its main file (one process at a time)."""
         parts = self._embedding_parts(model)
+        # a run killed while it wrote the merged file leaves its temporary file beside it
+        remove_stale_temp(self._embedding_path(model).parent)
         if not parts.exists():
             return
         with file_lock(parts.parent / ".compact.lock"):

@@ -3,6 +3,7 @@ the result equals a clean run's and nothing is left behind (issue 11)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -143,3 +144,20 @@ def test_dashboard_save_killed_ten_times(tmp_path):
         ann.record(names={"f000": "after"})  # the next save leaves a clean log
         assert all(json.loads(line) for line in path.read_text().splitlines())
         assert Annotations.load(path).names["f000"] == "after"
+
+
+def test_the_temporary_file_of_a_merge_killed_mid_write_is_removed_by_the_next_merge(tmp_path):
+    """A kill while the merged vector file was written leaves `.tmp-<pid>-…` beside it (the fresh-clone
+    CI saw one after kill -9 in test_cluster_killed_ten_times); the next merge removes it, and
+    leaves a live writer's alone."""
+    from analysis.store import FaceStore
+
+    store = FaceStore(tmp_path / "faces")
+    store.save_embeddings("dlib", ["a"], np.ones((1, 4), np.float32) / 2)
+    folder = store._embedding_path("dlib").parent
+    dead = folder / ".tmp-4194999-abc.parquet"  # above Linux's largest pid: no such process
+    live = folder / f".tmp-{os.getpid()}-def.parquet"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    store.compact_embeddings("dlib")
+    assert not dead.exists() and live.exists()
