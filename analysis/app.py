@@ -26,6 +26,7 @@ import param
 from panel.theme.fast import Fast
 
 from .images import thumbnail_jpeg
+from .notebook_offline import keep_offline
 from .pipeline import cluster_params, default_algorithm, open_image_review, open_review
 from .review import NOT_FACE, NameConflict
 
@@ -33,7 +34,9 @@ from .review import NOT_FACE, NameConflict
 # (offline, the app shows nothing; online, the page tells them who looks at it); a server serves its own
 _served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
 pn.extension("tabulator", notifications=True, inline=not _served)
-hv.extension("bokeh")
+if not _served:
+    keep_offline()
+hv.extension("bokeh", inline=not _served)  # HoloViews would load Panel again from the CDN
 # FastListTemplate's design links Google's web font on every page load: a page of private photos
 # would tell another server who looks at it (and wait for it offline). Text falls back to sans-serif.
 Fast._resources = {k: v for k, v in Fast._resources.items() if k != "font"}

@@ -209,3 +209,27 @@ def test_opening_another_cluster_refills_the_same_widgets_and_redraws_nothing_el
     assert d.detail() is detail and list(detail.objects[1].objects) == widgets
     assert f"Cluster {cb:03d}" in d._detail.title.object and d._detail.gallery.thumbs != thumbs_a
     assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == cb
+
+
+def test_the_app_in_a_notebook_sends_no_link_to_an_outside_server(session, tmp_path, monkeypatch):
+    """Inside JupyterLab every update goes over the kernel's comm: after the first render, opening
+    a cluster, a new version and a new pane text send Panel's stylesheets as text, never as
+    links to cdn.holoviz.org (Panel alone sent one such message of 19 here)."""
+    import json
+
+    import panel.io.notebook as nb
+
+    from analysis.app import ReviewApp
+
+    app = ReviewApp(tmp_path, session=session)
+    first = json.dumps(pn.panel(app)._repr_mimebundle_(), default=str)
+    assert "cdn.holoviz.org" not in first
+    comm = list(pn.state._views.values())[-1][3]
+    sent = []
+    monkeypatch.setattr(nb, "send", lambda comm, msg: sent.append(json.dumps(msg.content, default=str)))
+    monkeypatch.setattr(comm, "_comm", object())  # as if the page had opened it
+    app.dashboard.detail()[1].objects[0].object = "<h3>x</h3>"
+    app.open(int(session.clusters()["cluster"].iloc[0]))
+    app.dashboard.version += 1
+    assert len(sent) > 5 and any("stylesheets" in m for m in sent)
+    assert not [m for m in sent if "cdn.holoviz.org" in m]
