@@ -89,6 +89,12 @@ def hover_thumbs(session) -> list[str] | None:
     return pn.state.cache[key]
 
 
+def face_imgs(session, rows, size: int = 48) -> str:
+    """``<img>`` tags of these rows' faces, side by side."""
+    return "".join(f'<img src="{card_thumb(session, int(r))}" width="{size}" height="{size}" style="margin:1px">'
+                   for r in rows)
+
+
 def card_thumb(session, row: int) -> str:
     """A card's face, shared by every tab (a page of cards would otherwise decode 96 crops per redraw)."""
     thumbs = hover_thumbs(session)
@@ -446,8 +452,7 @@ class Dashboard(param.Parameterized):
                                 css_classes=["cs-map-chosen"])
         clusters = np.unique(self.s.labels[rows])
         ids = [self.s.ids[r] for r in rows]
-        faces = "".join(f'<img src="{card_thumb(self.s, int(r))}" width="40" height="40" style="margin:1px">'
-                        for r in rows[:MAP_CHOSEN_SHOWN])
+        faces = face_imgs(self.s, rows[:MAP_CHOSEN_SHOWN], 40)
         what = (f"{len(rows)} {n_words} chosen on the map, from {(clusters >= 0).sum()} clusters"
                 f"{' and noise' if (clusters < 0).any() else ''}")
         count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
@@ -527,6 +532,12 @@ class Dashboard(param.Parameterized):
 
     @param.depends("selected", "version", watch=True)
     def _fill_detail(self):
+        # one message: a page that drew the new title before the new faces would let a click
+        # choose a face of the cluster shown before (and the faces' arrival then unchoose it)
+        with pn.io.hold():
+            self._refill_detail()
+
+    def _refill_detail(self):
         w = self._detail
         if w is None:  # not shown yet: nothing to fill
             return
@@ -646,8 +657,7 @@ class Dashboard(param.Parameterized):
         todo = todo[~todo["cluster"].isin(self.queue_opened)]
         if len(todo):
             r = todo.iloc[0]
-            faces = "".join(f'<img src="{card_thumb(self.s, int(row))}" width="48" height="48" style="margin:1px">'
-                            for row in self.s.members(int(r.cluster))[:CARD_FACES])
+            faces = face_imgs(self.s, self.s.members(int(r.cluster))[:CARD_FACES])
             nxt = pn.widgets.Button(name=f"Open {r.cluster:03d} ({r['size']} {n_words})", button_type="primary",
                                     css_classes=["cs-queue-open"])
             nxt.on_click(lambda e, c=int(r.cluster): self._open_from_queue(c))
@@ -715,8 +725,7 @@ class Dashboard(param.Parameterized):
         return rows.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
 
     def card(self, c: int, size: int, name: str):
-        faces = "".join(f'<img src="{card_thumb(self.s, r)}" width="48" height="48" style="margin:1px">'
-                        for r in self.s.members(c)[:CARD_FACES])
+        faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
         open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
                                      button_type="primary" if name else "default", css_classes=["cs-card-open"])
         open_btn.on_click(lambda e: setattr(self, "selected", c))
