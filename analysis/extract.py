@@ -180,9 +180,23 @@ def _init_worker(params: ExtractParams, store_root: Path, frames=None) -> None:
     _WORKER["frames"] = frames  # a shared count of video frames decoded, for the progress bar
 
 
+class FrameCount:
+    """Video frames decoded by every worker of the local pool (the progress bar's count)."""
+
+    def __init__(self, ctx):
+        self._v = ctx.Value("q", 0)
+
+    def add(self, n: int) -> None:
+        with self._v.get_lock():
+            self._v.value += n
+
+    @property
+    def value(self) -> int:
+        return self._v.value
+
+
 def _count_frames(n: int) -> None:
-    with _WORKER["frames"].get_lock():
-        _WORKER["frames"].value += n
+    _WORKER["frames"].add(n)
 
 
 def _init_pool_worker(params: ExtractParams, store_root: Path, frames=None) -> None:
@@ -328,8 +342,8 @@ def extract_faces(
 
 @contextmanager
 def frames_bar(frames):
-    """A second bar, of video frames decoded by every worker (``frames``: their shared count),
-    so that a long video shows progress between two files."""
+    """A second bar, of video frames decoded by every worker (``frames``: their shared count,
+    a :class:`FrameCount` or Ray's), so that a long video shows progress between two files."""
     if frames is None:
         yield
         return
@@ -390,7 +404,14 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
                 flush()
 
     ctx = mp.get_context("spawn")  # detectors hold threads; never fork them
-    frames = ctx.Value("q", 0) if progress and backend == "local" and any(is_video(p) for p, _ in tasks) else None
+    frames = None
+    if progress and any(is_video(p) for p, _ in tasks):
+        if backend == "ray":
+            from .ray_backend import frame_count
+
+            frames = frame_count(ray_address)
+        else:
+            frames = FrameCount(ctx)
     try:
         with frames_bar(frames):
             if tasks and workers <= 1 and backend == "local":
@@ -399,7 +420,8 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
             elif tasks and backend == "ray":
                 from .ray_backend import run_ordered
 
-                done = run_ordered(tasks, _work, _init_worker, (params, store.root.resolve()), workers, ray_address)
+                done = run_ordered(tasks, _work, _init_worker, (params, store.root.resolve(), frames), workers,
+                                   ray_address)
                 consume(r if not isinstance(r, BaseException) else
                         (_error_row(path, params, f"{path}: failed on every Ray worker ({type(r).__name__})"), [])
                         for (path, _), r in done)

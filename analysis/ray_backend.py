@@ -45,6 +45,38 @@ def connect(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
+class _Count:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+    def total(self) -> int:
+        return self.n
+
+
+class RayCount:
+    """A count the actors add to and the driver reads (video frames decoded, for the progress
+    bar), kept by a small actor of its own: workers may be on other machines."""
+
+    def __init__(self, ray):
+        self._actor = ray.remote(num_cpus=0)(_Count).remote()
+
+    def add(self, n: int) -> None:
+        self._actor.add.remote(n)  # not waited for: a bar may lag, decoding must not
+
+    @property
+    def value(self) -> int:
+        import ray
+
+        return ray.get(self._actor.total.remote())
+
+
+def frame_count(address: str | None = None) -> RayCount:
+    return RayCount(connect(address))
+
+
 def gpus_per_actor(ray, actors: int, requested: float | None = None) -> float:
     """GPUs each actor asks for: ``requested``, else the cluster's GPUs shared among the actors
     (at most one each; 0 where it has none)."""

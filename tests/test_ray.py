@@ -4,6 +4,7 @@ killed worker loses nothing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,8 +51,11 @@ def _faces(ds):
 def test_ray_gives_the_local_dataset_and_each_resumes_the_other(cluster, inputs, tmp_path, capsys):
     local, remote = tmp_path / "local", tmp_path / "ray"
     assert main(["-q", "extract-faces", "-d", str(local), "--from", str(inputs), "--workers", "2"]) == 0
-    assert main(["-q", "extract-faces", "-d", str(remote), "--from", str(inputs), "--workers", "2",
+    capsys.readouterr()
+    assert main(["extract-faces", "-d", str(remote), "--from", str(inputs), "--workers", "2",
                  "--backend", "ray"]) == 0
+    frames = re.findall(r"video frames: (\d+)", capsys.readouterr().err)  # progress inside the video too
+    assert frames and int(frames[-1]) > 0, frames
     a, b = _faces(local), _faces(remote)
     assert len(a) == len(b) > 12 and (a["face_id"] == b["face_id"]).all()
     box = ["x0", "y0", "x1", "y1"]
