@@ -114,16 +114,7 @@ def clusters_after(page, setting: str, timeout: float = 60) -> int:
 def open_first_cluster(page, items: str = "faces"):
     """Click the first row of the cluster list until its detail (title, maybe with a name) shows:
     a click landing while the freshly loaded page is still wiring its events can be lost."""
-    title = page.get_by_text(re.compile(rf"Cluster 000( — .+)? \(\d+ {items}\)")).first
-    for _ in range(5):
-        page.locator(".cs-clusters .tabulator-row").first.click()
-        try:
-            title.wait_for(timeout=10000)
-            break
-        except Exception:
-            continue
-    title.wait_for(timeout=1000)
-    page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+    open_cluster(page, 0, rf"Cluster 000( — .+)? \(\d+ {items}\)")
 
 
 def dataset_copy(store, tmp_path) -> Path:
@@ -271,6 +262,7 @@ def open_cluster(page, row: int, title: str):
             break
         except Exception:
             continue
+    shown.wait_for(timeout=1000)
     page.locator(".cs-gallery img").first.wait_for(timeout=30000)
 
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from test_dashboard import chromium_browser, free_port, new_page  # noqa: F401  (a fixture)
+from test_dashboard import chromium_browser, free_port, new_page, open_cluster  # noqa: F401  (a fixture)
 
 pytest.importorskip("jupyterlab", reason="JupyterLab is in crowdsort[notebooks] and [dev]")
 
@@ -61,16 +61,7 @@ def test_the_app_inside_jupyterlab_works_and_asks_no_outside_server(chromium_bro
     page.get_by_text("Run", exact=True).first.click()
     page.get_by_text("Run All Cells", exact=True).first.click()
     page.locator(".cs-app .tabulator-row").nth(1).wait_for(timeout=240000)
-    title = page.locator(".cs-detail-title h3").get_by_text(re.compile(r"Cluster 001 .*\(\d+ faces\)"))
-    for _ in range(3):  # as in the served page, a click while the page wires its events can be lost
-        page.locator(".cs-app .tabulator-row").nth(1).click()
-        try:
-            title.wait_for(timeout=15000)
-            break
-        except Exception:
-            continue
-    title.wait_for(timeout=1000)
-    page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+    open_cluster(page, 1, r"Cluster 001 .*\(\d+ faces\)")
     outside = sorted({u for u in page.requests if not re.match(r"(https?|wss?)://127\.0\.0\.1[:/]|data:|blob:", u)})
     assert not outside, outside
     page.close()
