@@ -896,8 +896,8 @@ class ReviewApp(pn.viewable.Viewer):
 
 
 class Page(pn.template.VanillaTemplate):
-    """The page. Vanilla, not FastListTemplate: Microsoft FAST's web components took 0.6 s of
-    every page load at 1k faces (4.5–5.4 s → 3.8–4.8 s). No web font: the template links Google's,
+    """The page. Vanilla, not FastListTemplate: Microsoft FAST's web components took 0.6–0.9 s
+    of every page load at 1k faces (README, Speed). No web font: the template links Google's,
     and a page of private photos would tell another server who looks at it (and wait for it
     offline). Its parts are added to the page in one go: Bokeh walks the whole document again
     after each of its 15 roots otherwise."""
