@@ -4,7 +4,7 @@ Corrections are stored per face, not per cluster number, so they survive re-clus
 new parameters and a restart: a cluster is named after the name most of its members carry (a
 name follows its faces); a merge or a split records groups of faces that belong together,
 and after any re-clustering each group gathers its faces and the clusters made mostly of
-them; rejected faces stay out of every cluster, and faces marked "not a face" are left out
+them (but never a face a move left behind: the user saw it and did not choose it); rejected faces stay out of every cluster, and faces marked "not a face" are left out
 altogether. :class:`ReviewSession` is what the dashboard drives; it holds the vectors, the
 cached graph and the map, re-clusters without re-embedding, and undoes corrections.
 """
@@ -53,6 +53,7 @@ class Annotations:
     rejected: set[str] = field(default_factory=set)  # out of any cluster (noise)
     not_face: set[str] = field(default_factory=set)  # not a face at all
     groups: list[list[str]] = field(default_factory=list)  # faces kept together (merges, split halves), disjoint
+    left: set[str] = field(default_factory=set)  # left behind by a move: no group takes them in with their cluster
     ops: list[dict] = field(default_factory=list)  # the corrections read so far, in the log's order
     offset: int = 0  # bytes of the log read
 
@@ -109,7 +110,7 @@ class Annotations:
 
     def _replay(self) -> None:
         undone = {op["undo"] for op in self.ops if "undo" in op}
-        self.names, self.rejected, self.not_face, self.groups = {}, set(), set(), []
+        self.names, self.rejected, self.not_face, self.groups, self.left = {}, set(), set(), [], set()
         for op in self.ops:
             if op["id"] not in undone:
                 self._apply(op)
@@ -128,6 +129,7 @@ class Annotations:
                 self.names.pop(fid, None)
         self.rejected.update(op.get("rejected", []))
         self.not_face.update(op.get("not_face", []))
+        self.left.update(op.get("left", []))
 
     def _append(self, ops: list[dict]) -> None:
         import fcntl
@@ -150,7 +152,7 @@ class Annotations:
     # -- corrections --------------------------------------------------------------------------
     def record(self, **change) -> str:
         """Append one correction: ``names`` {face: name or ""}, ``groups`` [[faces]], ``rejected`` /
-        ``not_face`` [faces]; returns its id (for :meth:`undo`)."""
+        ``not_face`` [faces], ``left`` [faces]; returns its id (for :meth:`undo`)."""
         op = {"id": uuid.uuid4().hex, **change}
         self._append([op])
         return op["id"]
@@ -175,10 +177,19 @@ def _read_v1(path: Path) -> dict:
         raise DamagedFileError(f"{path} is damaged ({e}); move it away to start without its corrections") from None
 
 
+def mostly_in(labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which items are in a cluster more than half of whose members are among ``rows``."""
+    sizes = np.bincount(labels[labels >= 0], minlength=max(int(labels.max()) + 1, 0))
+    inside = labels[rows]
+    candidates, counts = np.unique(inside[inside >= 0], return_counts=True)
+    return np.isin(labels, candidates[counts > 0.5 * sizes[candidates]])
+
+
 def apply_corrections(labels: np.ndarray, ids: np.ndarray, ann: Annotations) -> np.ndarray:
     """Labels after the corrections: each group, in the order made, becomes one cluster with
-    every cluster most of whose members are in it; then rejected faces go to noise and
-    non-faces to :data:`NOT_FACE`. The result may skip numbers (renumber it)."""
+    every cluster most of whose members are in it (less the faces a move left behind); then
+    rejected faces go to noise and non-faces to :data:`NOT_FACE`. The result may skip numbers
+    (renumber it)."""
     labels = np.asarray(labels).copy()
     index = pd.Index(ids)
 
@@ -186,18 +197,15 @@ def apply_corrections(labels: np.ndarray, ids: np.ndarray, ann: Annotations) -> 
         rows = index.get_indexer(list(face_ids))
         return rows[rows >= 0]
 
+    left = np.zeros(len(labels), bool)
+    left[rows_of(ann.left)] = True
     for group in ann.groups:
         rows = rows_of(group)
         if len(rows) == 0:
             continue
-        new = labels.max() + 1
-        sizes = np.bincount(labels[labels >= 0], minlength=new)
-        inside = labels[rows]
-        candidates, counts = np.unique(inside[inside >= 0], return_counts=True)
-        mostly = candidates[counts > 0.5 * sizes[candidates]]
-        take = np.isin(labels, mostly)
+        take = mostly_in(labels, rows) & ~left
         take[rows] = True
-        labels[take] = new
+        labels[take] = max(int(labels.max()), -1) + 1
     rejected = rows_of(ann.rejected)
     labels[rejected] = np.minimum(labels[rejected], -1)
     labels[rows_of(ann.not_face)] = NOT_FACE
@@ -487,12 +495,15 @@ class ReviewSession:
 
     def move(self, face_ids, name: str = "") -> int:
         """Put faces with the person named ``name`` (they join that person's cluster, kept
-        together from now on), or, unnamed or a name no cluster has, in a new cluster of their own."""
+        together from now on), or, unnamed or a name no cluster has, in a new cluster of their own.
+        The other faces of their clusters stay where they are, even where most of a cluster moved."""
         face_ids, name = sorted(set(face_ids)), name.strip()
         target = [c for c, n in self.names().items() if name and n == name]
         together = list(self.ids[np.isin(self.labels, target)]) if target else []
         group = sorted(set(together) | set(face_ids))
-        self._correct(groups=[group], names=dict.fromkeys(face_ids, name))
+        chosen = np.isin(self.ids, group)
+        left = self.ids[mostly_in(self.labels, np.flatnonzero(chosen)) & ~chosen].tolist()
+        self._correct(groups=[group], names=dict.fromkeys(face_ids, name), **({"left": left} if left else {}))
         return self.cluster_of(face_ids[0])
 
     def reject(self, face_ids, not_face: bool = False) -> None:

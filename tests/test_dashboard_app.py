@@ -233,3 +233,32 @@ def test_the_app_in_a_notebook_sends_no_link_to_an_outside_server(session, tmp_p
     app.dashboard.version += 1
     assert len(sent) > 5 and any("stylesheets" in m for m in sent)
     assert not [m for m in sent if "cdn.holoviz.org" in m]
+
+
+def test_the_rasterised_map_is_one_image_at_a_fixed_size_redrawn_on_zoom_not_on_resize(session, monkeypatch):
+    """Above RASTER_MIN faces the map is an image: one at MAP_RASTER, float32 (a cluster number
+    per pixel), never re-rendered to follow the plot's size (a second image per page load), but
+    re-aggregated over the zoomed range."""
+    import holoviews as hv
+    from bokeh.models import GlyphRenderer, Image as ImageGlyph
+    from holoviews.plotting.util import get_nested_streams
+
+    import analysis.app as app
+
+    monkeypatch.setattr(app, "RASTER_MIN", 10)
+    pane = dashboard(session).map_view()
+    root = pane.get_root()
+    image = next(r for r in root.select({"type": GlyphRenderer}) if isinstance(r.glyph, ImageGlyph)).data_source
+    first = image.data["image"][0]
+    assert first.dtype == np.float32 and first.shape == app.MAP_RASTER[::-1]
+    shown = set(np.unique(first[np.isfinite(first)]).astype(int))
+    assert shown <= set(session.labels) and len(shown) >= 3  # the clusters' numbers, not colours
+    streams = get_nested_streams(pane.object)
+    assert not any(isinstance(s, hv.streams.PlotSize) for s in streams)
+    xy = session.layout
+    cx, cy = np.median(xy, 0)
+    zoom = next(s for s in streams if isinstance(s, hv.streams.RangeXY))
+    zoom.event(x_range=(cx, xy[:, 0].max()), y_range=(cy, xy[:, 1].max()))
+    zoomed = image.data["image"][0]
+    assert zoomed.shape == first.shape and image.data["x"][0] == pytest.approx(cx)
+    assert set(np.unique(zoomed[np.isfinite(zoomed)]).astype(int)) == set(session.labels[(xy[:, 0] >= cx) & (xy[:, 1] >= cy)]) - {-2}

@@ -238,6 +238,25 @@ def test_move_puts_faces_with_a_named_person_or_in_a_new_cluster(session):
     assert new not in (a, b) and (session.labels == new).sum() == 1 and new not in session.names()
 
 
+def test_a_move_of_most_of_a_cluster_leaves_the_faces_not_chosen_where_they_were(session, tmp_path):
+    """Six of a cluster's eight faces moved to a new person: exactly those six (not the whole
+    cluster, though most of it moved), after a re-clustering and a restart too; the two stay
+    together."""
+    b = int(session.labels[session.truth == 1][0])
+    members = session.ids[session.labels == b]
+    new = session.move(members[:6])
+    assert set(session.ids[session.labels == new]) == set(members[:6])
+    stay = session.labels[np.isin(session.ids, members[6:])]
+    assert stay[0] == stay[1] != new
+    session.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    restarted = ReviewSession(session.ids, session.X, session.graph, session.layout, Annotations.load(tmp_path / "ann.json"))
+    for s in (session, restarted):
+        s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+        c = int(s.labels[s.ids == members[0]][0])
+        assert set(s.ids[s.labels == c]) == set(members[:6])
+    assert session.undo() and len(np.unique(session.labels[np.isin(session.ids, members)])) == 1
+
+
 def test_labelled_table_paths_are_all_absolute(session, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     session.table = session.table.assign(crop_path="faces/crops/a.jpg", source_image=str(tmp_path / "p.jpg"))
