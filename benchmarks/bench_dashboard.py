@@ -107,6 +107,7 @@ def page_load(session, dataset: Path) -> None:
             # the same tab loaded again, its scripts in the browser's cache (a user's reload)
             page = b.new_page(viewport={"width": 1400, "height": 1000})
             for attempt in ("cold", "warm", "warm", "warm"):
+                time.sleep(2)  # the last click's answer drawn and the page idle, as before a person's reload
                 t = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/app")
                 page.get_by_text("clusters, noise").first.wait_for(timeout=120000)
