@@ -4,8 +4,8 @@ Corrections are stored per face, not per cluster number, so they survive re-clus
 new parameters and a restart: a cluster is named after the name most of its members carry (a
 name follows its faces); a merge or a split records groups of faces that belong together,
 and after any re-clustering each group gathers its faces and the clusters made mostly of
-them (but never a face a move left behind: the user saw it and did not choose it); rejected faces stay out of every cluster, and faces marked "not a face" are left out
-altogether. :class:`ReviewSession` is what the dashboard drives; it holds the vectors, the
+them (never a face a move left behind: the user saw it and did not choose it); rejected
+faces stay out of every cluster, and faces marked "not a face" are left out altogether. :class:`ReviewSession` is what the dashboard drives; it holds the vectors, the
 cached graph and the map, re-clusters without re-embedding, and undoes corrections.
 """
 from __future__ import annotations
