@@ -248,7 +248,6 @@ def test_a_move_of_most_of_a_cluster_leaves_the_faces_not_chosen_where_they_were
     assert set(session.ids[session.labels == new]) == set(members[:6])
     stay = session.labels[np.isin(session.ids, members[6:])]
     assert stay[0] == stay[1] != new
-    session.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
     restarted = ReviewSession(session.ids, session.X, session.graph, session.layout, Annotations.load(tmp_path / "ann.json"))
     for s in (session, restarted):
         s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
