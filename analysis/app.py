@@ -594,11 +594,11 @@ class Dashboard(param.Parameterized):
 
     def merge_items(self, c: int) -> list:
         """The clusters most like this one, each with its best face: one click merges it in (a
-        person split in several clusters). Where both are named, this cluster's name stays."""
+        person split in several clusters). Where both are named differently, it asks which name
+        to keep before merging."""
         near = self.s.nearest_clusters(c)
         if not len(near):
             return []
-        mine = self.s.names().get(c, "")
         items = []
         for r in near.itertuples():
             face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
@@ -606,15 +606,24 @@ class Dashboard(param.Parameterized):
             # Bokeh draws a button's label as text: escaping it would show the entities
             b = pn.widgets.Button(name=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
                                   css_classes=["cs-merge-near"])
-            b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other, mine))
+            b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other))
             items.append(b)
         return [pn.pane.Markdown("Most like it:"), *items]
 
-    def _merge_in(self, c: int, other: int, name: str):
+    def _merge_in(self, c: int, other: int, name: str | None = None):
         try:
-            merged = self.s.merge([c, other])
-        except NameConflict:
             merged = self.s.merge([c, other], name=name)
+        except NameConflict as err:  # the row asks which name stays; nothing is merged yet
+            keep = []
+            for n in err.names:
+                b = pn.widgets.Button(name=f"Keep {n}", button_type="primary", css_classes=["cs-merge-keep-name"])
+                b.on_click(lambda e, n=n: self._merge_in(c, other, n))
+                keep.append(b)
+            cancel = pn.widgets.Button(name="Cancel", css_classes=["cs-merge-cancel"])
+            cancel.on_click(lambda e: setattr(self._detail.near, "objects", self.merge_items(c)))
+            self._detail.near.objects = [pn.pane.Markdown(f"Merge {other:03d}: they are named differently, keep"),
+                                         *keep, cancel]
+            return
         self.did(f"merge clusters {c}, {other}")
         self.changed(merged)
 

@@ -88,6 +88,28 @@ def test_merging_two_named_clusters_asks_which_name_to_keep(session):
     assert choice.value == [] and not keep.visible  # the chips go once merged
 
 
+def test_a_merge_from_a_suggestion_asks_which_name_to_keep_when_both_are_named(session):
+    d = dashboard(session)
+    ca = int(session.labels[session.truth == 0][0])
+    cb = int(session.nearest_clusters(ca)["cluster"].iloc[0])
+    d._name(ca, "Ada")
+    d._name(cb, "Bea")
+    d.detail()
+    d.selected = ca
+    near = d._detail.near
+    button = lambda css: next(o for o in near.objects if css in getattr(o, "css_classes", []))  # noqa: E731
+    assert "Bea" in button("cs-merge-near").name
+    button("cs-merge-near").clicks += 1
+    assert session.summary()["clusters"] == 5 and "named differently" in near.objects[0].object
+    assert [o.name for o in near.objects if "cs-merge-keep-name" in o.css_classes] == ["Keep Ada", "Keep Bea"]
+    button("cs-merge-cancel").clicks += 1  # back to the suggestions, nothing merged
+    assert session.summary()["clusters"] == 5 and "Bea" in button("cs-merge-near").name
+    button("cs-merge-near").clicks += 1
+    next(o for o in near.objects if getattr(o, "name", "") == "Keep Bea").clicks += 1
+    assert session.summary()["clusters"] == 4 and session.names() == {d.selected: "Bea"}
+    assert d.history[-1][1] == f"merge clusters {ca}, {cb}"
+
+
 def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
     d = dashboard(session)
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (3, 4))
