@@ -366,9 +366,10 @@ def test_unknown_for_an_unenrolled_persons_cluster_on_lfw_dev(chromium_browser, 
         page.close()
 
 
-def test_merge_from_a_suggestion(chromium_browser, faces_store, tmp_path):
+def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, faces_store, tmp_path):
     """The open cluster lists the clusters most like it, each with its best face; one click on
-    the first merges it in: one cluster fewer, the open one larger by its size, and undo says so."""
+    the first merges it in: one cluster fewer, the open one larger, and undo says so. Named and
+    split again, one half keeps the name."""
     sync_api = _browser_or_skip()
     dataset = dataset_copy(faces_store, tmp_path)
     with Server(dataset) as server:
@@ -388,6 +389,18 @@ def test_merge_from_a_suggestion(chromium_browser, faces_store, tmp_path):
         while (status_clusters(page) != before - 1 or detail_size(page, 0) <= size0) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert status_clusters(page) == before - 1 and detail_size(page, 0) > size0
+
+        page.get_by_placeholder("name this person").fill("Ada")
+        page.locator(".cs-name-save button").first.click()
+        named = page.locator(".cs-clusters .tabulator-row").filter(has_text="Ada")
+        named.first.wait_for(timeout=30000)
+        page.locator(".cs-split button").first.click()
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 0", timeout=30000)
+        deadline = time.monotonic() + 30
+        while status_clusters(page) != before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status_clusters(page) == before
+        sync_api.expect(named).to_have_count(1, timeout=30000)
         page.close()
 
 
