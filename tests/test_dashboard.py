@@ -103,6 +103,15 @@ def status_clusters(page) -> int:
     return int(m.group(1)) if m else -1
 
 
+def until(condition, timeout: float = 30) -> bool:
+    """Polls ``condition`` until it holds or ``timeout`` seconds pass; its last answer (the
+    status and the detail are redrawn by the server, some time after the click)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return condition()
+
+
 def clusters_after(page, setting: str, timeout: float = 60) -> int:
     """The cluster count once the status reports `setting`: each key press re-clusters, and a click
     made between two re-clusterings would be undone by the next one."""
@@ -385,10 +394,7 @@ def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, f
         near.first.click()
         sync_api.expect(page.locator(".cs-undo button")).to_have_text(f"Undo: merge clusters 0, {other}",
                                                                        timeout=30000)
-        deadline = time.monotonic() + 30
-        while (status_clusters(page) != before - 1 or detail_size(page, 0) <= size0) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert status_clusters(page) == before - 1 and detail_size(page, 0) > size0
+        assert until(lambda: status_clusters(page) == before - 1 and detail_size(page, 0) > size0)
 
         page.get_by_placeholder("name this person").fill("Ada")
         page.locator(".cs-name-save button").first.click()
@@ -396,10 +402,7 @@ def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, f
         named.first.wait_for(timeout=30000)
         page.locator(".cs-split button").first.click()
         sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 0", timeout=30000)
-        deadline = time.monotonic() + 30
-        while status_clusters(page) != before and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert status_clusters(page) == before
+        assert until(lambda: status_clusters(page) == before)
         sync_api.expect(named).to_have_count(1, timeout=30000)
         page.close()
 
@@ -484,9 +487,6 @@ def test_a_click_made_while_the_server_redraws_is_not_lost(chromium_browser, fac
         sync_api.expect(page.locator(".cs-busy")).to_be_visible()  # at once, before the server answers
         page.locator(".cs-split button").first.click()  # still cluster 0's button on the screen
         sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 1", timeout=30000)
-        deadline = time.monotonic() + 30
-        while status_clusters(page) != before + 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert status_clusters(page) == before + 1
+        assert until(lambda: status_clusters(page) == before + 1)
         sync_api.expect(page.locator(".cs-busy")).to_be_hidden(timeout=30000)
         page.close()
