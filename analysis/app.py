@@ -26,7 +26,7 @@ import param
 
 from .images import thumbnail_jpeg
 from .notebook_offline import keep_offline
-from .pipeline import cluster_params, default_algorithm, open_image_review, open_review
+from .pipeline import cluster_params, default_algorithm, model_cluster_params, open_image_review, open_review
 from .review import NOT_FACE, NameConflict
 
 # inline in a notebook: there Panel would fetch Bokeh's and its own scripts from their CDNs
@@ -267,7 +267,7 @@ class Dashboard(param.Parameterized):
     min_cluster_size = param.Integer(default=2, bounds=(2, 50), doc="HDBSCAN: smallest cluster")
     min_samples = param.Integer(default=1, bounds=(1, 20), doc="HDBSCAN / DBSCAN: density")
     n_neighbors = param.Integer(default=5, bounds=(2, 15), doc="RNN-DBSCAN: K")
-    eps = param.Number(default=0.06, bounds=(0.01, 0.3), step=0.005,
+    eps = param.Number(default=0.06, bounds=(0.01, 1.0), step=0.005,
                        doc="snn-whispers: threshold; DBSCAN: cosine radius")
     selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
     version = param.Integer(default=0, doc="bumped after every change of labels or names")
@@ -279,8 +279,12 @@ class Dashboard(param.Parameterized):
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
 
     def __init__(self, session, **params):
-        params.setdefault("algorithm", default_algorithm(session.model or "dlib", session.kind))
+        params.setdefault("algorithm", default_algorithm(session.model, session.kind))
+        # the slider starts at the model's measured cut and moves the mutual cut with it
+        snn = model_cluster_params(session.model, "snn-whispers") if session.kind == "faces" else {}
+        params.setdefault("eps", snn.get("threshold", 0.06))
         super().__init__(**params)
+        self._snn = snn
         self.s = session
         self.words = WORDS[session.kind]
         self._colours: dict[int, int] = {}  # cluster id → palette index, kept across corrections
@@ -307,7 +311,8 @@ class Dashboard(param.Parameterized):
         if self.algorithm == "rnn-dbscan":
             return cluster_params("rnn-dbscan", knn=self.n_neighbors)
         if self.algorithm == "snn-whispers":  # the slider moves both cuts, keeping their measured gap
-            return {"threshold": self.eps, "mutual_threshold": round(self.eps + 0.01, 4),
+            gap = self._snn.get("mutual_threshold", 0.07) - self._snn.get("threshold", 0.06)
+            return {**self._snn, "threshold": self.eps, "mutual_threshold": round(self.eps + gap, 4),
                     "min_cluster_size": self.min_cluster_size}
         return {"eps": self.eps, "min_samples": max(2, self.min_samples)}
 
@@ -856,7 +861,7 @@ def page_title(dataset: Path) -> str:
     return f"crowdsort — {Path(dataset).name}"
 
 
-def open_session(dataset, faces: str = "faces", model: str = "dlib", weights=None, refs=None, run: str | None = None):
+def open_session(dataset, faces: str = "faces", model: str | None = None, weights=None, refs=None, run: str | None = None):
     """The ReviewSession of a dataset's faces (or of an image cluster run), once per process:
     every tab, notebook cell or app over the same dataset shares it (the heavy part)."""
     key = ("crowdsort-review", str(Path(dataset).resolve()), faces, model, weights, refs, run)
@@ -873,7 +878,7 @@ class ReviewApp(pn.viewable.Viewer):
     (for a session made by hand); ``settings`` are the first clustering's (``algorithm="hdbscan",
     min_cluster_size=3``...)."""
 
-    def __init__(self, dataset, faces: str = "faces", model: str = "dlib", weights=None, refs=None,
+    def __init__(self, dataset, faces: str = "faces", model: str | None = None, weights=None, refs=None,
                  run: str | None = None, session=None, **settings):
         super().__init__()
         self.dataset = Path(dataset)

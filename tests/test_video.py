@@ -255,7 +255,7 @@ def test_clustering_by_track(clips, tmp_path):
     # only each track's best faces were embedded (5 a track at most), every face still placed
     from analysis.embed import load_embedder
 
-    ids, _ = store.load_embeddings(load_embedder("dlib").name)
+    ids, _ = store.load_embeddings(load_embedder().name)
     embedded = faces[faces["face_id"].isin(ids) & (faces["track"] >= 0)]
     assert embedded.groupby(["image_path", "track"]).size().max() <= 5 < faces.groupby(["image_path", "track"]).size().max()
     # apply-labels names every face of a named track cluster (embedded or not), with its frame;
