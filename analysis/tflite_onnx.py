@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .models import _sha256, cache_dir
+from .store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +245,7 @@ def onnx_model_file(tflite_path: str | os.PathLike) -> Path:
     dest = cache_dir() / f"{tflite_path.stem}-{_sha256(tflite_path)[:16]}-v{GRAPH_VERSION}.onnx"
     if dest.is_file():
         return dest
-    data = convert(tflite_path).SerializeToString()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, convert(tflite_path).SerializeToString())
     log.info("converted %s to ONNX: %s", tflite_path.name, dest)
     return dest
 
