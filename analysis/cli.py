@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -740,6 +741,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A disk that fills, a read-only mount, a folder not ours: what was written before stays valid
+# (every write is atomic), so one line naming the place and the fix is all the user needs.
+WRITE_FAILURES = {errno.ENOSPC: ("no space left on the device holding", "free some space, or give a dataset on "
+                                 "another disk, and run the command again: what was done is kept"),
+                  errno.EDQUOT: ("disk quota exceeded on", "free some space within your quota and run it again"),
+                  errno.EROFS: ("read-only file system at", "copy the dataset to a writable place, or write the "
+                                "output elsewhere (--to)"),
+                  errno.EACCES: ("no permission to write", "write the output elsewhere (--to) or fix the "
+                                 "folder's permissions"),
+                  errno.EPERM: ("not permitted to write", "write the output elsewhere (--to) or fix the "
+                                "folder's permissions")}
+
+
+def write_failure(e: OSError, dataset: str | None) -> str:
+    """One line: what failed, where (the file where the error names one, else the dataset), the fix."""
+    what, fix = WRITE_FAILURES[e.errno]
+    if e.filename:
+        where = os.fsdecode(e.filename)
+        return f"{what} {Path(where).parent} ({where}): {fix}"
+    return f"{what} {dataset or 'the output'}: {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -756,6 +779,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.command.run(args)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError, ConnectionError, DatasetBusyError) as e:
         print(f"crowdsort {args.command.name}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in WRITE_FAILURES:
+            raise
+        print(f"crowdsort {args.command.name}: error: {write_failure(e, getattr(args, 'dataset', None))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"crowdsort {args.command.name}: interrupted; what was done is saved, run it again to resume",

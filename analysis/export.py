@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import FORMAT_VERSION, atomic_write_bytes, writer_alive
+from .store import FORMAT_VERSION, as_created, atomic_write_bytes, writer_alive
 
 LINK_MODES = ("copy", "hardlink", "symlink")
 
@@ -140,6 +140,7 @@ def publish(out: str | os.PathLike, build, kind: str, clean: bool = False, optio
     _remove_stale_builds(out.parent)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
     try:
+        as_created(tmp, folder=True)
         result = build(tmp)
         (tmp / MANIFEST).write_text(json.dumps({"tool": "crowdsort", "kind": kind, "format_version": FORMAT_VERSION,
                                                 "files": _files_under(tmp)}, indent=0))

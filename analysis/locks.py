@@ -40,10 +40,13 @@ class DatasetLock:
             raise DatasetBusyError(
                 f"{self.path.parent} is in use by {holder}; wait for it to finish (two runs on one dataset "
                 "would overwrite each other's tables)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                                 "argv": sys.argv[1:], "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                                     "argv": sys.argv[1:], "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        except OSError:  # a full disk: the lock holds all the same, only the holder's name for a refusal is lost
+            pass
         return self
 
     def release(self) -> None:

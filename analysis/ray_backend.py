@@ -31,18 +31,75 @@ class TaskLost(RuntimeError):
     """A task whose worker died on each of its tries (its process killed, out of memory...)."""
 
 
+ANSWER_S = 5.0  # seconds a cluster's address has to accept a connection
+
+
+class RayConnectError(ConnectionError):
+    """The Ray cluster asked for cannot be reached or refuses us; the message says what to do."""
+
+
 def connect(address: str | None = None, num_cpus: int | None = None):
-    """``ray`` after ``ray.init``: the cluster at ``address`` (or ``$RAY_ADDRESS``), else a local one."""
+    """``ray`` after ``ray.init``: the cluster at ``address`` (or ``$RAY_ADDRESS``), else a new local one.
+
+    A new local one really is new: ``ray.init()`` without an address would attach to whatever
+    cluster a leftover ``ray_current_cluster`` file names, and retry for ever when that head is
+    gone. A given address must accept a connection within ``ANSWER_S`` seconds, else one line
+    names it; a cluster that refuses us after that is most often one with token authentication
+    (Ray 2.59 turns it on for local clusters), said with Ray's own settings for it."""
     try:
         import ray
     except ImportError:
         raise ImportError("--backend ray needs ray: pip install 'crowdsort[ray]'") from None
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs = {} if address else {"num_cpus": num_cpus, "include_dashboard": False,
-                                     "_node_ip_address": "127.0.0.1"}
-        ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
+        if address in (None, "local"):
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     log_to_driver=False, configure_logging=False)
+            return ray
+        _answers(address)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RayConnectError(_refused(address, e)) from None
     return ray
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray address (``host:port``, ``ray://host:port``); None for ``auto``."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    if rest == "auto" or ":" not in rest:
+        return None
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise RayConnectError(f"Ray address {address!r} is not host:port (e.g. 127.0.0.1:6379)") from None
+
+
+def _answers(address: str) -> None:
+    import socket
+
+    hp = host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=ANSWER_S).close()
+    except OSError as e:
+        raise RayConnectError(
+            f"the Ray cluster at {address} does not answer ({e.strerror or e}); start it (ray start --head) "
+            "or leave out --ray-address and RAY_ADDRESS for a local cluster") from None
+
+
+def _refused(address: str, e: Exception) -> str:
+    token = os.environ.get("RAY_AUTH_MODE") == "token"
+    why = " ".join(str(e).split())[:200]
+    if token:
+        return (f"the Ray cluster at {address} refused the connection ({why}); with RAY_AUTH_MODE=token the "
+                "token must be the cluster's: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
+                "(ray get-auth-token on the head node prints it)")
+    return (f"the Ray cluster at {address} refused the connection ({why}); if it uses token authentication "
+            "(the default for clusters of Ray 2.59 and later), set RAY_AUTH_MODE=token and give its token in "
+            "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (ray get-auth-token on the head node)")
 
 
 class _Count:

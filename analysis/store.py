@@ -15,6 +15,7 @@ run (``D/cluster``). An extraction run is a :class:`FaceStore`::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -107,11 +108,25 @@ def remove_stale_temp(folder: Path) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: once, and put straight back
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a temporary file (or folder) the mode a plain ``open`` (``mkdir``) would have: mkstemp
+    makes 0600 and mkdtemp 0700, which would hide outputs from the user's group and others."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix())
     try:
+        as_created(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -153,6 +168,7 @@ def write_table(df: pd.DataFrame | pa.Table, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(), suffix=".parquet")
     os.close(fd)
     try:
+        as_created(tmp)
         pq.write_table(table, tmp)
         os.replace(tmp, path)
     except BaseException:
