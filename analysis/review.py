@@ -86,10 +86,11 @@ class Annotations:
             return False
         new = []
         for i, line in enumerate(data[:end].splitlines()):
+            if not line.strip():  # a blank line (an editor's, a copy's) holds no correction
+                continue
             try:
                 op = json.loads(line)
-                if not isinstance(op, dict) or "id" not in op:
-                    raise ValueError("not a correction")
+                _check_correction(op)
             except ValueError as e:
                 line_no = self.path.read_bytes()[: self.offset].count(b"\n") + i + 1
                 raise DamagedFileError(
@@ -165,6 +166,38 @@ class Annotations:
         new = set(face_ids)
         self.groups = [g for g in ([f for f in g if f not in new] for g in self.groups) if len(g) > 1]
         self.groups.append(sorted(new))
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_change(d: dict) -> None:
+    """ValueError naming the first field of a correction (or snapshot) that has the wrong shape."""
+    names = d.get("names", {})
+    if not isinstance(names, dict) or not all(isinstance(v, str) or v is None for v in names.values()):
+        raise ValueError('"names" is not {face: name}')
+    for key in ("rejected", "not_face", "left"):
+        if not _strings(d.get(key, [])):
+            raise ValueError(f'"{key}" is not a list of faces')
+    groups = d.get("groups", [])
+    if not isinstance(groups, list) or not all(_strings(g) for g in groups):
+        raise ValueError('"groups" is not a list of lists of faces')
+
+
+def _check_correction(op) -> None:
+    """ValueError saying what is wrong with a line of the log that is JSON but not a correction:
+    applied, a number where a list belongs fails half-way, and a string is taken letter by letter."""
+    if not isinstance(op, dict) or not isinstance(op.get("id"), str):
+        raise ValueError("not a correction")
+    if "undo" in op and not isinstance(op["undo"], str):
+        raise ValueError('"undo" is not the id of a correction')
+    _check_change(op)
+    if "snapshot" in op:
+        snap = op["snapshot"]
+        if not isinstance(snap, dict) or not {"names", "rejected", "not_face"} <= snap.keys():
+            raise ValueError('"snapshot" is not a set of corrections')
+        _check_change(snap)
 
 
 def _read_v1(path: Path) -> dict:

@@ -231,6 +231,39 @@ def test_annotations_killed_mid_write_and_damaged(tmp_path):
     assert path.with_name("annotations.jsonl.bak").read_bytes() == good
 
 
+@pytest.mark.parametrize("line", [
+    b'{"id": "a", "rejected": 5}', b'{"id": "a", "rejected": "f01"}', b'{"id": "a", "names": ["f01"]}',
+    b'{"id": "a", "names": {"f01": ["Ada"]}}', b'{"id": "a", "groups": ["f01", "f02"]}', b'[{"id": "a"}]',
+    b'{"id": 7}', b'{"id": "a", "undo": ["b"]}', b'{"id": "a", "snapshot": []}',
+    b'{"id": "a", "snapshot": {"names": {}, "rejected": 5, "not_face": []}}'])
+def test_a_correction_of_the_wrong_shape_is_damage_named_with_the_backup(tmp_path, line):
+    """Valid JSON of the wrong shape (a number, a string or a list where another belongs) is
+    refused as a damaged line is: one message naming the file and its backup, the file kept."""
+    from analysis.review import Annotations
+    from analysis.store import DamagedFileError
+
+    path = tmp_path / "annotations.jsonl"
+    Annotations.load(path).record(names={"f00": "Ada"})
+    Annotations.load(path)  # the backup of a log that reads well
+    path.write_bytes(path.read_bytes() + line + b"\n")
+    damaged = path.read_bytes()
+    with pytest.raises(DamagedFileError, match=r"annotations\.jsonl is damaged at line 2 .*annotations\.jsonl\.bak") as e:
+        Annotations.load(path)
+    assert "\n" not in str(e.value)
+    assert path.read_bytes() == damaged and Annotations.load(path.with_name("annotations.jsonl.bak")).names == {"f00": "Ada"}
+
+
+def test_blank_lines_in_the_annotations_are_passed_over(tmp_path):
+    from analysis.review import Annotations
+
+    path = tmp_path / "annotations.jsonl"
+    path.write_bytes(b'\n{"id": "a", "names": {"f00": "Ada"}}\n\n  \r\n{"id": "b", "rejected": ["f01"]}\n\n')
+    ann = Annotations.load(path)
+    assert ann.names == {"f00": "Ada"} and ann.rejected == {"f01"}
+    ann.record(names={"f02": "Bea"})
+    assert Annotations.load(path).names == {"f00": "Ada", "f02": "Bea"}
+
+
 def test_old_annotations_are_carried_over(tmp_path):
     from analysis.review import Annotations
 
