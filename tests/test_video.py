@@ -224,6 +224,24 @@ def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
     assert "needs a 'video' column" in capsys.readouterr().err
 
 
+def test_a_corpus_row_with_a_trailing_comma_is_read_and_one_with_cells_past_the_header_refused(tmp_path):
+    """A trailing comma (an empty cell past the header, as spreadsheets write) is read; a row
+    with more values than the header has columns is refused in one line naming the file and
+    the row (counted in the file's lines, blank ones too)."""
+    from analysis.corpus import CorpusError, read_corpus
+
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("video,group\nclips/a.mp4,\n\nclips/b.mp4,shots/b-Scenes.csv,\nclips/c.mp4,,,\n")
+    rows = read_corpus(corpus)
+    assert [(r.line, r.video.name, r.shots and r.shots.name) for r in rows] == [
+        (2, "a.mp4", None), (4, "b.mp4", "b-Scenes.csv"), (5, "c.mp4", None)]
+    corpus.write_text("video,group\nclips/a.mp4,\n\nclips/b.mp4,shots/b.csv,psd\n")
+    with pytest.raises(CorpusError) as e:
+        read_corpus(corpus)
+    assert str(e.value).startswith(f"{corpus}: row 4 has 1 value past the header's 2 columns ('psd')")
+    assert "\n" not in str(e.value)
+
+
 def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
     assert main(["extract-faces", "-d", str(tmp_path / "ds"), "--from", str(videos), "--fps", "0"]) != 0
     assert "--fps must be a positive number" in capsys.readouterr().err
