@@ -335,7 +335,8 @@ def read_scenes_csv(path: str | os.PathLike, n_frames: int | None = None, fps: f
     seconds columns give the times. A plain list holds one frame number a line (counted from 0,
     each the first frame of a new shot; blank lines, ``#`` comments and a non-numeric first
     line are passed over); it needs ``n_frames`` (the video's frame count) and ``fps``.
-    Raises :class:`ShotsFileError` (one line naming the file) when the file cannot be read.
+    Raises :class:`ShotsFileError` (one line naming the file) when the file cannot be read, or
+    is empty (blank lines alone: a write that failed, not "no cuts", which a comment line says).
     """
     path = str(path)
     try:
@@ -344,7 +345,11 @@ def read_scenes_csv(path: str | os.PathLike, n_frames: int | None = None, fps: f
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ShotsFileError(f"{path}: cannot read the shots file ({getattr(e, 'strerror', None) or e})") from None
     rows = [[c.strip() for c in r] for r in rows]
-    rows = [r for r in rows if any(r) and not r[0].startswith("#")]
+    rows = [r for r in rows if any(r)]
+    if not rows:  # a write that failed, not a video of one shot: that is said with a comment line
+        raise ShotsFileError(f"{path}: the shots file is empty: write its cuts (a scene list, or one frame number "
+                             "a line; a comment line alone for a video of one shot) or leave --shots out")
+    rows = [r for r in rows if not r[0].startswith("#")]
     if rows and rows[0] and rows[0][0] == "Timecode List:":
         rows = rows[1:]
     if rows and "Start Frame" in rows[0]:
