@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -61,6 +62,17 @@ def _make_video(path, seconds=3, rate=10, gop=10, rotation=None, pixel_aspect=No
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def _damage_middle(path, nbytes=300):
+    """Overwrite ``nbytes`` from the start of the video's middle packet (its data in the file):
+    a few frames the decoder refuses, the container around them whole."""
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+        pos = packets[len(packets) // 2].pos
+    data = bytearray(Path(path).read_bytes())
+    data[pos:pos + nbytes] = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
 
 
 def _make_audio(path, codec):
@@ -410,6 +422,23 @@ def test_cover_art_is_not_a_video(tmp_path):
             c.mux(p)
     s = _run(path, tmp_path / "ds")
     assert s["errors"] == [f"{path}: no video stream (audio only: 1 audio stream and cover art)"]
+
+
+def test_key_frames_that_cannot_be_decoded_are_passed_over_and_counted(tmp_path, caplog):
+    """Damaged packets in the middle of a video (every frame a key frame): the others are
+    written, the video is ok, and its row and a warning say how many could not be decoded."""
+    path = tmp_path / "damaged.mp4"
+    _make_video(path, gop=1)
+    _damage_middle(path)
+    with caplog.at_level("WARNING"):
+        s = _run(path, tmp_path / "ds", keyframes=0)
+    v = FrameStore(tmp_path / "ds" / "images" / "frames").load_videos().iloc[0]
+    assert s["errors"] == [] and s["processed"] == 1 and v["status"] == "ok"
+    assert 25 <= v["n_frames"] < 30 and s["frames"] == v["n_frames"]
+    lost = 30 - v["n_frames"]
+    assert re.fullmatch(rf"{re.escape(str(path))}: {lost} of the 30 key frames read could not be decoded \(.+\); "
+                        rf"the {v['n_frames']} others are kept", v["error"]), v["error"]
+    assert v["error"] in caplog.text
 
 
 def test_parameters_checked(videos, tmp_path):

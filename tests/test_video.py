@@ -15,7 +15,7 @@ from analysis.shots import read_scenes_csv
 from analysis.store import FaceStore
 from analysis.tracks import link_tracks
 from analysis.video import load_shots, sampling_rule, shots_dir
-from test_frames import CROWD, HAMILTON, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+from test_frames import CROWD, HAMILTON, _damage_middle, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
 
 HAMILTON_CUTS = [20, 82, 211]  # SOURCES.md
 
@@ -159,6 +159,47 @@ def test_bad_videos_reported_and_batch_goes_on(bad_dir, videos, tmp_path, capsys
                                                               "lin-manuel-miranda.png"}
     crops = {p.name for p in (store.root / "crops").iterdir()}
     assert crops == {os.path.basename(c) for c in faces["crop_path"]}  # nothing of the broken ones left
+
+
+def _face_video(path, frames=40, rate=10):
+    """A face (scikit-image's astronaut) drifting right over a plain background, MPEG-4."""
+    import av
+    from PIL import Image
+
+    skdata = pytest.importorskip("skimage.data")
+    face = Image.fromarray(skdata.astronaut()).crop((80, 0, 400, 330)).resize((160, 165))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        s.codec_context.gop_size = 10
+        for i in range(frames):
+            im = Image.new("RGB", (320, 240), (90, 110, 130))
+            im.paste(face, (40 + 2 * i, 30))
+            for p in [*s.encode(av.VideoFrame.from_image(im))]:
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_frames_that_cannot_be_decoded_cost_their_faces_only(tmp_path, capfd):
+    """Damaged packets in the middle of a video: the frames that decode keep their faces (the
+    video was refused whole), and its row and a warning line say how many frames were lost."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _face_video(src / "whole.mp4")
+    _face_video(src / "damaged.mp4")
+    _damage_middle(src / "damaged.mp4")
+    ds = tmp_path / "ds"
+    assert extract(ds, src) == 0
+    store = FaceStore(ds / "faces")
+    faces, images = store.load_faces(), store.load_images().set_index("image_path")
+    whole, damaged = (len(_of(faces, f"{n}.mp4")) for n in ("whole", "damaged"))
+    assert whole == 20 and 0.7 * whole <= damaged <= whole
+    row = images.loc[str(src / "damaged.mp4")]
+    assert row["status"] == "ok" and row["n_faces"] == damaged and images.loc[str(src / "whole.mp4"), "error"] == ""
+    assert re.fullmatch(rf"{re.escape(str(src / 'damaged.mp4'))}: \d+ of its 40 frames could not be decoded "
+                        r"\(.+\); the \d+ others are kept", row["error"]), row["error"]
+    assert row["error"] in capfd.readouterr().err
 
 
 def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F811
