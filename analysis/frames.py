@@ -34,8 +34,9 @@ videos in flight.
 
 An unreadable video (empty, truncated, corrupt, not a video, audio only) gets a one-line reason
 naming the file, status ``error``, and the batch goes on. One cut off part-way keeps the frames
-decoded before the cut. Key frames the decoder refuses (damaged packets) are passed over: such a
-video is ``ok``, its ``error`` says what was lost, and a warning is logged. With ``workers`` > 1 each
+decoded before the cut. Key frames the decoder refuses (damaged packets) are passed over, and a
+video whose end is cut short by less than a second is read to where it stops: such a video is
+``ok``, its ``error`` says what was lost, and a warning is logged. With ``workers`` > 1 each
 video goes to one of that many spawned processes; one whose decoder crashes its worker is
 reported like any unreadable file.
 
@@ -264,7 +265,20 @@ class VideoInfo:
     decode_errors: int = 0
     first_decode_error: str = ""
     error: str = ""  # why the video is cut off or corrupt, "" when it is whole
-    note: str = ""  # what was lost where the rest is kept (frames not decoded), "" when nothing
+    note: str = ""  # what was lost where the rest is kept (frames not decoded, a short end), "" when nothing
+
+
+def short_end(end_s: float, declared: float, fps: float, found: int) -> str:
+    """What a video cut short by less than ``_TRUNCATION_TOLERANCE_S`` lacks at its end (its
+    ``found`` frames before are kept), or "" when its packets reach the declared duration within
+    a frame. Whole Matroska files end exactly there; an end missed by more than a frame is a
+    copy or a download cut short."""
+    short = declared - end_s
+    if not declared or short <= (1 / fps if fps else 0.1) or short > _TRUNCATION_TOLERANCE_S:
+        return ""
+    missing = f", about {round(short * fps)} missing at its end" if fps else ""
+    return (f"truncated: the video stops at {end_s:.1f} s of {declared:.1f} s ({found} frames found{missing}); "
+            "the frames before are kept")
 
 
 def _rate(stream) -> Fraction | None:
@@ -386,6 +400,8 @@ def read_keyframes(path: str, keyframes: float, on_frame=None) -> VideoInfo:
         lost = max(info.decode_errors, info.sent - info.kept)
         info.note = (f"{lost} of the {info.sent} key frames read could not be decoded ({info.first_decode_error}); "
                      f"the {info.kept} others are kept")
+    elif not info.expected_packets:
+        info.note = short_end(info.end_s, declared, info.fps, info.n_packets)
     return info
 
 

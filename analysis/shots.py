@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import (_TRUNCATION_TOLERANCE_S, VideoError, _ffmpeg_reason, _rate, frame_image, frame_stem,
-                     open_video)
+                     open_video, short_end)
 from .store import _conform, atomic_write_text, write_table
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
 
     Packets the decoder refuses (damaged data) are passed over: the frames around them are
     read, as a player shows them. ``notes``, when given, gets one line (once the last frame is
-    read) for frames that could not be decoded.
+    read) for frames that could not be decoded and for an end cut short by under a second.
     Frame numbers count decoded frames, so after a loss they are that many short of the file's.
     """
     import av
@@ -171,6 +171,9 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
         if failed:  # a damaged packet may also leave the next ones without a frame, and no error
             notes.append(f"{max(failed, n_packets - index)} of its {max(n_packets, index + failed)} frames could "
                          f"not be decoded ({why}); the {index} others are kept")
+        end = "" if expected else short_end(end_s, declared, fps, n_packets)
+        if end:
+            notes.append(end)
 
 
 def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE, keep=None,

@@ -89,8 +89,8 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
                   on_frames=None) -> tuple[dict, list[dict]]:
     """The video's row and its face rows (crops and shots written). Raises
     :class:`frames.VideoError` (one line naming the file) for a video that cannot be read. One
-    with frames that cannot be decoded keeps the faces of the frames that decode: its row is ok,
-    its ``error`` says what was lost, and a warning too.
+    with frames that cannot be decoded, or cut short by under a second, keeps the faces of the
+    frames that decode: its row is ok, its ``error`` says what was lost, and a warning too.
     ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress)."""
     from .extract import faces_in_picture
 

@@ -75,6 +75,15 @@ def _damage_middle(path, nbytes=300):
     Path(path).write_bytes(bytes(data))
 
 
+def _cut_end(path, seconds):
+    """Cut the file just before its packets of the last ``seconds`` (its declared duration stays)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        end = float(c.duration / 1e6)
+        pos = min(p.pos for p in c.demux(s) if p.size and float(p.pts * s.time_base) >= end - seconds - 1e-6)
+    Path(path).write_bytes(Path(path).read_bytes()[:pos])
+
+
 def _make_audio(path, codec):
     """One second of a 440 Hz tone, no video stream."""
     with av.open(str(path), "w") as c:
@@ -438,6 +447,21 @@ def test_key_frames_that_cannot_be_decoded_are_passed_over_and_counted(tmp_path,
     lost = 30 - v["n_frames"]
     assert re.fullmatch(rf"{re.escape(str(path))}: {lost} of the 30 key frames read could not be decoded \(.+\); "
                         rf"the {v['n_frames']} others are kept", v["error"]), v["error"]
+    assert v["error"] in caplog.text
+
+
+def test_a_matroska_video_cut_short_by_under_a_second_is_kept_and_said(tmp_path, caplog):
+    """0.4 s of 3 s missing at the end (under the second that makes it unreadable): its key
+    frames before the cut are written, and its row and a warning say how much is missing."""
+    path = tmp_path / "short.mkv"
+    _make_video(path)
+    _cut_end(path, 0.4)
+    with caplog.at_level("WARNING"):
+        s = _run(path, tmp_path / "ds", keyframes=0)
+    v = FrameStore(tmp_path / "ds" / "images" / "frames").load_videos().iloc[0]
+    assert s["errors"] == [] and v["status"] == "ok" and v["n_frames"] == 3
+    assert v["error"] == (f"{path}: truncated: the video stops at 2.6 s of 3.0 s (26 frames found, about 4 "
+                          "missing at its end); the frames before are kept")
     assert v["error"] in caplog.text
 
 

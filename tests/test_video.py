@@ -15,7 +15,7 @@ from analysis.shots import read_scenes_csv
 from analysis.store import FaceStore
 from analysis.tracks import link_tracks
 from analysis.video import load_shots, sampling_rule, shots_dir
-from test_frames import CROWD, HAMILTON, _damage_middle, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+from test_frames import CROWD, HAMILTON, _cut_end, _damage_middle, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
 
 HAMILTON_CUTS = [20, 82, 211]  # SOURCES.md
 
@@ -199,6 +199,18 @@ def test_frames_that_cannot_be_decoded_cost_their_faces_only(tmp_path, capfd):
     assert row["status"] == "ok" and row["n_faces"] == damaged and images.loc[str(src / "whole.mp4"), "error"] == ""
     assert re.fullmatch(rf"{re.escape(str(src / 'damaged.mp4'))}: \d+ of its 40 frames could not be decoded "
                         r"\(.+\); the \d+ others are kept", row["error"]), row["error"]
+    assert row["error"] in capfd.readouterr().err
+
+
+def test_a_matroska_video_cut_short_by_under_a_second_keeps_its_faces_and_says_so(tmp_path, capfd):
+    path = tmp_path / "short.mkv"
+    _face_video(path, frames=30)
+    _cut_end(path, 0.4)
+    assert extract(tmp_path / "ds", path) == 0
+    row = FaceStore(tmp_path / "ds" / "faces").load_images().iloc[0]
+    assert row["status"] == "ok" and row["n_faces"] == 13  # frames 0, 2, ... 24 of the 26 left
+    assert row["error"] == (f"{path}: truncated: the video stops at 2.6 s of 3.0 s (26 frames found, about 4 "
+                            "missing at its end); the frames before are kept")
     assert row["error"] in capfd.readouterr().err
 
 
