@@ -15,7 +15,8 @@ from analysis.shots import read_scenes_csv
 from analysis.store import FaceStore
 from analysis.tracks import link_tracks
 from analysis.video import load_shots, sampling_rule, shots_dir
-from test_frames import CROWD, HAMILTON, _cut_end, _damage_middle, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+from test_frames import CROWD, HAMILTON, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+from test_frames import _cut_end, _damage_middle
 
 HAMILTON_CUTS = [20, 82, 211]  # SOURCES.md
 
