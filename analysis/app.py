@@ -12,6 +12,7 @@ so several tabs or notebooks can share one session.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import time
@@ -50,7 +51,7 @@ NOISE_COLOR = "#cfcfcf"
 MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
 ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
-           "unnamed"]  # the Dashboard params a click changes: each change answers it
+           "unnamed", "save_error"]  # the Dashboard params a click changes: each change answers it
 MERGE_LISTED = 50  # clusters the merge box's drop-down shows at a time
 MERGE_OPTIONS = 1000  # clusters the merge box offers besides the named ones (the largest)
 QUEUE_NOISE = 8  # noise items offered at a time
@@ -260,6 +261,14 @@ class FaceGallery(pn.reactive.ReactiveHTML):
 
 
 
+def saves(method):
+    """A :class:`Dashboard` method that saves a correction, run by :meth:`Dashboard.saving`."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        return self.saving(functools.partial(method, self))(*args, **kwargs)
+    return run
+
+
 class Dashboard(param.Parameterized):
     """State of one browser session; the views below depend on its parameters."""
 
@@ -277,6 +286,7 @@ class Dashboard(param.Parameterized):
     queue_opened = param.List(doc="clusters this tab's review queue has opened (not offered again)")
     queue_left = param.List(doc="noise items this tab chose to leave in noise")
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
+    save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model, session.kind))
@@ -323,16 +333,34 @@ class Dashboard(param.Parameterized):
         self.last_recluster_s = time.perf_counter() - t
         self.changed(-1)
 
+    def saving(self, correction):
+        """``correction`` (an action that saves one), said in ``save_error`` when the disk refuses
+        the save (full, read-only, forbidden): the session is then unchanged, and without this the
+        page showed nothing while the server's log got a traceback. The next save clears it."""
+        @functools.wraps(correction)
+        def run(*args, **kwargs):
+            try:
+                out = correction(*args, **kwargs)
+            except OSError as err:
+                self.save_error = str(err)
+                return None
+            self.save_error = ""
+            return out
+        return run
+
     def did(self, what: str) -> None:
         """Remember the correction just made, for this tab's undo."""
         if self.s.last_op:
             self.history.append((self.s.last_op, what))
 
+    @saves
     def undo(self) -> str | None:
         """Take back this tab's last correction (never another tab's); what it undid, or None."""
         while self.history:
-            op, what = self.history.pop()
-            if self.s.undo(op):
+            op, what = self.history[-1]
+            undone = self.s.undo(op)  # one it could not save stays in the history
+            self.history.pop()
+            if undone:
                 self.changed()
                 return what
         return None
@@ -375,6 +403,11 @@ class Dashboard(param.Parameterized):
             f"{self.algorithm} ({params}): {m['clusters']} clusters, noise {m['noise']} of {m['items']} "
             f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
             css_classes=["cs-status"], name="status")
+
+    @param.depends("save_error")
+    def save_message(self):
+        return text_html(self.save_error, css_classes=["cs-save-error"], visible=bool(self.save_error),
+                         styles={"color": "#b00020"})
 
     @param.depends("version")
     def map_view(self):
@@ -615,6 +648,7 @@ class Dashboard(param.Parameterized):
             items.append(b)
         return [pn.pane.Markdown("Most like it:"), *items]
 
+    @saves
     def _merge_in(self, c: int, other: int, name: str | None = None):
         try:
             merged = self.s.merge([c, other], name=name)
@@ -645,6 +679,7 @@ class Dashboard(param.Parameterized):
         move_btn = pn.widgets.Button(name="Move", css_classes=[f"{css}move"])
         new_btn = pn.widgets.Button(name="New person", css_classes=[f"{css}new-person"])
 
+        @self.saving
         def act(what, fn):
             faces = chosen()
             if not faces:
@@ -660,6 +695,7 @@ class Dashboard(param.Parameterized):
         new_btn.on_click(lambda e: act("new person from", self.s.move))
         return [reject_btn, notface_btn, to, move_btn, new_btn]
 
+    @saves
     def _split(self, c: int):
         halves = self.s.split(c)
         self.did(f"split cluster {c}")
@@ -711,6 +747,7 @@ class Dashboard(param.Parameterized):
                       pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
                       css_classes=["cs-queue-item"])
 
+    @saves
     def _place(self, item_id: str, name: str | None) -> None:
         n_words = self.words["items"]
         if name is None:
@@ -767,6 +804,7 @@ class Dashboard(param.Parameterized):
                 for f in pick.itertuples()], css_classes=["cs-track-strip"]))
         return views
 
+    @saves
     def _name(self, c: int, name: str):
         self.s.name(c, name)
         self.did(f"name cluster {c} '{name.strip()}'" if name.strip() else f"unname cluster {c}")
@@ -794,6 +832,7 @@ class Dashboard(param.Parameterized):
             choice.value = [c for c in choice.value if c in kept]
         refresh()
 
+        @self.saving
         def merge(e):
             if len(choice.value) < 2:
                 msg.object = "choose two clusters or more"
@@ -894,8 +933,8 @@ class ReviewApp(pn.viewable.Viewer):
                         ("Review", pn.param.ParamMethod(dash.review_queue, lazy=True)),
                         sizing_mode="stretch_width", css_classes=["cs-views"], dynamic=True)
         guard = BusyGuard()
-        sidebar = [guard, controls(dash), dash.status, pn.layout.Divider(), dash.merge_widget(), pn.layout.Divider(),
-                   dash.export_widgets(self.dataset)]
+        sidebar = [guard, controls(dash), dash.status, dash.save_message, pn.layout.Divider(), dash.merge_widget(),
+                   pn.layout.Divider(), dash.export_widgets(self.dataset)]
         main = [views, dash.detail()]
         # after the views' own watchers (made above): the answer and its ack leave together
         dash.param.watch(lambda *events: guard.param.update(ack=guard.ack + 1), ANSWERS)

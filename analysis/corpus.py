@@ -33,6 +33,19 @@ class CorpusRow:
     shots: Path | None
 
 
+def _cells(path: Path, line: int, row: dict, columns: int) -> dict[str, str]:
+    """A row's cells by column. Values past the header's columns (DictReader files them under
+    None) are dropped when empty, as a trailing comma makes them; others are refused, since the
+    row's values may not be under the columns they were meant for."""
+    extra = [v.strip() for v in row.pop(None, None) or [] if v.strip()]
+    if extra:
+        many = len(extra) > 1
+        raise CorpusError(f"{path}: row {line} has {len(extra)} value{'s' * many} past the header's {columns} "
+                          f"columns ({', '.join(map(repr, extra))[:80]}): remove {'them' if many else 'it'} or "
+                          f"name {'their columns' if many else 'its column'} in the header")
+    return {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+
+
 def read_corpus(path: str | os.PathLike, base: str | os.PathLike | None = None) -> list[CorpusRow]:
     """The rows of a corpus description, paths resolved (nothing is checked on disk)."""
     path = Path(path)
@@ -41,7 +54,8 @@ def read_corpus(path: str | os.PathLike, base: str | os.PathLike | None = None) 
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+            # the file's own line numbers: DictReader passes blank lines over
+            rows = [(reader.line_num, _cells(path, reader.line_num, r, len(fields))) for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CorpusError(f"{path}: cannot read the corpus file ({getattr(e, 'strerror', None) or e})") from None
     if "video" not in fields:
@@ -53,7 +67,7 @@ def read_corpus(path: str | os.PathLike, base: str | os.PathLike | None = None) 
         return q if q.is_absolute() else root / q
 
     out = []
-    for line, r in enumerate(rows, start=2):
+    for line, r in rows:
         if not r.get("video"):
             if any(r.values()):
                 raise CorpusError(f"{path}: row {line} has no video")

@@ -34,8 +34,11 @@ videos in flight.
 
 An unreadable video (empty, truncated, corrupt, not a video, audio only) gets a one-line reason
 naming the file, status ``error``, and the batch goes on. One cut off part-way keeps the frames
-decoded before the cut. With ``workers`` > 1 each video goes to one of that many spawned
-processes; one whose decoder crashes its worker is reported like any unreadable file.
+decoded before the cut. Key frames the decoder refuses (damaged packets) are passed over, and a
+video whose end is cut short by less than a second is read to where it stops: such a video is
+``ok``, its ``error`` says what was lost, and a warning is logged. With ``workers`` > 1 each
+video goes to one of that many spawned processes; one whose decoder crashes its worker is
+reported like any unreadable file.
 
 Memory: one decoded frame per worker at a time (plus the decoder's own reference pictures);
 hashing reads the file in 1 MiB chunks.
@@ -258,9 +261,24 @@ class VideoInfo:
     fps: float = 0.0
     end_s: float = 0.0  # end of the last packet
     kept: int = 0  # key packets that pass the keyframes rule
+    sent: int = 0  # key packets handed to the decoder (a damaged one may give no frame and no error)
     decode_errors: int = 0
     first_decode_error: str = ""
     error: str = ""  # why the video is cut off or corrupt, "" when it is whole
+    note: str = ""  # what was lost where the rest is kept (frames not decoded, a short end), "" when nothing
+
+
+def short_end(end_s: float, declared: float, fps: float, found: int) -> str:
+    """What a video cut short by less than ``_TRUNCATION_TOLERANCE_S`` lacks at its end (its
+    ``found`` frames before are kept), or "" when its packets reach the declared duration within
+    a frame. Whole Matroska files end exactly there; an end missed by more than a frame is a
+    copy or a download cut short."""
+    short = declared - end_s
+    if not declared or short <= (1 / fps if fps else 0.1) or short > _TRUNCATION_TOLERANCE_S:
+        return ""
+    missing = f", about {round(short * fps)} missing at its end" if fps else ""
+    return (f"truncated: the video stops at {end_s:.1f} s of {declared:.1f} s ({found} frames found{missing}); "
+            "the frames before are kept")
 
 
 def _rate(stream) -> Fraction | None:
@@ -366,6 +384,7 @@ def read_keyframes(path: str, keyframes: float, on_frame=None) -> VideoInfo:
                     info.kept += 1
                     continue
                 sent.append(t)
+                info.sent += 1
                 decode(packet)
             if on_frame is not None:
                 decode(None)  # frames the decoder still holds
@@ -377,9 +396,12 @@ def read_keyframes(path: str, keyframes: float, on_frame=None) -> VideoInfo:
                       f"({info.end_s:.1f} s of {info.duration_s:.1f} s)")
     elif not info.expected_packets and declared and info.end_s < declared - _TRUNCATION_TOLERANCE_S:
         info.error = f"truncated: the video stops at {info.end_s:.1f} s of {declared:.1f} s"
-    elif info.decode_errors:
-        info.error = (f"{info.decode_errors} key frame{'s' * (info.decode_errors > 1)} could not be decoded "
-                      f"({info.first_decode_error})")
+    elif info.decode_errors:  # the others are written: a damaged packet costs its own frame only
+        lost = max(info.decode_errors, info.sent - info.kept)
+        info.note = (f"{lost} of the {info.sent} key frames read could not be decoded ({info.first_decode_error}); "
+                     f"the {info.kept} others are kept")
+    elif not info.expected_packets:
+        info.note = short_end(info.end_s, declared, info.fps, info.n_packets)
     return info
 
 
@@ -468,6 +490,9 @@ def _work(task: _Task) -> tuple[dict, list[dict]]:
             row.update(status=NO_FRAMES, error=f"{path}: no key frames ({why})")
         else:
             row["status"] = OK
+            if info.note:  # kept, with what was lost said: in its row and where the run is watched
+                row["error"] = f"{path}: {info.note}"
+                log.warning("%s", row["error"])
     except VideoError as e:
         row["error"] = str(e)
     except OSError as e:

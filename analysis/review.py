@@ -86,10 +86,11 @@ class Annotations:
             return False
         new = []
         for i, line in enumerate(data[:end].splitlines()):
+            if not line.strip():  # a blank line (an editor's, a copy's) holds no correction
+                continue
             try:
                 op = json.loads(line)
-                if not isinstance(op, dict) or "id" not in op:
-                    raise ValueError("not a correction")
+                _check_correction(op)
             except ValueError as e:
                 line_no = self.path.read_bytes()[: self.offset].count(b"\n") + i + 1
                 raise DamagedFileError(
@@ -132,21 +133,30 @@ class Annotations:
         self.left.update(op.get("left", []))
 
     def _append(self, ops: list[dict]) -> None:
+        """Add ``ops`` to the log, all or none: :class:`NotSaved` when the disk refuses them (full,
+        read-only, forbidden), the log then as it was (a half line left would be taken in by the
+        next reader, a correction the session said it never made)."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                size = f.seek(0, os.SEEK_END)
-                if size and os.pread(f.fileno(), 1, size - 1) != b"\n":  # a writer killed mid-line
-                    f.seek(0)
-                    f.truncate(f.read().rfind(b"\n") + 1)
-                f.write(b"".join(json.dumps(op, ensure_ascii=False).encode() + b"\n" for op in ops))
-                f.flush()
-                os.fsync(f.fileno())
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        data = b"".join(json.dumps(op, ensure_ascii=False).encode() + b"\n" for op in ops)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # unbuffered: a buffer that failed to reach the disk would be written again at close,
+            # after the log was put back
+            with open(self.path, "a+b", buffering=0) as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    size = f.seek(0, os.SEEK_END)
+                    if size and os.pread(f.fileno(), 1, size - 1) != b"\n":  # a writer killed mid-line
+                        f.seek(0)
+                        size = f.read().rfind(b"\n") + 1
+                        f.truncate(size)
+                    _write_all(f, data, size)
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        except OSError as e:
+            raise NotSaved(e.errno, f"{self.path}: the correction was not saved ({e.strerror or e}), nothing "
+                                    "changed: free space on its disk or make it writable, then do it again") from e
         self.sync()  # ours and anything appended before it, in the log's order
 
     # -- corrections --------------------------------------------------------------------------
@@ -165,6 +175,62 @@ class Annotations:
         new = set(face_ids)
         self.groups = [g for g in ([f for f in g if f not in new] for g in self.groups) if len(g) > 1]
         self.groups.append(sorted(new))
+
+
+def _write_all(f, data: bytes, size: int) -> None:
+    """Append ``data`` at ``size`` and make it durable; on failure the file is cut back to
+    ``size`` (a full disk takes that back too) and the error raised."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+        os.fsync(f.fileno())
+    except OSError:
+        try:
+            f.truncate(size)
+        except OSError:  # the first error is the one to tell; a torn line is dropped by the next writer
+            pass
+        raise
+
+
+class NotSaved(OSError):
+    """A correction the log could not take: nothing of it was made; the message names the log,
+    the reason and the fix."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_change(d: dict) -> None:
+    """ValueError naming the first field of a correction (or snapshot) that has the wrong shape."""
+    names = d.get("names", {})
+    if not isinstance(names, dict) or not all(isinstance(v, str) or v is None for v in names.values()):
+        raise ValueError('"names" is not {face: name}')
+    for key in ("rejected", "not_face", "left"):
+        if not _strings(d.get(key, [])):
+            raise ValueError(f'"{key}" is not a list of faces')
+    groups = d.get("groups", [])
+    if not isinstance(groups, list) or not all(_strings(g) for g in groups):
+        raise ValueError('"groups" is not a list of lists of faces')
+
+
+def _check_correction(op) -> None:
+    """ValueError saying what is wrong with a line of the log that is JSON but not a correction:
+    applied, a number where a list belongs fails half-way, and a string is taken letter by letter."""
+    if not isinstance(op, dict) or not isinstance(op.get("id"), str):
+        raise ValueError("not a correction")
+    if "undo" in op and not isinstance(op["undo"], str):
+        raise ValueError('"undo" is not the id of a correction')
+    _check_change(op)
+    if "snapshot" in op:
+        snap = op["snapshot"]
+        if not isinstance(snap, dict) or not {"names", "rejected", "not_face"} <= snap.keys():
+            raise ValueError('"snapshot" is not a set of corrections')
+        _check_change(snap)
 
 
 def _read_v1(path: Path) -> dict:
@@ -400,7 +466,10 @@ class ReviewSession:
     # -- corrections (saved at once) ---------------------------------------------------------
     def _correct(self, **change) -> None:
         """Record one correction in the log (with whatever another server added before it) and
-        re-apply them all to the clustering."""
+        re-apply them all to the clustering. :class:`NotSaved` (an OSError) when the log cannot
+        take it: the session is then as it was. Not kept as an unsaved change: the log is what
+        every dashboard on the dataset and the next start read, so a change held only here would
+        show what nobody else sees and vanish at the next start."""
         self.last_op = self.ann.record(**change)
         self._undo.append(self.last_op)
         del self._undo[:-UNDO_DEPTH]
@@ -441,12 +510,14 @@ class ReviewSession:
         if op_id is None:
             if not self._undo:
                 return False
-            op_id = self._undo.pop()
-        elif op_id in self._undo:
+            op_id = self._undo[-1]
+        taken_back = any(op.get("undo") == op_id for op in self.ann.ops)
+        if not taken_back:
+            self.ann.undo(op_id)  # NotSaved: nothing undone, and it stays this process's to undo
+        if op_id in self._undo:
             self._undo.remove(op_id)
-        if any(op.get("undo") == op_id for op in self.ann.ops):
+        if taken_back:
             return False
-        self.ann.undo(op_id)
         self._apply(restore=True)
         return True
 

@@ -35,7 +35,7 @@ import csv
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import (_TRUNCATION_TOLERANCE_S, VideoError, _ffmpeg_reason, _rate, frame_image, frame_stem,
-                     open_video)
+                     open_video, short_end)
 from .store import _conform, atomic_write_text, write_table
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,11 @@ class Signatures:
     frame_indices: np.ndarray  # int64, 0, 1, 2, ... in decode (presentation) order
     fps: float
     diffs: np.ndarray  # float32, mean |small(i) - small(i-1)|; diffs[0] = 0
+    notes: list[str] = field(default_factory=list)  # what was lost where the rest was read (see decode_frames)
 
 
 def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out: list | None = None,
-                  keep=None) -> Iterator[tuple[float, int, np.ndarray, object]]:
+                  keep=None, notes: list | None = None) -> Iterator[tuple[float, int, np.ndarray, object]]:
     """``(time_s, frame_index, grey, picture)`` for every frame of ``path``, ``grey`` a ``size``
     (w, h) uint8 array, ``picture`` the frame as an upright PIL RGB image at display aspect when
     ``keep(frame_index, time_s)`` is true, else None: one decode serves the cut detector and the
@@ -87,6 +88,11 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
     Raises :class:`VideoError` (one line naming the file) when the file cannot be opened, has
     no video stream, breaks off part-way or is cut short (fewer packets than an MP4/MOV index
     lists, or packets ending over a second before the declared duration).
+
+    Packets the decoder refuses (damaged data) are passed over: the frames around them are
+    read, as a player shows them. ``notes``, when given, gets one line (once the last frame is
+    read) for frames that could not be decoded and for an end cut short by under a second.
+    Frame numbers count decoded frames, so after a loss they are that many short of the file's.
     """
     import av
     from av.video.reformatter import VideoReformatter
@@ -111,11 +117,22 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
             declared = max(0.0, container.duration / 1e6 - float((start or 0) * tb))
         reformatter = VideoReformatter()  # one scaler for all frames: a new one per frame costs 4x
         sar = s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio
-        n_packets, end_s, index = 0, 0.0, 0
+        n_packets, end_s, index, failed, why = 0, 0.0, 0, 0, ""
+
+        def decoded(packet) -> list:
+            """The packet's frames; none from one the decoder refuses (counted: one damaged packet
+            costs its frames, not the video)."""
+            nonlocal failed, why
+            try:
+                return s.codec_context.decode(packet)
+            except av.error.FFmpegError as e:
+                failed += 1
+                why = why or _ffmpeg_reason(e)
+                return []
 
         def frames_of(packet):
             nonlocal index, start
-            for frame in s.codec_context.decode(packet):
+            for frame in decoded(packet):
                 if frame.pts is not None:
                     if start is None:
                         start = frame.pts
@@ -149,7 +166,14 @@ def decode_frames(path: str | os.PathLike, size: tuple[int, int] = SIZE, fps_out
     if not expected and declared and end_s < declared - _TRUNCATION_TOLERANCE_S:
         raise VideoError(f"{path}: truncated: the video stops at {end_s:.1f} s of {declared:.1f} s")
     if index == 0:
-        raise VideoError(f"{path}: no frame could be decoded")
+        raise VideoError(f"{path}: no frame could be decoded{f' ({why})' if why else ''}")
+    if notes is not None:
+        if failed:  # a damaged packet may also leave the next ones without a frame, and no error
+            notes.append(f"{max(failed, n_packets - index)} of its {max(n_packets, index + failed)} frames could "
+                         f"not be decoded ({why}); the {index} others are kept")
+        end = "" if expected else short_end(end_s, declared, fps, n_packets)
+        if end:
+            notes.append(end)
 
 
 def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE, keep=None,
@@ -159,9 +183,9 @@ def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE, keep
 
     ``keep(frame_index, time_s)`` / ``on_picture(frame_index, time_s, picture)``: the frames
     ``keep`` picks are also handed over whole, in the same decode (extract-faces on videos)."""
-    times, diffs, fps_out = [], [], []
+    times, diffs, fps_out, notes = [], [], [], []
     prev = None
-    for t, index, grey, picture in decode_frames(path, size, fps_out, keep if on_picture is not None else None):
+    for t, index, grey, picture in decode_frames(path, size, fps_out, keep if on_picture is not None else None, notes):
         cur = grey.astype(np.int16)
         diffs.append(0.0 if prev is None else float(np.abs(cur - prev).mean()))
         times.append(t)
@@ -170,7 +194,7 @@ def frame_signatures(path: str | os.PathLike, size: tuple[int, int] = SIZE, keep
             on_picture(index, t, picture)
     times_s = np.asarray(times, np.float64)
     fps = fps_out[0] if fps_out and fps_out[0] else _fps_from_times(times_s)
-    return Signatures(times_s, np.arange(len(times), dtype=np.int64), fps, np.asarray(diffs, np.float32))
+    return Signatures(times_s, np.arange(len(times), dtype=np.int64), fps, np.asarray(diffs, np.float32), notes)
 
 
 def _fps_from_times(times_s: np.ndarray) -> float:
@@ -335,7 +359,8 @@ def read_scenes_csv(path: str | os.PathLike, n_frames: int | None = None, fps: f
     seconds columns give the times. A plain list holds one frame number a line (counted from 0,
     each the first frame of a new shot; blank lines, ``#`` comments and a non-numeric first
     line are passed over); it needs ``n_frames`` (the video's frame count) and ``fps``.
-    Raises :class:`ShotsFileError` (one line naming the file) when the file cannot be read.
+    Raises :class:`ShotsFileError` (one line naming the file) when the file cannot be read, or
+    is empty (blank lines alone: a write that failed, not "no cuts", which a comment line says).
     """
     path = str(path)
     try:
@@ -344,7 +369,11 @@ def read_scenes_csv(path: str | os.PathLike, n_frames: int | None = None, fps: f
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ShotsFileError(f"{path}: cannot read the shots file ({getattr(e, 'strerror', None) or e})") from None
     rows = [[c.strip() for c in r] for r in rows]
-    rows = [r for r in rows if any(r) and not r[0].startswith("#")]
+    rows = [r for r in rows if any(r)]
+    if not rows:  # a write that failed, not a video of one shot: that is said with a comment line
+        raise ShotsFileError(f"{path}: the shots file is empty: write its cuts (a scene list, or one frame number "
+                             "a line; a comment line alone for a video of one shot) or leave --shots out")
+    rows = [r for r in rows if not r[0].startswith("#")]
     if rows and rows[0] and rows[0][0] == "Timecode List:":
         rows = rows[1:]
     if rows and "Start Frame" in rows[0]:

@@ -88,7 +88,9 @@ PROGRESS_EVERY = 50  # decoded frames between two progress reports
 def process_video(path: str, detector, params, store_root: Path, record: int = 0,
                   on_frames=None) -> tuple[dict, list[dict]]:
     """The video's row and its face rows (crops and shots written). Raises
-    :class:`frames.VideoError` (one line naming the file) for a video that cannot be read.
+    :class:`frames.VideoError` (one line naming the file) for a video that cannot be read. One
+    with frames that cannot be decoded, or cut short by under a second, keeps the faces of the
+    frames that decode: its row is ok, its ``error`` says what was lost, and a warning too.
     ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress)."""
     from .extract import faces_in_picture
 
@@ -137,7 +139,9 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
         for f, s, k in zip(faces, shot.tolist(), track.tolist()):
             f.update(shot=s, track=k)
     row = {"image_hash": h, "width": width, "height": height, "n_faces": len(faces),
-           "status": "ok" if faces else "no_face", "error": ""}
+           "status": "ok" if faces else "no_face", "error": f"{path}: {'; '.join(sig.notes)}" if sig.notes else ""}
+    if sig.notes:  # kept, with what was lost said: in its row and where the run is watched
+        log.warning("%s", row["error"])
     return row, faces
 
 

@@ -72,6 +72,41 @@ def test_undo_is_per_tab_and_says_what_it_undoes(session):
     assert b.undo() == f"name cluster {cb} 'Bea'" and session.names() == {}
 
 
+def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatch):
+    """A full disk: each failed save is said under the status (the log, the reason, the fix),
+    nothing changes and the undo stays; the next save clears the message."""
+    import errno
+    import html
+    import os
+
+    d = dashboard(session)
+    ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
+    d._name(ca, "Ada")
+    btn, keep, msg, choice, _ = d.merge_widget().objects
+    assert not d.save_message().visible
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    d.detail()
+    d.selected = cb
+    d._detail.name_in.value_input = "Bea"
+    d._detail.name_btn.clicks += 1
+    shown = d.save_message()
+    text = html.unescape(shown.object)
+    assert shown.visible and "cs-save-error" in shown.css_classes
+    assert f"{session.ann.path}: the correction was not saved (No space left on device)" in text
+    assert session.names() == {ca: "Ada"} and d.history[-1][1] == f"name cluster {ca} 'Ada'"
+    choice.value = [ca, cb]
+    btn.clicks += 1  # a merge is refused the same way
+    assert session.summary()["clusters"] == 5 and d.save_message().visible
+    assert d.undo() is None and session.names() == {ca: "Ada"}  # nor can Ada's name be taken back now
+    assert d.history[-1][1] == f"name cluster {ca} 'Ada'" and d.save_message().visible
+    monkeypatch.undo()
+    d._detail.name_btn.clicks += 1
+    assert session.names() == {ca: "Ada", cb: "Bea"} and not d.save_message().visible
+
+
 def test_merging_two_named_clusters_asks_which_name_to_keep(session):
     d = dashboard(session)
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))

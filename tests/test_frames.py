@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -61,6 +62,26 @@ def _make_video(path, seconds=3, rate=10, gop=10, rotation=None, pixel_aspect=No
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def _damage_middle(path, nbytes=300):
+    """Overwrite ``nbytes`` from the start of the video's middle packet (its data in the file):
+    a few frames the decoder refuses, the container around them whole."""
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+        pos = packets[len(packets) // 2].pos
+    data = bytearray(Path(path).read_bytes())
+    data[pos:pos + nbytes] = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+
+
+def _cut_end(path, seconds):
+    """Cut the file just before its packets of the last ``seconds`` (its declared duration stays)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        end = float(c.duration / 1e6)
+        pos = min(p.pos for p in c.demux(s) if p.size and float(p.pts * s.time_base) >= end - seconds - 1e-6)
+    Path(path).write_bytes(Path(path).read_bytes()[:pos])
 
 
 def _make_audio(path, codec):
@@ -410,6 +431,38 @@ def test_cover_art_is_not_a_video(tmp_path):
             c.mux(p)
     s = _run(path, tmp_path / "ds")
     assert s["errors"] == [f"{path}: no video stream (audio only: 1 audio stream and cover art)"]
+
+
+def test_key_frames_that_cannot_be_decoded_are_passed_over_and_counted(tmp_path, caplog):
+    """Damaged packets in the middle of a video (every frame a key frame): the others are
+    written, the video is ok, and its row and a warning say how many could not be decoded."""
+    path = tmp_path / "damaged.mp4"
+    _make_video(path, gop=1)
+    _damage_middle(path)
+    with caplog.at_level("WARNING"):
+        s = _run(path, tmp_path / "ds", keyframes=0)
+    v = FrameStore(tmp_path / "ds" / "images" / "frames").load_videos().iloc[0]
+    assert s["errors"] == [] and s["processed"] == 1 and v["status"] == "ok"
+    assert 25 <= v["n_frames"] < 30 and s["frames"] == v["n_frames"]
+    lost = 30 - v["n_frames"]
+    assert re.fullmatch(rf"{re.escape(str(path))}: {lost} of the 30 key frames read could not be decoded \(.+\); "
+                        rf"the {v['n_frames']} others are kept", v["error"]), v["error"]
+    assert v["error"] in caplog.text
+
+
+def test_a_matroska_video_cut_short_by_under_a_second_is_kept_and_said(tmp_path, caplog):
+    """0.4 s of 3 s missing at the end (under the second that makes it unreadable): its key
+    frames before the cut are written, and its row and a warning say how much is missing."""
+    path = tmp_path / "short.mkv"
+    _make_video(path)
+    _cut_end(path, 0.4)
+    with caplog.at_level("WARNING"):
+        s = _run(path, tmp_path / "ds", keyframes=0)
+    v = FrameStore(tmp_path / "ds" / "images" / "frames").load_videos().iloc[0]
+    assert s["errors"] == [] and v["status"] == "ok" and v["n_frames"] == 3
+    assert v["error"] == (f"{path}: truncated: the video stops at 2.6 s of 3.0 s (26 frames found, about 4 "
+                          "missing at its end); the frames before are kept")
+    assert v["error"] in caplog.text
 
 
 def test_parameters_checked(videos, tmp_path):

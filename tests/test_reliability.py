@@ -231,6 +231,100 @@ def test_annotations_killed_mid_write_and_damaged(tmp_path):
     assert path.with_name("annotations.jsonl.bak").read_bytes() == good
 
 
+@pytest.mark.parametrize("line", [
+    b'{"id": "a", "rejected": 5}', b'{"id": "a", "rejected": "f01"}', b'{"id": "a", "names": ["f01"]}',
+    b'{"id": "a", "names": {"f01": ["Ada"]}}', b'{"id": "a", "groups": ["f01", "f02"]}', b'[{"id": "a"}]',
+    b'{"id": 7}', b'{"id": "a", "undo": ["b"]}', b'{"id": "a", "snapshot": []}',
+    b'{"id": "a", "snapshot": {"names": {}, "rejected": 5, "not_face": []}}'])
+def test_a_correction_of_the_wrong_shape_is_damage_named_with_the_backup(tmp_path, line):
+    """Valid JSON of the wrong shape (a number, a string or a list where another belongs) is
+    refused as a damaged line is: one message naming the file and its backup, the file kept."""
+    from analysis.review import Annotations
+    from analysis.store import DamagedFileError
+
+    path = tmp_path / "annotations.jsonl"
+    Annotations.load(path).record(names={"f00": "Ada"})
+    Annotations.load(path)  # the backup of a log that reads well
+    path.write_bytes(path.read_bytes() + line + b"\n")
+    damaged = path.read_bytes()
+    with pytest.raises(DamagedFileError, match=r"annotations\.jsonl is damaged at line 2 .*\.jsonl\.bak") as e:
+        Annotations.load(path)
+    assert "\n" not in str(e.value) and str(path.with_name("annotations.jsonl.bak")) in str(e.value)
+    assert path.read_bytes() == damaged  # nothing lost: the backup still reads
+    assert Annotations.load(path.with_name("annotations.jsonl.bak")).names == {"f00": "Ada"}
+
+
+def test_blank_lines_in_the_annotations_are_passed_over(tmp_path):
+    from analysis.review import Annotations
+
+    path = tmp_path / "annotations.jsonl"
+    path.write_bytes(b'\n{"id": "a", "names": {"f00": "Ada"}}\n\n  \r\n{"id": "b", "rejected": ["f01"]}\n\n')
+    ann = Annotations.load(path)
+    assert ann.names == {"f00": "Ada"} and ann.rejected == {"f01"}
+    ann.record(names={"f02": "Bea"})
+    assert Annotations.load(path).names == {"f00": "Ada", "f02": "Bea"}
+
+
+class _FullDisk:
+    """A file that takes half of a write, then says the disk is full."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        import errno
+
+        self.f.write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("failure", ["full-on-write", "full-on-fsync", "read-only", "forbidden"])
+def test_a_correction_the_disk_refuses_is_not_made_and_says_so(tmp_path, monkeypatch, failure):
+    """A full, read-only or forbidden disk: the correction is neither made in the session nor
+    left half-written in the log (where a restart or another dashboard would take it in)."""
+    import builtins
+    import errno
+
+    from analysis import review
+
+    path = tmp_path / "annotations.jsonl"
+    s = _session(path)
+    s.name(s.cluster_of("f00"), "Ada")
+    saved, labels, names = path.read_bytes(), s.labels.copy(), s.names()
+    code = {"read-only": errno.EROFS, "forbidden": errno.EACCES}.get(failure, errno.ENOSPC)
+    if failure == "full-on-write":
+        monkeypatch.setattr(review, "open", lambda *a, **k: _FullDisk(builtins.open(*a, **k)), raising=False)
+    elif failure == "full-on-fsync":
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        def refuse(*a, **k):
+            raise OSError(code, os.strerror(code), str(path))
+        monkeypatch.setattr(review, "open", refuse, raising=False)
+    with pytest.raises(OSError) as e:
+        s.move(["f06", "f07"], "Bea")
+    assert e.value.errno == code and str(path) in str(e.value) and os.strerror(code) in str(e.value)
+    assert "\n" not in str(e.value) and "not saved" in str(e.value)
+    assert s.names() == names and (s.labels == labels).all()
+    with pytest.raises(OSError):
+        s.undo()  # the undo of Ada cannot be saved either: Ada stays, and stays undoable
+    assert s.names() == names
+    monkeypatch.undo()
+    assert path.read_bytes() == saved  # nothing half-written
+    assert not s.refresh() and review.Annotations.load(path).names == s.ann.names
+    assert s.undo() and s.names() == {}  # the last correction saved is Ada's
+
+
 def test_old_annotations_are_carried_over(tmp_path):
     from analysis.review import Annotations
 

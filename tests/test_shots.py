@@ -130,6 +130,20 @@ def test_plain_cut_list(tmp_path):
         read_scenes_csv(tmp_path / "missing.csv", n_frames=275, fps=29.97)
 
 
+def test_an_empty_shots_file_is_refused_not_read_as_no_cuts(tmp_path):
+    """0 bytes (or blank lines only) is a file whose writing failed, not a video of one shot;
+    a list of no cuts says so in a comment or a header."""
+    p = tmp_path / "cuts.txt"
+    for text in ("", "\n \n"):
+        p.write_text(text)
+        with pytest.raises(ShotsFileError) as e:
+            read_scenes_csv(p, n_frames=275, fps=29.97)
+        assert str(e.value) == (f"{p}: the shots file is empty: write its cuts (a scene list, or one frame number "
+                                "a line; a comment line alone for a video of one shot) or leave --shots out")
+    p.write_text("# one shot\n")
+    assert read_scenes_csv(p, n_frames=275, fps=29.97)["start_frame"].tolist() == [0]
+
+
 def test_write_shots_table(tmp_path):
     shots = shots_from_cuts([20], 40, 10.0)
     write_shots(shots, tmp_path / "shots.parquet")

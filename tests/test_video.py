@@ -16,6 +16,7 @@ from analysis.store import FaceStore
 from analysis.tracks import link_tracks
 from analysis.video import load_shots, sampling_rule, shots_dir
 from test_frames import CROWD, HAMILTON, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
+from test_frames import _cut_end, _damage_middle
 
 HAMILTON_CUTS = [20, 82, 211]  # SOURCES.md
 
@@ -161,6 +162,59 @@ def test_bad_videos_reported_and_batch_goes_on(bad_dir, videos, tmp_path, capsys
     assert crops == {os.path.basename(c) for c in faces["crop_path"]}  # nothing of the broken ones left
 
 
+def _face_video(path, frames=40, rate=10):
+    """A face (scikit-image's astronaut) drifting right over a plain background, MPEG-4."""
+    import av
+    from PIL import Image
+
+    skdata = pytest.importorskip("skimage.data")
+    face = Image.fromarray(skdata.astronaut()).crop((80, 0, 400, 330)).resize((160, 165))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        s.codec_context.gop_size = 10
+        for i in range(frames):
+            im = Image.new("RGB", (320, 240), (90, 110, 130))
+            im.paste(face, (40 + 2 * i, 30))
+            for p in [*s.encode(av.VideoFrame.from_image(im))]:
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_frames_that_cannot_be_decoded_cost_their_faces_only(tmp_path, capfd):
+    """Damaged packets in the middle of a video: the frames that decode keep their faces (the
+    video was refused whole), and its row and a warning line say how many frames were lost."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _face_video(src / "whole.mp4")
+    _face_video(src / "damaged.mp4")
+    _damage_middle(src / "damaged.mp4")
+    ds = tmp_path / "ds"
+    assert extract(ds, src) == 0
+    store = FaceStore(ds / "faces")
+    faces, images = store.load_faces(), store.load_images().set_index("image_path")
+    whole, damaged = (len(_of(faces, f"{n}.mp4")) for n in ("whole", "damaged"))
+    assert whole == 20 and 0.7 * whole <= damaged <= whole
+    row = images.loc[str(src / "damaged.mp4")]
+    assert row["status"] == "ok" and row["n_faces"] == damaged and images.loc[str(src / "whole.mp4"), "error"] == ""
+    assert re.fullmatch(rf"{re.escape(str(src / 'damaged.mp4'))}: \d+ of its 40 frames could not be decoded "
+                        r"\(.+\); the \d+ others are kept", row["error"]), row["error"]
+    assert row["error"] in capfd.readouterr().err
+
+
+def test_a_matroska_video_cut_short_by_under_a_second_keeps_its_faces_and_says_so(tmp_path, capfd):
+    path = tmp_path / "short.mkv"
+    _face_video(path, frames=30)
+    _cut_end(path, 0.4)
+    assert extract(tmp_path / "ds", path) == 0
+    row = FaceStore(tmp_path / "ds" / "faces").load_images().iloc[0]
+    assert row["status"] == "ok" and row["n_faces"] == 13  # frames 0, 2, ... 24 of the 26 left
+    assert row["error"] == (f"{path}: truncated: the video stops at 2.6 s of 3.0 s (26 frames found, about 4 "
+                            "missing at its end); the frames before are kept")
+    assert row["error"] in capfd.readouterr().err
+
+
 def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F811
     """--shots: a PySceneDetect scene list for one video, or a folder of <stem>-Scenes.csv (a
     video without one has its cuts detected); read inside the dataset; a bad file is one line."""
@@ -222,6 +276,24 @@ def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
     (ds / "bad.csv").write_text("path,shots\nx.mp4,\n")
     assert main(["extract-faces", "-d", str(ds), "--corpus", "bad.csv"]) != 0
     assert "needs a 'video' column" in capsys.readouterr().err
+
+
+def test_a_corpus_row_with_a_trailing_comma_is_read_and_one_with_cells_past_the_header_refused(tmp_path):
+    """A trailing comma (an empty cell past the header, as spreadsheets write) is read; a row
+    with more values than the header has columns is refused in one line naming the file and
+    the row (counted in the file's lines, blank ones too)."""
+    from analysis.corpus import CorpusError, read_corpus
+
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("video,group\nclips/a.mp4,\n\nclips/b.mp4,shots/b-Scenes.csv,\nclips/c.mp4,,,\n")
+    rows = read_corpus(corpus)
+    assert [(r.line, r.video.name, r.shots and r.shots.name) for r in rows] == [
+        (2, "a.mp4", None), (4, "b.mp4", "b-Scenes.csv"), (5, "c.mp4", None)]
+    corpus.write_text("video,group\nclips/a.mp4,\n\nclips/b.mp4,shots/b.csv,psd\n")
+    with pytest.raises(CorpusError) as e:
+        read_corpus(corpus)
+    assert str(e.value).startswith(f"{corpus}: row 4 has 1 value past the header's 2 columns ('psd')")
+    assert "\n" not in str(e.value)
 
 
 def test_sampling_options_checked(videos, tmp_path, capsys):  # noqa: F811
