@@ -7,9 +7,11 @@ reference vectors), then a decision per face or pooled over a cluster.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import FaceStore, atomic_write_bytes
+from .store import FaceStore, atomic_write_bytes, remove_stale_folders
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,23 @@ def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
     return out
 
 
+SCRATCH_PREFIX = "crowdsort-refs-"
+
+
+@contextlib.contextmanager
+def scratch_folder():
+    """A throw-away folder in the system temp folder for the reference crops, named with this
+    process's pid: kill -9 skips every cleanup, so each run first removes the folders of runs
+    that are gone (a live one's, another run's at work, is left alone)."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale_folders(parent, SCRATCH_PREFIX)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def embed_references(refdir: str | os.PathLike, model: str | None = None, weights: str | None = None,
                      engine: str = "mediapipe", progress: bool = True) -> References:
     """Detect, align and embed every reference image; the most prominent face of each.
@@ -184,8 +203,8 @@ def embed_references(refdir: str | os.PathLike, model: str | None = None, weight
     files = [(label, f.resolve()) for label, f in reference_files(refdir)]
     label_of = {str(f): label for label, f in files}
     embedder = load_embedder(model, weights)
-    with tempfile.TemporaryDirectory(prefix="crowdsort-refs-") as tmp:
-        store = FaceStore(Path(tmp) / "faces")  # its own dataset folder: its own lock
+    with scratch_folder() as tmp:
+        store = FaceStore(tmp / "faces")  # its own dataset folder: its own lock
         extract_faces([glob.escape(str(f)) for _, f in files], store, ExtractParams(engine=engine), progress=progress)
         faces = store.load_faces()
         for path, n in faces.groupby("image_path").size().items():
