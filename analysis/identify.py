@@ -157,16 +157,27 @@ class References:
 
 
 def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(label, file)`` for every image in ``refdir/<label>/`` (any image type)."""
-    from .images import IMAGE_EXTENSIONS
-
+    """``(label, file)`` for every image under ``refdir/<label>/`` (any image type), in its
+    sub-folders too. Hidden files and folders are passed over."""
     refdir = Path(refdir)
     if not refdir.is_dir():
         raise FileNotFoundError(f"{refdir}: no such reference folder (expected {refdir}/<name>/<image>.jpg)")
     out = [(d.name, f) for d in sorted(refdir.iterdir()) if d.is_dir() and not d.name.startswith(".")
-           for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+           for f in _images_under(d)]
     if not out:
         raise ValueError(f"{refdir}: no images in <name>/ sub-folders (expected {refdir}/<name>/<image>.jpg)")
+    return out
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere under a person's folder: photos sorted into sub-folders (by year,
+    by event) are theirs too. Hidden entries (a viewer's .thumbnails, macOS ._ files) are not."""
+    from .images import IMAGE_EXTENSIONS
+
+    out = []
+    for root, dirs, files in os.walk(folder):  # symlinked folders are not followed: no loops
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root, f) for f in sorted(files) if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return out
 
 

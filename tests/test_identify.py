@@ -183,6 +183,29 @@ def test_cli_identify_label_clusters_apply_labels(tmp_path, faces_store, refs_h5
                  "--to", str(tmp_path / "x.csv")]) == 1
 
 
+@pytest.fixture
+def two_people(tmp_path, need_shared):
+    """A reference folder of two people from ../shared/data/references."""
+    src = need_shared("references")
+    for person in ("angelina", "mark"):
+        shutil.copytree(src / person, tmp_path / "refs" / person)
+    return tmp_path / "refs"
+
+
+def test_images_in_a_persons_sub_folders_are_enrolled(two_people):
+    """refs/<name>/sub/a.jpg was silently left out; a hidden folder (a viewer's thumbnails) is not read."""
+    sub = two_people / "mark" / "2019" / "summer"
+    sub.mkdir(parents=True)
+    for f in sorted((two_people / "mark").glob("*.jpg")):
+        f.rename(sub / f.name)
+    hidden = two_people / "angelina" / ".thumbnails"
+    hidden.mkdir()
+    (hidden / "x.jpg").write_bytes(b"not an image")
+    refs = embed_references(two_people, progress=False)
+    assert set(refs.people) == {"angelina", "mark"} and not refs.missing
+    assert sum("/mark/2019/summer/" in s for s in refs.sources) == 2
+
+
 # Measured with the default (threshold calibrated for the library's size, at most the model's
 # fixed one; see benchmarks/eval_identify.py and eval_models.py), less 0.01 for platform noise.
 # dlib (at most 0.07, margin 0.01): lfw-dev (150 references, threshold 0.0646) top-1 .871,
