@@ -158,12 +158,18 @@ class References:
 
 def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
     """``(label, file)`` for every image under ``refdir/<label>/`` (any image type), in its
-    sub-folders too. Hidden files and folders are passed over."""
+    sub-folders too. Hidden files and folders are passed over; so is a name that is not UTF-8,
+    with one line naming it (see :func:`_utf8`)."""
     refdir = Path(refdir)
     if not refdir.is_dir():
         raise FileNotFoundError(f"{refdir}: no such reference folder (expected {refdir}/<name>/<image>.jpg)")
-    out = [(d.name, f) for d in sorted(refdir.iterdir()) if d.is_dir() and not d.name.startswith(".")
-           for f in _images_under(d)]
+    if not _utf8(refdir.resolve()):
+        raise ValueError(f"{_shown(refdir.resolve())}: the reference folder's path is not UTF-8; rename it (or the "
+                         "folders above it) in UTF-8")
+    out = []
+    for d in sorted(refdir.iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and _utf8_or_skipped(d, "a person's"):
+            out += [(d.name, f) for f in _images_under(d)]
     if not out:
         raise ValueError(f"{refdir}: no images in <name>/ sub-folders (expected {refdir}/<name>/<image>.jpg)")
     return out
@@ -176,9 +182,35 @@ def _images_under(folder: Path) -> list[Path]:
 
     out = []
     for root, dirs, files in os.walk(folder):  # symlinked folders are not followed: no loops
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [Path(root, f) for f in sorted(files) if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _utf8_or_skipped(Path(root, d), "a"))
+        out += [Path(root, f) for f in sorted(files) if not f.startswith(".")
+                and Path(f).suffix.lower() in IMAGE_EXTENSIONS and _utf8_or_skipped(Path(root, f), "an image's", "file")]
     return out
+
+
+def _utf8(path: Path) -> bool:
+    """Whether a name can be kept: labels and paths are written as UTF-8 (HDF5, Parquet, CSV),
+    and a name made in another encoding (an old Latin-1 disk) reads back with surrogates that
+    none of them takes."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _utf8_or_skipped(path: Path, whose: str, what: str = "folder") -> bool:
+    # Skipped rather than given a stand-in label: a person's folder name is their label, and any
+    # replacement would be a name nobody gave (two folders could even get the same one).
+    if _utf8(path):
+        return True
+    log.warning("%s: skipped, %s %s name is not UTF-8; rename it in UTF-8 to use it", _shown(path), whose, what)
+    return False
+
+
+def _shown(path: Path) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 SCRATCH_PREFIX = "crowdsort-refs-"

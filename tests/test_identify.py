@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -204,6 +205,24 @@ def test_images_in_a_persons_sub_folders_are_enrolled(two_people):
     refs = embed_references(two_people, progress=False)
     assert set(refs.people) == {"angelina", "mark"} and not refs.missing
     assert sum("/mark/2019/summer/" in s for s in refs.sources) == 2
+
+
+def test_a_reference_folder_named_in_another_encoding_is_skipped_in_one_line(two_people, tmp_path, caplog):
+    """A person folder whose name is not UTF-8 (copied from an old Latin-1 disk) aborted all of
+    refs embed with an error naming no folder. It is skipped, named in one line: its name is the
+    person's label, which every output writes as UTF-8, and any stand-in would be a name nobody gave."""
+    bad = os.fsencode(two_people) + b"/Ren\xe9e"
+    try:
+        os.mkdir(bad)
+    except OSError as e:
+        pytest.skip(f"this file system refuses file names that are not UTF-8 ({e})")
+    shutil.copy(sorted((two_people / "mark").glob("*.jpg"))[0], bad + b"/a.jpg")
+    out = tmp_path / "refs.h5"
+    caplog.set_level("WARNING")
+    assert main(["-q", "refs", "embed", str(two_people), str(out)]) == 0
+    lines = [r.getMessage() for r in caplog.records if "Ren" in r.getMessage()]
+    assert len(lines) == 1 and "Ren\\xe9e" in lines[0] and "UTF-8" in lines[0], lines
+    assert set(load_references(out).people) == {"angelina", "mark"}
 
 
 # Measured with the default (threshold calibrated for the library's size, at most the model's
