@@ -17,7 +17,8 @@ from analysis.cli import main
 from analysis.embed import embed_faces, load_embedder
 from analysis.identify import (IMPOSTOR_QUANTILES, THRESHOLDS, UNKNOWN, References, decide, embed_references,
                                identify_clusters, identify_faces, load_references, one_per_image, open_set_threshold,
-                               person_distances, pooled_identify, save_references, threshold_for)
+                               person_distances, pooled_identify, reference_files, save_references,
+                               threshold_for)
 
 
 
@@ -223,6 +224,8 @@ def test_a_reference_folder_named_in_another_encoding_is_skipped_in_one_line(two
     lines = [r.getMessage() for r in caplog.records if "Ren" in r.getMessage()]
     assert len(lines) == 1 and "Ren\\xe9e" in lines[0] and "UTF-8" in lines[0], lines
     assert set(load_references(out).people) == {"angelina", "mark"}
+    with pytest.raises(ValueError, match=r"Ren\\xe9e: the reference folder's path is not UTF-8"):
+        reference_files(os.fsdecode(bad))  # the library's own folder: nothing could be kept
 
 
 # Measured with the default (threshold calibrated for the library's size, at most the model's
