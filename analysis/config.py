@@ -35,7 +35,14 @@ def _read(path: Path, mtime: float) -> dict:
     except ImportError:  # Python 3.10
         import tomli as tomllib
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")  # TOML is UTF-8, whatever the locale
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as "
+                         "UTF-8 or point CROWDSORT_CONFIG elsewhere") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror}); fix it or point CROWDSORT_CONFIG elsewhere") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML ({e}); fix the file or point CROWDSORT_CONFIG elsewhere") from None
 
@@ -47,9 +54,16 @@ def setting(section: str, key: str) -> str | None:
         if os.environ.get("CROWDSORT_CONFIG"):
             raise FileNotFoundError(f"CROWDSORT_CONFIG={path}: no such file")
         return None
-    value = _read(path, path.stat().st_mtime).get(section, {}).get(key)
+    table = _read(path, path.stat().st_mtime).get(section, {})
+    if not isinstance(table, dict):  # `clip = "x"` where `[clip]` was meant
+        raise ValueError(f"{path}: {section} = {table!r} is a value where the section [{section}] belongs; write "
+                         f"[{section}] on a line of its own and its settings ({key} = \"…\") under it")
+    value = table.get(key)
     if value is None:
         return None
+    if isinstance(value, (dict, list)):
+        kind = "table" if isinstance(value, dict) else "list"
+        raise ValueError(f"{path}: [{section}] {key} is a {kind}; write one value, {key} = \"…\"")
     value = str(value)
     if key in PATH_KEYS and not value.startswith(("local-dir:", "hf-hub:")):
         p = Path(value).expanduser()

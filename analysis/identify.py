@@ -7,9 +7,11 @@ reference vectors), then a decision per face or pooled over a cluster.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import FaceStore, atomic_write_bytes
+from .store import FaceStore, atomic_write_bytes, remove_stale_folders
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +157,77 @@ class References:
 
 
 def reference_files(refdir: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(label, file)`` for every image in ``refdir/<label>/`` (any image type)."""
-    from .images import IMAGE_EXTENSIONS
-
+    """``(label, file)`` for every image under ``refdir/<label>/`` (any image type), in its
+    sub-folders too. Hidden files and folders are passed over; so is a name that is not UTF-8,
+    with one line naming it (see :func:`_utf8`)."""
     refdir = Path(refdir)
     if not refdir.is_dir():
         raise FileNotFoundError(f"{refdir}: no such reference folder (expected {refdir}/<name>/<image>.jpg)")
-    out = [(d.name, f) for d in sorted(refdir.iterdir()) if d.is_dir() and not d.name.startswith(".")
-           for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not _utf8(refdir.resolve()):
+        raise ValueError(f"{_shown(refdir.resolve())}: the reference folder's path is not UTF-8; rename it (or the "
+                         "folders above it) in UTF-8")
+    out = []
+    for d in sorted(refdir.iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and _utf8_or_skipped(d, "a person's"):
+            out += [(d.name, f) for f in _images_under(d)]
     if not out:
         raise ValueError(f"{refdir}: no images in <name>/ sub-folders (expected {refdir}/<name>/<image>.jpg)")
     return out
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere under a person's folder: photos sorted into sub-folders (by year,
+    by event) are theirs too. Hidden entries (a viewer's .thumbnails, macOS ._ files) are not."""
+    from .images import IMAGE_EXTENSIONS
+
+    out = []
+    for root, dirs, files in os.walk(folder):  # symlinked folders are not followed: no loops
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _utf8_or_skipped(Path(root, d), "a"))
+        out += [Path(root, f) for f in sorted(files) if not f.startswith(".")
+                and Path(f).suffix.lower() in IMAGE_EXTENSIONS and _utf8_or_skipped(Path(root, f), "an image's", "file")]
+    return out
+
+
+def _utf8(path: Path) -> bool:
+    """Whether a name can be kept: labels and paths are written as UTF-8 (HDF5, Parquet, CSV),
+    and a name made in another encoding (an old Latin-1 disk) reads back with surrogates that
+    none of them takes."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _utf8_or_skipped(path: Path, whose: str, what: str = "folder") -> bool:
+    # Skipped rather than given a stand-in label: a person's folder name is their label, and any
+    # replacement would be a name nobody gave (two folders could even get the same one).
+    if _utf8(path):
+        return True
+    log.warning("%s: skipped, %s %s name is not UTF-8; rename it in UTF-8 to use it", _shown(path), whose, what)
+    return False
+
+
+def _shown(path: Path) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+SCRATCH_PREFIX = "crowdsort-refs-"
+
+
+@contextlib.contextmanager
+def scratch_folder():
+    """A throw-away folder in the system temp folder for the reference crops, named with this
+    process's pid: kill -9 skips every cleanup, so each run first removes the folders of runs
+    that are gone (a live one's, another run's at work, is left alone)."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale_folders(parent, SCRATCH_PREFIX)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def embed_references(refdir: str | os.PathLike, model: str | None = None, weights: str | None = None,
@@ -184,8 +246,8 @@ def embed_references(refdir: str | os.PathLike, model: str | None = None, weight
     files = [(label, f.resolve()) for label, f in reference_files(refdir)]
     label_of = {str(f): label for label, f in files}
     embedder = load_embedder(model, weights)
-    with tempfile.TemporaryDirectory(prefix="crowdsort-refs-") as tmp:
-        store = FaceStore(Path(tmp) / "faces")  # its own dataset folder: its own lock
+    with scratch_folder() as tmp:
+        store = FaceStore(tmp / "faces")  # its own dataset folder: its own lock
         extract_faces([glob.escape(str(f)) for _, f in files], store, ExtractParams(engine=engine), progress=progress)
         faces = store.load_faces()
         for path, n in faces.groupby("image_path").size().items():

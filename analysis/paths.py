@@ -44,3 +44,47 @@ def inputs_in_dataset(dataset: str | os.PathLike, patterns: str, notes: list[str
 
 def _matches(pattern: str) -> bool:
     return bool(glob.glob(pattern, recursive=True)) or os.path.lexists(pattern)
+
+
+# -- files a run records ------------------------------------------------------------------------------
+def dataset_relative(dataset: str | os.PathLike, path: str | os.PathLike) -> str:
+    """How a run records a file: relative to the dataset when inside it (so the run reads the
+    same from any folder, and moves with the dataset), else absolute (never relative to the
+    folder the command ran in, which the next command need not share)."""
+    full = os.path.abspath(os.path.expanduser(str(path)))
+    rel = os.path.relpath(full, os.path.abspath(dataset))
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def recorded_paths(dataset: str | os.PathLike, paths) -> list:
+    """Files a run recorded (:func:`dataset_relative`), as absolute paths this process can open.
+
+    Runs of older versions recorded them relative to the folder they ran in, or absolute (a
+    dataset since moved): each is looked for as given when absolute, inside the dataset, then
+    by its shorter tails inside the dataset (``ds/faces/crops/a.jpg`` run from the dataset's
+    parent is ``faces/crops/a.jpg``), then from the current folder. A file found nowhere reads
+    as inside the dataset. Found once, a folder stands for every file recorded in it."""
+    where: dict[str, str] = {}  # recorded folder → the folder its files are in
+    out = []
+    for p in paths:
+        if not isinstance(p, str) or not p:
+            out.append(p)
+            continue
+        head, name = os.path.split(p)
+        if head not in where:
+            found = _locate(dataset, p)
+            if found is None:
+                out.append(os.path.abspath(os.path.join(dataset, p)))
+                continue
+            where[head] = os.path.dirname(found)
+        out.append(os.path.join(where[head], name))
+    return out
+
+
+def _locate(dataset: str | os.PathLike, recorded: str) -> str | None:
+    p = Path(recorded)
+    parts = p.parts[1:] if p.is_absolute() else p.parts
+    candidates = [p] if p.is_absolute() else []
+    candidates += [Path(dataset, *parts[i:]) for i in range(len(parts))]
+    candidates += [] if p.is_absolute() else [p]
+    return next((os.path.abspath(c) for c in candidates if c.exists()), None)

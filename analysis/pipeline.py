@@ -13,6 +13,7 @@ from .embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, 
 from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
 from .locks import DatasetLock
 from .neighbors import knn_graph
+from .paths import dataset_relative, recorded_paths
 from .store import FaceStore
 from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
 
@@ -114,12 +115,14 @@ def fit_labels(est, X: np.ndarray, graph, top: int | None, num_protos: int, grou
     return labels, probs, rank
 
 
-def run_info(model: str, algorithm: str, params: dict, graph, top, num_protos: int, store: FaceStore, **extra) -> dict:
-    """What ``clusters.json`` records about how a run was made."""
+def run_info(model: str, algorithm: str, params: dict, graph, top, num_protos: int, store: FaceStore, dataset,
+             **extra) -> dict:
+    """What ``clusters.json`` records about how a run was made; ``source``, the store the
+    vectors are cached in, relative to the dataset (:func:`run_source` reads it)."""
     return {"model": model, "algorithm": algorithm,
             "parameters": {**params, "n_neighbors_graph": graph.n_neighbors, "ann": graph.method, "top": top,
                            "num_protos": num_protos},
-            "source": str(store.root), **extra}
+            "source": dataset_relative(dataset, store.root), **extra}
 
 
 def cluster_faces(
@@ -191,10 +194,11 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     at = pd.Index(ids).get_indexer(keys)  # every face takes its item's cluster
     rank = np.where(np.arange(len(faces)) == first[at], item_rank[at], -1)  # an item's prototype: its best face
     labels, probs = item_labels[at], item_probs[at]
+    crops = [store.crop_file(p) for p in faces["crop_path"]]  # as this process opens them
     items = pd.DataFrame({
         "face_id": faces["face_id"],
-        "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
-        "source_image": faces["image_path"],
+        "crop_path": [dataset_relative(dataset, p) for p in crops],
+        "source_image": [dataset_relative(dataset, p) for p in faces["image_path"]],
         "face_index": faces["face_index"],
         "frame": faces["frame"],
         "time_s": faces["time_s"].round(4),
@@ -205,10 +209,11 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
         "prototype": rank >= 0,
         "prototype_rank": rank,
     })
-    # the folders hold the dataset crops where they were written (what a dataset builder picks from)
+    # the folders hold the dataset crops where they were written (what a dataset builder picks from);
+    # "file" is what is copied now, from this folder (assignments.csv does not keep it)
     dataset_crops = faces["dataset_crop_path"].fillna("").to_numpy()
-    items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], items["crop_path"])
-    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store,
+    items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], list(map(str, crops)))
+    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, dataset,
                     tracks=int((faces["track"] >= 0).groupby(keys).any().sum()), per_track=per_track)
     write_cluster_run(out, items, info, link=link, clean=clean)
     if proto_out:
@@ -300,10 +305,11 @@ def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, para
     ids = ok["item_id"].tolist()
     graph = cached_graph(store, embedder.name, ids, X, _graph_k(params, len(X)), ann)
     labels, probs, rank = fit_labels(est, X, graph, top, num_protos)
-    items = pd.DataFrame({"item_id": ok["item_id"], "source_image": ok["path"], "cluster": labels,
+    items = pd.DataFrame({"item_id": ok["item_id"], "source_image": [dataset_relative(dataset, p) for p in ok["path"]],
+                          "cluster": labels,
                           "membership": np.round(probs, 4), "prototype": rank >= 0, "prototype_rank": rank,
                           "file": ok["path"]})
-    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, kind="images",
+    info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, dataset, kind="images",
                     errors=index.loc[index["status"] == "error", "error"].tolist(),
                     skipped=[[str(path), reason] for path, reason in skipped])
     write_cluster_run(out, items, info, link=link, clean=clean)
@@ -313,12 +319,27 @@ def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, para
 
 
 # -- naming ----------------------------------------------------------------------------------------
+# Columns of assignments.csv that name files (recorded relative to the dataset).
+RUN_FILE_COLUMNS = ("crop_path", "source_image", "file")
+
+
 def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[pd.DataFrame, dict]:
-    """``(assignments, clusters.json)`` of a cluster run in ``dataset``."""
+    """``(assignments, clusters.json)`` of a cluster run in ``dataset``; its files as absolute
+    paths, whatever folder the run was made from or is read from (:func:`paths.recorded_paths`)."""
     root = Path(dataset) / run
     if not (root / "clusters.json").exists():
         raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
-    return pd.read_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str}), json.loads((root / "clusters.json").read_text())
+    items = pd.read_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str})
+    for col in RUN_FILE_COLUMNS:
+        if col in items:
+            items[col] = recorded_paths(dataset, items[col].tolist())
+    return items, json.loads((root / "clusters.json").read_text())
+
+
+def run_source(dataset: str | os.PathLike, info: dict) -> Path:
+    """The extraction run a cluster run's vectors are cached in (``clusters.json``'s ``source``,
+    relative to the dataset; an older run's relative to the folder it ran in)."""
+    return Path(recorded_paths(dataset, [info.get("source", "")])[0])
 
 
 def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
@@ -384,7 +405,7 @@ def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=
     run = Path(dataset) / cluster_run / "clusters.json" if cluster_run else None
     if run is not None and run.exists():
         items, info = load_cluster_run(dataset, cluster_run)
-        if info.get("kind", "faces") == "faces" and Path(info.get("source", "")).resolve() == store.root.resolve():
+        if info.get("kind", "faces") == "faces" and run_source(dataset, info).resolve() == store.root.resolve():
             cluster = items.set_index("face_id")["cluster"].reindex(faces["face_id"]).fillna(-1).astype(int).to_numpy()
     tracks = identify_tracks(X, faces, refs, threshold, margin, cluster)
     return shot_rows(tracks, load_shots(store)), timeline(tracks)
@@ -406,7 +427,7 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
     rows = items[items["cluster"] >= 0]
     if prototypes_only:
         rows = rows[rows["prototype"]]
-    X = stored_vectors(FaceStore(info["source"]), info["model"], rows["face_id"].tolist())
+    X = stored_vectors(FaceStore(run_source(dataset, info)), info["model"], rows["face_id"].tolist())
     named = identify_clusters(X, rows["cluster"].to_numpy(), refs, threshold, margin, one_to_one)
     named["size"] = items["cluster"].value_counts().reindex(named["cluster"]).to_numpy()
     return named[["label", "cluster", "size", "best", "distance", "margin", "known"]]
@@ -454,8 +475,17 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
     if export:
         from .export import write_named_folders
 
+        _require_crops(out["crop_path"], Path(dataset) / cluster_run)
         write_named_folders(export, out, clean=clean)
     return out
+
+
+def _require_crops(paths: pd.Series, run: Path) -> None:
+    """One line naming a crop a run lists that is gone (else the copy fails with a bare [Errno 2])."""
+    gone = [p for p in paths if not os.path.isfile(p)]
+    if gone:
+        raise FileNotFoundError(f"{gone[0]}: a crop listed in {run / 'assignments.csv'} is missing ({len(gone)} in all);"
+                                " re-run crowdsort extract-faces on the photos to remake the crops")
 
 
 def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:

@@ -121,6 +121,24 @@ def as_created(path: str | os.PathLike, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
+def remove_stale_folders(parent: Path, prefix: str) -> int:
+    """Remove folders ``parent/<prefix><pid>-…`` of processes that are gone (a run killed with
+    kill -9 cleans nothing up); returns how many."""
+    import glob
+    import shutil
+
+    n = 0
+    for p in parent.glob(f"{glob.escape(prefix)}*"):
+        try:
+            pid = int(p.name[len(prefix):].split("-")[0])
+        except ValueError:  # not named with a pid
+            continue
+        if p.is_dir() and not p.is_symlink() and not writer_alive(pid, p):
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,61 @@ def test_prototypes_and_saved_model(example_ds, tmp_path):
     clustered = m["labels"] >= 0
     assert (labels[clustered] == m["labels"][clustered]).mean() >= 0.95
     assert list(m["face_ids"]) == list(table["face_id"])
+
+
+def _refs_of(ds, path):
+    """A one-person library from a face's own vector (no detection needed)."""
+    import numpy as np
+
+    from analysis.identify import References, save_references
+    from analysis.store import FaceStore
+
+    ids, X = FaceStore(ds / "faces").load_embeddings("mobilefacenet")
+    save_references(References("mobilefacenet", np.array(["Ada"], dtype=object), X[:1], ["ada.jpg"]), path)
+
+
+def _use_run(d, names, refs):
+    """apply-labels --export, protos write and label-clusters on the run ``cl`` of dataset ``d``."""
+    assert main(["-q", "apply-labels", "-d", d, "--cluster-run", "cl", "--labels", str(names), "--to", "named.csv",
+                 "--export", "named", "--clean"]) == 0
+    assert main(["-q", "protos", "write", "-d", d, "--cluster-run", "cl", "--to", "protos", "--clean"]) == 0
+    assert main(["-q", "label-clusters", "-d", d, "--cluster-run", "cl", "--refs", str(refs), "--to", "lab.csv"]) == 0
+
+
+def test_a_cluster_run_is_read_from_any_folder(example_ds, tmp_path, monkeypatch, capsys):
+    """A run clustered from one folder is used from any other (crop paths were recorded relative
+    to the folder cluster ran in: apply-labels --export failed with a bare [Errno 2] elsewhere,
+    label-clusters asked to re-run cluster); a run written that way is still read."""
+    import shutil
+
+    ds = tmp_path / "work" / "ds"
+    shutil.copytree(example_ds, ds, ignore=shutil.ignore_patterns("cluster", "run*", "mine"))
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["-q", "cluster", "-d", "ds", "--to", "cl"]) == 0
+    table = pd.read_csv(ds / "cl" / "assignments.csv")
+    assert table["crop_path"].str.startswith("faces/crops/").all()  # relative to the dataset
+    assert json.loads((ds / "cl" / "clusters.json").read_text())["source"] == "faces"
+    names, refs = tmp_path / "names.csv", tmp_path / "refs.h5"
+    names.write_text("label,cluster\nAda,0\n")
+    _refs_of(ds, refs)
+    for cwd, d in ((tmp_path, str(ds)), (ds, "."), (ds / "faces", "..")):
+        monkeypatch.chdir(cwd)
+        _use_run(d, names, refs)
+        assert len(list((ds / "named" / "Ada").iterdir())) == (table["cluster"] == 0).sum()
+        assert (ds / "protos" / "000").is_dir() and "Ada" in set(pd.read_csv(ds / "lab.csv")["label"])
+
+    # runs of older versions: paths relative to the folder cluster ran in, or absolute
+    info = json.loads((ds / "cl" / "clusters.json").read_text())
+    for crop, source in ((lambda p: f"ds/{p}", "ds/faces"), (lambda p: str(ds / p), str(ds / "faces"))):
+        table.assign(crop_path=table["crop_path"].map(crop)).to_csv(ds / "cl" / "assignments.csv", index=False)
+        (ds / "cl" / "clusters.json").write_text(json.dumps({**info, "source": source}))
+        monkeypatch.chdir(ds)
+        _use_run(".", names, refs)
+        assert len(list((ds / "named" / "Ada").iterdir())) == (table["cluster"] == 0).sum()
+    # a crop that is gone is named in one line (it was a bare [Errno 2])
+    gone = ds / table.loc[table["cluster"] == 0, "crop_path"].iloc[0]
+    gone.unlink()
+    assert main(["-q", "apply-labels", "-d", ".", "--cluster-run", "cl", "--labels", str(names), "--to", "named.csv",
+                 "--export", "named", "--clean"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(gone) in err and "extract-faces" in err

@@ -46,3 +46,33 @@ def test_a_broken_or_missing_config_is_one_clear_error(config, tmp_path, monkeyp
     monkeypatch.setenv("CROWDSORT_CONFIG", str(tmp_path / "nowhere.toml"))
     with pytest.raises(FileNotFoundError, match="CROWDSORT_CONFIG"):
         setting("clip", "weights")
+
+
+@pytest.mark.parametrize("text, says", [
+    ('clip = "ViT-L-14"\n', r'clip = .ViT-L-14. .*\[clip\]'),  # a section written as a key: it crashed
+    ('[clip]\nweights = ["a.pt", "b.pt"]\n', r"\[clip\] weights is a list.*weights = \""),
+])
+def test_a_misshapen_config_is_one_line_naming_the_file(config, text, says):
+    config.write_text(text)
+    with pytest.raises(ValueError, match=says) as e:
+        setting("clip", "weights")
+    assert str(config) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_config_that_is_not_utf8_is_named(config, capsys):
+    from analysis.cli import main
+
+    config.write_bytes('[clip]\narch = "Café"\n'.encode("latin-1"))  # saved by an editor in Latin-1
+    with pytest.raises(ValueError, match="not UTF-8") as e:
+        setting("clip", "arch")
+    assert str(config) in str(e.value) and "\n" not in str(e.value)
+    # as the command says it: one line, naming the file
+    from PIL import Image
+
+    photos = config.parent / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(photos / f"{i}.jpg")
+    assert main(["-q", "cluster", "-d", str(config.parent / "ds"), "--model", "clip", "--from", str(photos)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(config) in err and "UTF-8" in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -16,7 +17,8 @@ from analysis.cli import main
 from analysis.embed import embed_faces, load_embedder
 from analysis.identify import (IMPOSTOR_QUANTILES, THRESHOLDS, UNKNOWN, References, decide, embed_references,
                                identify_clusters, identify_faces, load_references, one_per_image, open_set_threshold,
-                               person_distances, pooled_identify, save_references, threshold_for)
+                               person_distances, pooled_identify, reference_files, save_references,
+                               threshold_for)
 
 
 
@@ -181,6 +183,49 @@ def test_cli_identify_label_clusters_apply_labels(tmp_path, faces_store, refs_h5
     (tmp_path / "bad.csv").write_text("name,cluster\nx,0\n")
     assert main(["-q", "apply-labels", "-d", str(ds), "--cluster-run", "cl", "--labels", str(tmp_path / "bad.csv"),
                  "--to", str(tmp_path / "x.csv")]) == 1
+
+
+@pytest.fixture
+def two_people(tmp_path, need_shared):
+    """A reference folder of two people from ../shared/data/references."""
+    src = need_shared("references")
+    for person in ("angelina", "mark"):
+        shutil.copytree(src / person, tmp_path / "refs" / person)
+    return tmp_path / "refs"
+
+
+def test_images_in_a_persons_sub_folders_are_enrolled(two_people):
+    """refs/<name>/sub/a.jpg was silently left out; a hidden folder (a viewer's thumbnails) is not read."""
+    sub = two_people / "mark" / "2019" / "summer"
+    sub.mkdir(parents=True)
+    for f in sorted((two_people / "mark").glob("*.jpg")):
+        f.rename(sub / f.name)
+    hidden = two_people / "angelina" / ".thumbnails"
+    hidden.mkdir()
+    (hidden / "x.jpg").write_bytes(b"not an image")
+    refs = embed_references(two_people, progress=False)
+    assert set(refs.people) == {"angelina", "mark"} and not refs.missing
+    assert sum("/mark/2019/summer/" in s for s in refs.sources) == 2
+
+
+def test_a_reference_folder_named_in_another_encoding_is_skipped_in_one_line(two_people, tmp_path, caplog):
+    """A person folder whose name is not UTF-8 (copied from an old Latin-1 disk) aborted all of
+    refs embed with an error naming no folder. It is skipped, named in one line: its name is the
+    person's label, which every output writes as UTF-8, and any stand-in would be a name nobody gave."""
+    bad = os.fsencode(two_people) + b"/Ren\xe9e"
+    try:
+        os.mkdir(bad)
+    except OSError as e:
+        pytest.skip(f"this file system refuses file names that are not UTF-8 ({e})")
+    shutil.copy(sorted((two_people / "mark").glob("*.jpg"))[0], bad + b"/a.jpg")
+    out = tmp_path / "refs.h5"
+    caplog.set_level("WARNING")
+    assert main(["-q", "refs", "embed", str(two_people), str(out)]) == 0
+    lines = [r.getMessage() for r in caplog.records if "Ren" in r.getMessage()]
+    assert len(lines) == 1 and "Ren\\xe9e" in lines[0] and "UTF-8" in lines[0], lines
+    assert set(load_references(out).people) == {"angelina", "mark"}
+    with pytest.raises(ValueError, match=r"Ren\\xe9e: the reference folder's path is not UTF-8"):
+        reference_files(os.fsdecode(bad))  # the library's own folder: nothing could be kept
 
 
 # Measured with the default (threshold calibrated for the library's size, at most the model's

@@ -407,6 +407,42 @@ def test_bad_reference_files_are_refused_in_one_line(tmp_path):
         assert str(p) in str(e.value) and "\n" not in str(e.value)
 
 
+def _example_refs(example, to: Path) -> Path:
+    """A reference folder of the example's two people, their photos alone."""
+    for person in ("eileen_collins", "grace_hopper"):
+        shutil.copytree(example / "images" / person, to / person)
+    return to
+
+
+def test_reference_crops_left_by_a_kill_are_removed_by_the_next_run(example, tmp_path):
+    """refs embed (and identify --refs FOLDER) extracts the references into a scratch dataset in
+    the system temp folder: kill -9 skips every cleanup, so the next run removes the scratch
+    folders of processes that are gone, and only those."""
+    refs, scratch = _example_refs(example, tmp_path / "refs"), tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "analysis.cli", "-q", "refs", "embed", str(refs), str(tmp_path / "refs.h5")]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(scratch.glob("crowdsort-refs-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(scratch.glob("crowdsort-refs-*")), "the run ended before its scratch folder was seen"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that was alive and is no more
+    dead.wait()
+    (scratch / f"crowdsort-refs-{dead.pid}-x" / "faces" / "crops").mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        running = scratch / f"crowdsort-refs-{live.pid}-y"  # another run's, still working
+        running.mkdir()
+        assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+        assert [p.name for p in scratch.glob("crowdsort-refs-*")] == [running.name]
+    finally:
+        live.kill()
+        live.wait()
+
+
 # -- 5: embedding progress survives kill -9 and SIGTERM; workers end with their parent ---------------
 EMBED_SCRIPT = """
 import sys
