@@ -483,3 +483,52 @@ def test_parts_left_by_a_kill_before_their_merge_are_merged_by_the_next_run(tmp_
     assert list(parts.glob("*.parquet"))
     got = embed_faces(store, pd.DataFrame({"face_id": ids}), SimpleNamespace(name="dlib", dim=4), progress=False)
     assert np.allclose(got, X) and not list(parts.glob("*.parquet"))
+
+
+# -- issue 32: output files replace only what crowdsort wrote; CSV cells are never formulas; nothing
+# -- outside the dataset is copied --------------------------------------------------------------------
+def test_an_output_file_never_replaces_a_users_file_or_a_dataset_file(ds, tmp_path, capsys):
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\n")
+    mine = tmp_path / "notes.txt"
+    mine.write_text("years of work\n")
+    faces = ds / "faces" / "faces.parquet"
+    before = faces.read_bytes()
+    label = ["-q", "apply-labels", "-d", str(ds), "--labels", str(names)]
+    for to in [str(mine), "faces/faces.parquet", "faces/new.csv", "cluster/assignments.csv", "cluster"]:
+        assert main(label + ["--to", to]) == 1, to
+        err = one_line(capsys)
+        assert "--to" in err and (str(mine) in err or to in err), err
+    assert main(label + ["--to", str(tmp_path / "o.csv"), "--timeline", str(mine)]) == 1
+    assert str(mine) in one_line(capsys)
+    assert mine.read_text() == "years of work\n" and faces.read_bytes() == before
+    assert not (ds / "faces" / "new.csv").exists() and not (tmp_path / "o.csv").exists()
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c2"]) == 0  # the dataset still reads
+
+    # a file crowdsort wrote is replaced, as before
+    assert main(label + ["--to", str(tmp_path / "o.csv")]) == 0
+    assert main(label + ["--to", str(tmp_path / "o.csv")]) == 0
+
+    # the cluster model: refused before any work, replaced when it is crowdsort's
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(mine)]) == 1
+    assert str(mine) in one_line(capsys) and not (ds / "c3").exists() and mine.read_text() == "years of work\n"
+    model = tmp_path / "model.npz"
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(model)]) == 0
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(model)]) == 0
+
+
+def test_extraction_writes_only_into_an_extraction_run(ds, example, tmp_path, capsys):
+    (ds / "mine").mkdir()
+    (ds / "mine" / "thesis.docx").write_text("years of work")
+    for cmd in (["extract-faces", "--from", str(example / "images")], ["extract-frames", "--from", str(tmp_path)]):
+        for to in ["cluster", "mine"]:
+            listing = sorted(p.name for p in (ds / to).rglob("*"))
+            assert main(["-q", *cmd, "-d", str(ds), "--to", to]) == 1, (cmd, to)
+            err = one_line(capsys)
+            assert str(ds / to) in err and "--to" in err, err
+            assert sorted(p.name for p in (ds / to).rglob("*")) == listing
+    # its own run, a new folder and an empty one are fine
+    (ds / "empty").mkdir()
+    for to in ["faces", "new", "empty"]:
+        assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(example / "images" / "grace_hopper"),
+                     "--to", to]) == 0, to
