@@ -819,12 +819,12 @@ class Dashboard(param.Parameterized):
         return pn.Column(btn, keep, msg, choice, undo)
 
     def export_widgets(self, dataset: Path):
-        def csv():
-            return io.StringIO(self.s.labelled_table().to_csv(index=False))
+        from analysis.export import csv_text  # names typed here open in spreadsheets: never as formulas
 
-        download = pn.widgets.FileDownload(callback=csv, filename="labels.csv", label="Download labels CSV",
+        download = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labelled_table())),
+                                           filename="labels.csv", label="Download labels CSV",
                                            button_type="success", css_classes=["cs-download"])
-        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.s.labels_csv().to_csv(index=False)),
+        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labels_csv())),
                                             filename="cluster.identifications.csv", label="Download label,cluster CSV")
         folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export",
                                       css_classes=["cs-export-folder"])

@@ -180,10 +180,45 @@ def csv_header(columns: Sequence[str]) -> Callable[[Path], bool]:
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame, header: Sequence[str], option: str = "--to") -> None:
     """Write a command's table: the file checked as :func:`check_output_file` (it may have
-    appeared since the command began), atomically."""
+    appeared since the command began), its cells safe for spreadsheets, atomically."""
     assert list(df.columns[:len(header)]) == list(header), (list(df.columns), header)  # what csv_header recognises
     check_output_file(path, csv_header(header), option)
-    atomic_write_text(Path(path), df.to_csv(index=False))
+    atomic_write_text(Path(path), csv_text(df))
+
+
+# A text cell a spreadsheet would run as a formula (OWASP's list: = + - @, tab, CR), or one
+# already quoted so (a name that starts with ' before one of them keeps its own quote).
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def _text_columns(df: pd.DataFrame) -> list:
+    return [c for c in df.columns if df[c].dtype == object or isinstance(df[c].dtype, pd.StringDtype)]
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` for a CSV that people open in spreadsheets: a text cell that starts like a formula
+    (a person named ``=HYPERLINK(...)``, a file named ``+1.jpg``) gets a leading ``'``, which
+    spreadsheets show as text. Numbers, negative ones too, stay as they are.
+    :func:`read_own_csv` takes the quote off again."""
+    out = df.copy()
+    for c in _text_columns(out):
+        out[c] = [f"'{v}" if isinstance(v, str) and _FORMULA.match(v) else v for v in out[c]]
+    return out
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """The CSV text of ``df`` as crowdsort hands tables out (files, the dashboard's downloads)."""
+    return csv_safe(df).to_csv(index=False)
+
+
+def read_own_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """A CSV crowdsort wrote (:func:`csv_safe`), as it was before: one ``'`` taken off text
+    cells quoted against formulas."""
+    df = pd.read_csv(path, **kwargs)
+    for c in _text_columns(df):
+        df[c] = [v[1:] if isinstance(v, str) and _QUOTED.match(v) else v for v in df[c]]
+    return df
 
 
 def check_extraction_folder(folder: str | os.PathLike, kind: str = "faces", option: str = "--to") -> None:
@@ -261,7 +296,7 @@ def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
             names.append(f"{folder}/{dst.name}")
         table["output_path"] = names
         table = table.drop(columns=["file"])
-        table.to_csv(tmp / "assignments.csv", index=False)
+        csv_safe(table).to_csv(tmp / "assignments.csv", index=False)
         labels = table["cluster"].to_numpy()
         sizes = [int((labels == c).sum()) for c in range(labels.max() + 1)] if (labels >= 0).any() else []
         summary = {
@@ -295,7 +330,8 @@ def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = 
             shutil.copy2(r["file"], dst)
             rows.append({"cluster": int(r["cluster"]), "rank": int(r["prototype_rank"]), "face_id": r["face_id"],
                          "path": str(dst.relative_to(tmp))})
-        pd.DataFrame(rows, columns=["cluster", "rank", "face_id", "path"]).to_csv(tmp / "prototypes.csv", index=False)
+        csv_safe(pd.DataFrame(rows, columns=["cluster", "rank", "face_id", "path"])).to_csv(tmp / "prototypes.csv",
+                                                                                          index=False)
     publish(out, build, "prototypes", clean, "--proto-out / --to")
 
 
@@ -353,7 +389,7 @@ def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str =
             dst = _free_name(d / Path(src).name)
             _place(Path(src), dst, link)
             paths.append(f"{d.name}/{dst.name}")
-        table.assign(output_path=paths).to_csv(tmp / "labels.csv", index=False)
+        csv_safe(table.assign(output_path=paths)).to_csv(tmp / "labels.csv", index=False)
     publish(out, build, "export", clean, "folder")
 
 

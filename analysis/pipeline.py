@@ -10,7 +10,8 @@ import pandas as pd
 
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
 from .embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, load_embedder
-from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
+from .export import (prepare_output, read_own_csv, save_cluster_model, unnamed_label, write_cluster_run,
+                     write_prototypes)
 from .locks import DatasetLock
 from .neighbors import knn_graph
 from .store import FaceStore
@@ -318,7 +319,8 @@ def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[
     root = Path(dataset) / run
     if not (root / "clusters.json").exists():
         raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
-    return pd.read_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str}), json.loads((root / "clusters.json").read_text())
+    table = read_own_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str})
+    return table, json.loads((root / "clusters.json").read_text())
 
 
 def stored_vectors(store: FaceStore, model: str, face_ids) -> np.ndarray:
@@ -413,10 +415,11 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped."""
+    """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped.
+    Read as crowdsort's own (:func:`export.read_own_csv`): a name it wrote as ``'=x`` is ``=x``."""
     from .identify import UNKNOWN
 
-    df = pd.read_csv(path, dtype={"label": str})
+    df = read_own_csv(path, dtype={"label": str})
     if not {"label", "cluster"} <= set(df.columns):
         raise ValueError(f"{path}: needs columns label,cluster (found {', '.join(df.columns)})")
     df = df.dropna(subset=["label"])

@@ -311,3 +311,43 @@ def test_served_to_the_network_another_machine_needs_the_token(chromium_browser,
                                                    (f"?token={env[TOKEN_ENV]}", False)])
     finally:
         server.stop()
+
+
+# -- what the dashboard hands out (issue 32) --------------------------------------------------------
+def _small_session(tmp_path):
+    """Four people of six faces each, crops written to ``tmp_path``, clustered."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from analysis.neighbors import knn_graph
+    from analysis.review import Annotations, ReviewSession
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(4, 16)), 6, 0) + rng.normal(0, 0.05, (24, 16))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.array([f"f{i:02d}" for i in range(24)], dtype=object)
+    crops = [str(tmp_path / f"{i}.jpg") for i in ids]
+    for c in crops:
+        Image.new("RGB", (32, 32), (90, 120, 150)).save(c)
+    s = ReviewSession(ids, X, knn_graph(X, 15), X[:, :2].copy(), Annotations.load(tmp_path / "a.jsonl"),
+                      table=pd.DataFrame({"item_id": ids, "crop_path": crops}))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    return s
+
+
+def test_the_csv_downloads_hold_no_formulas(tmp_path):
+    import csv
+    import io
+
+    from analysis.app import Dashboard
+
+    evil = '=HYPERLINK("http://x","y")'
+    session = _small_session(tmp_path)
+    d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+    d._name(int(session.labels[0]), evil)
+    downloads = d.export_widgets(tmp_path).objects[:2]
+    for w in downloads:
+        rows = list(csv.DictReader(io.StringIO(w.callback().getvalue())))
+        labels = {r["label"] for r in rows}
+        assert f"'{evil}" in labels and not [x for x in labels if x[:1] in "=+-@"], (w.filename, labels)

@@ -532,3 +532,47 @@ def test_extraction_writes_only_into_an_extraction_run(ds, example, tmp_path, ca
     for to in ["faces", "new", "empty"]:
         assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(example / "images" / "grace_hopper"),
                      "--to", to]) == 0, to
+
+
+def _cells(path: Path, column: str) -> list[str]:
+    """A CSV column as a spreadsheet gets it: the raw text of each cell."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row[column] for row in csv.DictReader(f)]
+
+
+def test_csv_cells_are_never_formulas(ds, tmp_path):
+    evil = '=HYPERLINK("http://x","y")'
+    names = tmp_path / "names.csv"  # typed by hand
+    pd.DataFrame({"label": [evil, "@SUM(A1)"], "cluster": [0, 1]}).to_csv(names, index=False)
+    out, exp = tmp_path / "o.csv", tmp_path / "E"
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(out), "--export",
+                 str(exp)]) == 0
+    for table in (out, exp / "labels.csv"):
+        assert set(_cells(table, "label")) == {f"'{evil}", "'@SUM(A1)"}
+        assert set(_cells(table, "cluster")) == {"0", "1"}
+
+    from analysis.export import csv_safe
+
+    df = pd.DataFrame({"n": [-1, 2], "x": [-0.5, 1.0], "s": ["-1", "+a"], "t": ["\tx", "\rx"], "u": ["a-b", None]})
+    safe = csv_safe(df)
+    assert safe["n"].tolist() == [-1, 2] and safe["x"].tolist() == [-0.5, 1.0]  # numbers stay numbers
+    assert safe["s"].tolist() == ["'-1", "'+a"] and safe["t"].tolist() == ["'\tx", "'\rx"]
+    assert safe["u"].iloc[0] == "a-b" and pd.isna(safe["u"].iloc[1])
+    assert safe.to_csv(index=False).startswith("n,x,s,t,u\n-1,-0.5,'-1,")
+
+
+def test_crowdsorts_own_csv_reads_back_as_it_was(ds, tmp_path):
+    """A label,cluster CSV as label-clusters and the dashboard write it (cells quoted against
+    formulas) is read by apply-labels as the names typed, and so is a name with its own quote."""
+    from analysis.export import csv_safe, read_own_csv
+
+    labels = ['=HYPERLINK("http://x","y")', "'=q"]
+    names = tmp_path / "names.csv"
+    csv_safe(pd.DataFrame({"label": labels, "cluster": [0, 1]})).to_csv(names, index=False)
+    assert _cells(names, "label") == [f"'{labels[0]}", "''=q"]
+    out = tmp_path / "o.csv"
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(out)]) == 0
+    assert set(_cells(out, "label")) == {f"'{labels[0]}", "''=q"}
+    assert set(read_own_csv(out)["label"]) == set(labels)
