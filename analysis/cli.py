@@ -349,8 +349,9 @@ class ExtractFrames:
         from .export import check_extraction_folder
         from .frames import extract_frames
 
-        check_extraction_folder(Path(args.dataset) / args.to, "frames")
-        s = extract_frames(dataset_inputs(args.dataset, args.source), args.dataset, to=args.to,
+        sources = dataset_inputs(args.dataset, args.source)
+        check_extraction_folder(Path(args.dataset) / args.to, "frames", leftover=ExtractFrames.frame_of(sources))
+        s = extract_frames(sources, args.dataset, to=args.to,
                            keyframes=args.keyframes, fmt=args.format, workers=args.workers, dry_run=args.dry_run,
                            progress=not args.quiet)
         report_skipped(s["skipped"], args.verbose)
@@ -363,6 +364,26 @@ class ExtractFrames:
             print(f"{s['videos']} videos: {s['processed']} processed, {s['unchanged']} unchanged, {s['failed']} "
                   f"unreadable, {s['gone']} gone; {s['frames']} new frames, {s['frames_total']} in {s['root']}")
         return 0
+
+
+    @staticmethod
+    def frame_of(sources: str):
+        """Whether a file name is a frame of these videos, or a temporary file: what a first run
+        killed in its first video leaves before it writes any table (``<stem>_0003.jpg``)."""
+        import re
+
+        from .frames import find_videos, frame_stem
+
+        try:
+            stems = {frame_stem(str(p)).casefold() for p in find_videos(sources, skipped=[])}
+        except (FileNotFoundError, ValueError):  # extract_frames says what is wrong with --from
+            stems = set()
+        frame = re.compile(r"(.+?)(-[0-9a-f]{8})?_\d{4,}\.(jpg|png)")
+
+        def ours(name: str) -> bool:
+            m = frame.fullmatch(name)
+            return name.startswith(".tmp-") or (m is not None and m.group(1).casefold() in stems)
+        return ours
 
 
 class Example:

@@ -221,10 +221,12 @@ def read_own_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     return df
 
 
-def check_extraction_folder(folder: str | os.PathLike, kind: str = "faces", option: str = "--to") -> None:
+def check_extraction_folder(folder: str | os.PathLike, kind: str = "faces", option: str = "--to",
+                            leftover: Callable[[str], bool] | None = None) -> None:
     """Extraction writes only into a new or empty folder or a run of its own ``kind`` (faces or
     frames): never into a cluster run or a user's folder, whose files would be mixed with the
-    run's. Refused with :class:`OutputExistsError`."""
+    run's. ``leftover(name)``: a file a first run killed before its tables may have left (it is
+    resumed). Refused with :class:`OutputExistsError`."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{folder} is not a folder; choose another {option}")
@@ -234,6 +236,8 @@ def check_extraction_folder(folder: str | os.PathLike, kind: str = "faces", opti
     if not folder.exists() or not any(folder.iterdir()):
         return
     if any((folder / m).exists() for m in EXTRACTION_MARKERS[kind]):
+        return
+    if leftover is not None and all(p.is_file() and leftover(p.name) for p in folder.iterdir()):
         return
     own = next((what for m, what in RUN_MARKERS.items() if (folder / m).exists()), None)
     what = f"is {own}" if own else "is not empty and is not an extraction run"

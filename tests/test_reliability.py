@@ -534,6 +534,24 @@ def test_extraction_writes_only_into_an_extraction_run(ds, example, tmp_path, ca
                      "--to", to]) == 0, to
 
 
+def test_extract_frames_resumes_a_first_run_killed_before_its_tables(need_shared, tmp_path, capsys):
+    """A first run stopped in its first video has left only frames of it: the run goes on; a
+    frame-like file of another name is a user's, and refused."""
+    from analysis.frames import frame_stem
+
+    video = sorted(need_shared("videos").glob("*.mp4"))[0]
+    ds, frames = tmp_path / "ds", tmp_path / "ds" / "images" / "frames"
+    frames.mkdir(parents=True)
+    (frames / "IMG_0001.jpg").write_bytes(b"a user's photo")
+    assert main(["-q", "extract-frames", "-d", str(ds), "--from", str(video)]) == 1
+    assert str(frames) in one_line(capsys) and (frames / "IMG_0001.jpg").read_bytes() == b"a user's photo"
+    (frames / "IMG_0001.jpg").unlink()
+    (frames / f"{frame_stem(str(video))}_0000.jpg").write_bytes(b"half a run")
+    (frames / ".tmp-1-x").write_bytes(b"")
+    assert main(["-q", "extract-frames", "-d", str(ds), "--from", str(video)]) == 0
+    assert (frames / "frames.parquet").exists()
+
+
 def _cells(path: Path, column: str) -> list[str]:
     """A CSV column as a spreadsheet gets it: the raw text of each cell."""
     import csv
