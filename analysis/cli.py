@@ -577,10 +577,11 @@ class Protos:
     @staticmethod
     def run(args) -> int:
         from .export import write_prototypes
-        from .pipeline import load_cluster_run
+        from .pipeline import load_cluster_run, run_files
 
-        items, _ = load_cluster_run(args.dataset, args.cluster_run)
-        write_prototypes(in_dataset(args.dataset, args.to), items.assign(file=items["crop_path"]), clean=args.clean)
+        items, info = load_cluster_run(args.dataset, args.cluster_run)
+        write_prototypes(in_dataset(args.dataset, args.to), items.assign(file=items["crop_path"]), clean=args.clean,
+                         files=run_files(args.dataset, info))  # assignments.csv may have been edited
         n = int((items["prototype"] & (items["cluster"] >= 0)).sum())
         print(f"{n} prototypes of {items.loc[items['cluster'] >= 0, 'cluster'].nunique()} clusters → {args.to}")
         return 0

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .paths import DatasetFiles
 from .store import FORMAT_VERSION, atomic_write_bytes, atomic_write_text, writer_alive
 
 LINK_MODES = ("copy", "hardlink", "symlink")
@@ -285,9 +286,13 @@ def publish(out: str | os.PathLike, build, kind: str, clean: bool = False, optio
 
 
 def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
-                      link: str = "copy", clean: bool = False) -> pd.DataFrame:
+                      link: str = "copy", clean: bool = False, files: DatasetFiles | None = None) -> pd.DataFrame:
     """Write the run for ``items`` (one row per item with ``file``, ``cluster`` and any other
-    columns for assignments.csv) into ``out``. Returns the assignments table written."""
+    columns for assignments.csv) into ``out``. Returns the assignments table written.
+    ``files``: the files that may be placed (:class:`paths.DatasetFiles`); None: any."""
+    if files is not None:
+        files.check(items["file"])
+
     def build(tmp: Path) -> pd.DataFrame:
         table = items.copy()
         table["folder"] = [folder_name(c) for c in table["cluster"]]
@@ -321,9 +326,13 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
-def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False) -> None:
-    """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first."""
+def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False,
+                     files: DatasetFiles | None = None) -> None:
+    """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first.
+    ``files``: as :func:`write_cluster_run`'s."""
     protos = items[items["prototype"] & (items["cluster"] >= 0)].sort_values(["cluster", "prototype_rank"])
+    if files is not None:
+        files.check(protos["file"])
 
     def build(tmp: Path) -> None:
         rows = []
@@ -377,12 +386,16 @@ def load_cluster_model(path: str | os.PathLike) -> dict:
                 "knn_indices": z["knn_indices"], "knn_distances": z["knn_distances"], "meta": meta}
 
 
-def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str = "copy", clean: bool = False) -> None:
+def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str = "copy", clean: bool = False,
+                        files: DatasetFiles | None = None) -> None:
     """``out/<label>/<crop>`` for a labelled table (``crop_path``, ``label``) plus ``labels.csv``.
 
     Built beside ``out`` and renamed into place like a cluster run; ``clean`` replaces only a
-    folder this function wrote before. Two labels never share a folder.
+    folder this function wrote before. Two labels never share a folder. ``files``: as
+    :func:`write_cluster_run`'s (the table may have been edited by hand).
     """
+    if files is not None:
+        files.check(table["crop_path"])
     folders = label_folders(table["label"].astype(str))
 
     def build(tmp: Path) -> None:

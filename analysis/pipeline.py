@@ -14,6 +14,7 @@ from .export import (prepare_output, read_own_csv, save_cluster_model, unnamed_l
                      write_prototypes)
 from .locks import DatasetLock
 from .neighbors import knn_graph
+from .paths import DatasetFiles
 from .store import FaceStore
 from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
 
@@ -211,9 +212,10 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], items["crop_path"])
     info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store,
                     tracks=int((faces["track"] >= 0).groupby(keys).any().sum()), per_track=per_track)
-    write_cluster_run(out, items, info, link=link, clean=clean)
+    files = DatasetFiles(dataset, runs=[store.root])  # the crops, links followed, must be the run's
+    write_cluster_run(out, items, info, link=link, clean=clean, files=files)
     if proto_out:
-        write_prototypes(proto_out, items, clean=clean)
+        write_prototypes(proto_out, items, clean=clean, files=files)
     if model_out:
         save_cluster_model(model_out, X, item_labels, ids, graph, info)
     return json.loads((out / "clusters.json").read_text())
@@ -457,8 +459,17 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
     if export:
         from .export import write_named_folders
 
-        write_named_folders(export, out, clean=clean)
+        write_named_folders(export, out, clean=clean, files=run_files(dataset, info))  # crop_path may be edited
     return out
+
+
+def run_files(dataset, info: dict) -> DatasetFiles:
+    """The files a cluster run's tables may name: the dataset's, and its extraction run's where
+    that lies elsewhere (a dataset copied or moved keeps naming the first one's crops). Only a
+    real extraction run counts: clusters.json can be edited as well."""
+    source = info.get("source")
+    runs = [source] if isinstance(source, str) and FaceStore(source).exists() else []
+    return DatasetFiles(dataset, runs=runs)
 
 
 def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
@@ -512,6 +523,7 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
         refs.check_model(embedder.name)
     session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
     session.item_faces = members
+    session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
     return session
 
 
@@ -536,7 +548,17 @@ def open_image_review(dataset, run: str = "cluster"):
     X = stored_vectors(store, info["model"], items["item_id"].tolist())
     table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
                           "crop_path": items["source_image"]})
-    return _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    session.files = DatasetFiles(dataset, indexed_images(store))  # the run's table may be edited
+    return session
+
+
+def indexed_images(store: FaceStore) -> list[str]:
+    """The images an image clustering found (``images/index.parquet``): those the page may show."""
+    from .store import read_cache
+
+    index = read_cache(store.root / "index.parquet", pd.read_parquet)
+    return [] if index is None else index["path"].tolist()
 
 
 def load_image_run(dataset, run: str) -> tuple[pd.DataFrame, dict]:

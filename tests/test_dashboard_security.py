@@ -351,3 +351,49 @@ def test_the_csv_downloads_hold_no_formulas(tmp_path):
         rows = list(csv.DictReader(io.StringIO(w.callback().getvalue())))
         labels = {r["label"] for r in rows}
         assert f"'{evil}" in labels and not [x for x in labels if x[:1] in "=+-@"], (w.filename, labels)
+
+
+def _red(jpeg: bytes) -> bool:
+    """Whether the picture is the red one planted outside the dataset (JPEG shifts it a little)."""
+    import io
+
+    from PIL import Image
+
+    r, g, b = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((1, 1)).getpixel((0, 0))
+    return r > 200 and g < 60 and b < 60
+
+
+def test_files_outside_the_dataset_are_not_shown_or_exported(faces_store, tmp_path, caplog):
+    """A crop replaced by a link out of the dataset, and a source photo the dataset does not list
+    (a hand-edited table), are neither shown nor copied: a grey square, a log line."""
+    import base64
+
+    from PIL import Image
+
+    from analysis.app import Dashboard, card_thumb
+    from analysis.pipeline import open_review
+    from test_dashboard import dataset_copy
+
+    secret = tmp_path / "private.jpg"  # outside the dataset, red
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)
+    dataset = dataset_copy(faces_store, tmp_path)
+    session = open_review(dataset, progress=False)
+    crop = Path(session.table["crop_path"].iloc[0])
+    crop.unlink()
+    crop.symlink_to(secret)
+    session.table.loc[1, "source_image"] = str(secret)
+    d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+
+    assert not _red(base64.b64decode(card_thumb(session, 0).split(",", 1)[1]))
+    shown = d.gallery_data([0], ["x"])["thumbs"][0]
+    assert not _red(base64.b64decode(shown.split(",", 1)[1]))
+    assert not _red(d.source_views(1)[-1].object)
+    assert str(crop) in caplog.text and str(secret) in caplog.text
+
+    widgets = d.export_widgets(dataset)
+    folder, btn, msg = widgets.objects[2:5]
+    folder.value_input = "export"
+    btn.clicks += 1
+    assert msg.object.startswith("not written:") and str(crop) in msg.object
+    copied = [p for p in dataset.rglob("*.jpg") if not p.is_symlink() and _red(p.read_bytes())]
+    assert copied == []

@@ -594,3 +594,35 @@ def test_crowdsorts_own_csv_reads_back_as_it_was(ds, tmp_path):
     assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(out)]) == 0
     assert set(_cells(out, "label")) == {f"'{labels[0]}", "''=q"}
     assert set(read_own_csv(out)["label"]) == set(labels)
+
+
+def test_exports_copy_nothing_from_outside_the_dataset(ds, example, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"  # beside the dataset, not in it
+    secret.write_text("private")
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\nBea,1\n")
+    assignments = ds / "cluster" / "assignments.csv"
+    good = assignments.read_text()
+    table = pd.read_csv(assignments)
+    proto = table.index[table["prototype"] & (table["cluster"] == 0)][0]
+    crop = ds / "faces" / "crops" / Path(table.at[proto, "crop_path"]).name  # this copy's (the table names the first)
+    table.at[proto, "crop_path"] = str(secret)  # a path edited by hand
+    table.to_csv(assignments, index=False)
+    export, protos = tmp_path / "E", tmp_path / "P"
+    label = ["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(tmp_path / "o.csv")]
+    assert main(label + ["--export", str(export)]) == 1
+    assert str(secret) in one_line(capsys) and not export.exists() and not (tmp_path / "o.csv").exists()
+    assert main(["-q", "protos", "write", "-d", str(ds), "--to", str(protos)]) == 1
+    assert str(secret) in one_line(capsys) and not protos.exists()
+
+    # a crop that is a link out of the dataset
+    assignments.write_text(good.replace(str(example / "ds"), str(ds)))
+    crop.unlink()
+    crop.symlink_to(secret)
+    for cmd in (label + ["--export", str(export)], ["-q", "protos", "write", "-d", str(ds), "--to", str(protos)],
+                ["-q", "cluster", "-d", str(ds), "--to", "c2"]):
+        assert main(cmd) == 1, cmd
+        assert str(crop) in one_line(capsys)
+    assert not export.exists() and not protos.exists() and not (ds / "c2").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != secret
+                and p.read_bytes() == b"private"]
