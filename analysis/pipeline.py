@@ -549,7 +549,9 @@ def open_image_review(dataset, run: str = "cluster"):
     table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
                           "crop_path": items["source_image"]})
     session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
-    session.files = DatasetFiles(dataset, indexed_images(store))  # the run's table may be edited
+    # the run's table may be edited: its pictures are the indexed ones, or still hold what was clustered
+    session.files = DatasetFiles(dataset, indexed_images(store),
+                                 contents=dict(zip(items["source_image"], items["item_id"])))
     return session
 
 

@@ -397,3 +397,18 @@ def test_files_outside_the_dataset_are_not_shown_or_exported(faces_store, tmp_pa
     assert msg.object.startswith("not written:") and str(crop) in msg.object
     copied = [p for p in dataset.rglob("*.jpg") if not p.is_symlink() and _red(p.read_bytes())]
     assert copied == []
+
+
+def test_an_image_runs_pictures_are_shown_after_another_run_indexed_others(tmp_path):
+    """images/index.parquet lists the latest image clustering's pictures only: an earlier run's
+    picture is still shown when its bytes are the ones clustered (their hash is its item id),
+    and a path edited to name another file is not."""
+    from analysis.images import content_hash
+    from analysis.paths import DatasetFiles
+
+    photo, other = tmp_path / "photo.jpg", tmp_path / "other.jpg"
+    photo.write_bytes(b"the clustered picture")
+    other.write_bytes(b"a private picture")
+    files = DatasetFiles(tmp_path / "ds", contents={str(photo): content_hash(photo.read_bytes()),
+                                                   str(other): content_hash(b"what was clustered there")})
+    assert files.allows(str(photo)) and not files.allows(str(other)) and not files.allows(str(tmp_path / "x.jpg"))
