@@ -15,6 +15,7 @@ import base64
 import functools
 import html
 import io
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -70,6 +71,24 @@ def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
     run as markup (Markdown panes pass HTML through)."""
     return pn.pane.HTML(f"<{tag}>{html.escape(str(text))}</{tag}>", **params)
 
+
+log = logging.getLogger(__name__)
+_refused: set[str] = set()  # files already said in the log: once each, not per redraw
+
+
+def viewable(session, path: str) -> str:
+    """``path``, or "" (shown as a grey square) for a file the session's dataset does not hold
+    (:class:`paths.DatasetFiles`): a crop replaced by a link out of the dataset, or a path edited
+    in a table, is never served to the page. A session made by hand (no ``files``) shows its own."""
+    files = getattr(session, "files", None)
+    if files is None or files.allows(path):
+        return path
+    if path not in _refused:
+        _refused.add(path)
+        log.warning("not shown: %s", files.why_not(path))
+    return ""
+
+
 def thumbnail_uri(path: str, size: int = 64) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
 
@@ -83,7 +102,8 @@ def hover_thumbs(session) -> list[str] | None:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(4) as pool:  # decoding releases the GIL
-            pn.state.cache[key] = list(pool.map(lambda p: thumbnail_uri(p, 48), session.table["crop_path"]))
+            pn.state.cache[key] = list(pool.map(lambda p: thumbnail_uri(viewable(session, p), 48),
+                                                session.table["crop_path"]))
     return pn.state.cache[key]
 
 
@@ -100,7 +120,7 @@ def card_thumb(session, row: int) -> str:
         return thumbs[row]
     key = ("crowdsort-card", id(session), row)
     if key not in pn.state.cache:
-        pn.state.cache[key] = thumbnail_uri(session.table["crop_path"].iloc[row], 48)
+        pn.state.cache[key] = thumbnail_uri(viewable(session, session.table["crop_path"].iloc[row]), 48)
     return pn.state.cache[key]
 
 
@@ -606,8 +626,7 @@ class Dashboard(param.Parameterized):
         captions = [f"#{i}{' proto' if i < 3 else ''}"
                     f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}"
                     for i, r in enumerate(shown)]
-        thumbs = ["data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(self.s.table["crop_path"].iloc[r], 192)).decode()
-                  for r in shown]
+        thumbs = [thumbnail_uri(viewable(self.s, self.s.table["crop_path"].iloc[r]), 192) for r in shown]
         return {"thumbs": thumbs, "captions": captions, "titles": files}
 
     def suggestion_items(self, c: int) -> list:
@@ -794,12 +813,13 @@ class Dashboard(param.Parameterized):
         t = self.s.table.iloc[row]
         box = t["box"] if "box" in t else None
         when = t["time_s"] if "time_s" in t and pd.notna(t["time_s"]) else None
-        views = [pn.pane.JPG(source_jpeg(t["source_image"], box, when, 960), width=480, css_classes=["cs-source-view"])]
+        views = [pn.pane.JPG(source_jpeg(viewable(self.s, t["source_image"]), box, when, 960), width=480,
+                             css_classes=["cs-source-view"])]
         if self.s.item_faces is not None and t.get("track", -1) >= 0:
             faces = self.s.item_faces[self.s.item_faces["item_id"] == self.s.ids[row]].sort_values("frame")
             pick = faces.iloc[np.unique(np.linspace(0, len(faces) - 1, min(len(faces), TRACK_STRIP)).round().astype(int))]
             views.insert(0, pn.FlexBox(*[
-                pn.Column(pn.pane.JPG(thumbnail_jpeg(f.crop_path, 128), width=64, height=64),
+                pn.Column(pn.pane.JPG(thumbnail_jpeg(viewable(self.s, f.crop_path), 128), width=64, height=64),
                           pn.pane.Str(f"{f.time_s:.1f} s", styles={"font-size": "10px"}), margin=1)
                 for f in pick.itertuples()], css_classes=["cs-track-strip"]))
         return views
@@ -858,12 +878,12 @@ class Dashboard(param.Parameterized):
         return pn.Column(btn, keep, msg, choice, undo)
 
     def export_widgets(self, dataset: Path):
-        def csv():
-            return io.StringIO(self.s.labelled_table().to_csv(index=False))
+        from analysis.export import csv_text  # names typed here open in spreadsheets: never as formulas
 
-        download = pn.widgets.FileDownload(callback=csv, filename="labels.csv", label="Download labels CSV",
+        download = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labelled_table())),
+                                           filename="labels.csv", label="Download labels CSV",
                                            button_type="success", css_classes=["cs-download"])
-        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.s.labels_csv().to_csv(index=False)),
+        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labels_csv())),
                                             filename="cluster.identifications.csv", label="Download label,cluster CSV")
         folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export",
                                       css_classes=["cs-export-folder"])
@@ -875,7 +895,7 @@ class Dashboard(param.Parameterized):
 
             try:
                 out = export_folder(dataset, folder.value_input)
-                write_named_folders(out, self.s.labelled_table(), clean=True)
+                write_named_folders(out, self.s.labelled_table(), clean=True, files=getattr(self.s, "files", None))
                 msg.object = html.escape(f"wrote {out}")
             except (OSError, ValueError) as err:
                 msg.object = html.escape(f"not written: {err}")

@@ -166,9 +166,11 @@ class ExtractFaces:
 
     @staticmethod
     def run(args) -> int:
+        from .export import check_extraction_folder
         from .extract import ExtractParams, extract_faces
         from .store import FaceStore
 
+        check_extraction_folder(Path(args.dataset) / args.to, "faces")
         if args.source is None and args.corpus is None:
             raise ValueError("give the photos and videos with --from, or a corpus description with --corpus")
         inputs = [p for p in dataset_inputs(args.dataset, args.source).split(",")] if args.source else []
@@ -272,6 +274,8 @@ class Cluster:
         args.algorithm = args.algorithm or default_algorithm(args.model, "images" if images else "faces")
         params = cluster_params(args.algorithm, args.min_cluster_size, args.min_samples, args.knn, args.eps)
         proto_out, model_out = in_dataset(args.dataset, args.proto_out), in_dataset(args.dataset, args.model_out)
+        if model_out:
+            Cluster.check_model_out(Path(model_out), Path(args.dataset) / args.to)
         if not (args.clean or args.dry_run) and output_plan(Path(args.dataset) / args.to, False) == "replace":
             print(f"note: replacing the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
                   file=sys.stderr)
@@ -308,6 +312,18 @@ class Cluster:
         return 0
 
 
+    @staticmethod
+    def check_model_out(model_out: Path, run: Path) -> None:
+        """Before any work: --model-out replaces only a model crowdsort saved, and is never put
+        inside the run being written (a file there would stop the next run replacing it)."""
+        from .export import OutputExistsError, check_output_file, is_cluster_model
+
+        if Path(os.path.abspath(model_out)).is_relative_to(os.path.abspath(run)):
+            raise OutputExistsError(f"{model_out} is inside the cluster run {run}, among its own files; choose another "
+                                    "--model-out outside it")
+        check_output_file(model_out, is_cluster_model, "--model-out")
+
+
 class ExtractFrames:
     name = "extract-frames"
     help = "write the key frames of videos as images into the dataset, each traced to its video and time"
@@ -331,9 +347,12 @@ class ExtractFrames:
 
     @staticmethod
     def run(args) -> int:
+        from .export import check_extraction_folder
         from .frames import extract_frames
 
-        s = extract_frames(dataset_inputs(args.dataset, args.source), args.dataset, to=args.to,
+        sources = dataset_inputs(args.dataset, args.source)
+        check_extraction_folder(Path(args.dataset) / args.to, "frames", leftover=ExtractFrames.frame_of(sources))
+        s = extract_frames(sources, args.dataset, to=args.to,
                            keyframes=args.keyframes, fmt=args.format, workers=args.workers, dry_run=args.dry_run,
                            progress=not args.quiet)
         report_skipped(s["skipped"], args.verbose)
@@ -346,6 +365,26 @@ class ExtractFrames:
             print(f"{s['videos']} videos: {s['processed']} processed, {s['unchanged']} unchanged, {s['failed']} "
                   f"unreadable, {s['gone']} gone; {s['frames']} new frames, {s['frames_total']} in {s['root']}")
         return 0
+
+
+    @staticmethod
+    def frame_of(sources: str):
+        """Whether a file name is a frame of these videos, or a temporary file: what a first run
+        killed in its first video leaves before it writes any table (``<stem>_0003.jpg``)."""
+        import re
+
+        from .frames import find_videos, frame_stem
+
+        try:
+            stems = {frame_stem(str(p)).casefold() for p in find_videos(sources, skipped=[])}
+        except (FileNotFoundError, ValueError):  # extract_frames says what is wrong with --from
+            stems = set()
+        frame = re.compile(r"(.+?)(-[0-9a-f]{8})?_\d{4,}\.(jpg|png)")
+
+        def ours(name: str) -> bool:
+            m = frame.fullmatch(name)
+            return name.startswith(".tmp-") or (m is not None and m.group(1).casefold() in stems)
+        return ours
 
 
 class Example:
@@ -430,13 +469,16 @@ class Refs:
             print(f"{s['fetched']} fetched, {s['present']} already present, {len(s['no_image'])} without image, "
                   f"{len(s['failed'])} failed → {args.refdir}")
             return 1 if s["failed"] and not s["fetched"] and not s["present"] else 0
-        from .identify import embed_references, save_references
+        from .export import check_output_file
+        from .identify import embed_references, is_reference_file, save_references
 
+        check_output_file(args.out, is_reference_file, "OUT")
         refs = embed_references(args.refdir, args.model, args.weights, args.engine, progress=not args.quiet)
         for m in refs.missing:
             print(f"no face: {m}", file=sys.stderr)
         if not len(refs.labels):
             raise ValueError(f"{args.refdir}: no face found in any reference image")
+        check_output_file(args.out, is_reference_file, "OUT")  # again: it may have appeared meanwhile
         save_references(refs, args.out)
         print(f"{len(refs.people)} people, {len(refs.labels)} reference faces ({refs.model}), "
               f"{len(refs.missing)} images without a face → {args.out}")
@@ -446,6 +488,11 @@ class Refs:
 class Identify:
     name = "identify"
     help = "name each face from a reference library (or unknown)"
+    # the columns each CSV starts with: what tells a file it wrote before (export.csv_header)
+    columns = ("face_id", "source_image", "face_index", "x0", "y0", "x1", "y1", "crop_path", "label", "best",
+               "distance", "margin", "known")
+    shot_columns = ("video", "shot", "shot_start_frame", "shot_end_frame", "shot_start_s", "shot_end_s", "track")
+    timeline_columns = ("video", "label", "start_s", "end_s", "shots")
 
     @staticmethod
     def register_subcommand(sub):
@@ -474,35 +521,38 @@ class Identify:
 
     @staticmethod
     def run(args) -> int:
+        from .export import check_output_file, csv_header, write_csv
         from .pipeline import identify_dataset
-        from .store import atomic_write_text
 
         if args.one_per_image and args.cluster_run:
             raise ValueError("--one-per-image and --cluster-run cannot be combined")
         if args.per_shot:
             return Identify.per_shot(args)
+        to = Path(in_dataset(args.dataset, args.to or "identifications.csv"))
+        check_output_file(to, csv_header(Identify.columns))
         df = identify_dataset(args.dataset, dataset_inputs(args.dataset, args.refs), args.source, args.threshold, args.margin, args.one_per_image,
                               args.cluster_run, args.model, args.weights, progress=not args.quiet)
-        to = Path(in_dataset(args.dataset, args.to or "identifications.csv"))
-        atomic_write_text(to, df.to_csv(index=False))
+        write_csv(to, df, Identify.columns)
         print(f"{len(df)} faces: {int(df['known'].sum())} identified as {df.loc[df['known'], 'label'].nunique()} "
               f"people, {int((~df['known']).sum())} unknown → {to}")
         return 0
 
     @staticmethod
     def per_shot(args) -> int:
+        from .export import check_output_file, csv_header, write_csv
         from .pipeline import identify_shots
-        from .store import atomic_write_text
 
         if args.one_per_image:
             raise ValueError("--per-shot names tracks one-to-one within each shot: leave out --one-per-image")
+        to = Path(in_dataset(args.dataset, args.to or "shots.csv"))
+        line = Path(in_dataset(args.dataset, args.timeline)) if args.timeline else to.with_name(f"{to.stem}-timeline.csv")
+        check_output_file(to, csv_header(Identify.shot_columns))
+        check_output_file(line, csv_header(Identify.timeline_columns), "--timeline")
         shots, timeline = identify_shots(args.dataset, dataset_inputs(args.dataset, args.refs), args.source,
                                          args.threshold, args.margin, args.per_track, args.model, args.weights,
                                          args.cluster_run or "cluster", progress=not args.quiet)
-        to = Path(in_dataset(args.dataset, args.to or "shots.csv"))
-        line = Path(in_dataset(args.dataset, args.timeline)) if args.timeline else to.with_name(f"{to.stem}-timeline.csv")
-        atomic_write_text(to, shots.to_csv(index=False))
-        atomic_write_text(line, timeline.to_csv(index=False))
+        write_csv(to, shots, Identify.shot_columns)
+        write_csv(line, timeline, Identify.timeline_columns, "--timeline")
         known = shots[shots["known"]]
         print(f"{len(shots)} tracks in {shots[['video', 'shot']].drop_duplicates().shape[0]} shots of "
               f"{shots['video'].nunique()} videos: {len(known)} named as {known['label'].nunique()} people → {to}, "
@@ -528,10 +578,11 @@ class Protos:
     @staticmethod
     def run(args) -> int:
         from .export import write_prototypes
-        from .pipeline import load_cluster_run
+        from .pipeline import load_cluster_run, run_files
 
-        items, _ = load_cluster_run(args.dataset, args.cluster_run)
-        write_prototypes(in_dataset(args.dataset, args.to), items.assign(file=items["crop_path"]), clean=args.clean)
+        items, info = load_cluster_run(args.dataset, args.cluster_run)
+        write_prototypes(in_dataset(args.dataset, args.to), items.assign(file=items["crop_path"]), clean=args.clean,
+                         files=run_files(args.dataset, info))  # assignments.csv may have been edited
         n = int((items["prototype"] & (items["cluster"] >= 0)).sum())
         print(f"{n} prototypes of {items.loc[items['cluster'] >= 0, 'cluster'].nunique()} clusters → {args.to}")
         return 0
@@ -540,6 +591,7 @@ class Protos:
 class LabelClusters:
     name = "label-clusters"
     help = "name clusters from a reference library (writes a label,cluster CSV)"
+    columns = ("label", "cluster", "size", "best", "distance", "margin", "known")  # see Identify.columns
 
     @staticmethod
     def register_subcommand(sub):
@@ -555,13 +607,14 @@ class LabelClusters:
 
     @staticmethod
     def run(args) -> int:
+        from .export import check_output_file, csv_header, write_csv
         from .pipeline import label_clusters
-        from .store import atomic_write_text
 
+        to = Path(in_dataset(args.dataset, args.to or f"{args.cluster_run}.identifications.csv"))
+        check_output_file(to, csv_header(LabelClusters.columns))
         df = label_clusters(args.dataset, dataset_inputs(args.dataset, args.refs), args.cluster_run, args.threshold, args.margin, args.one_to_one,
                             args.prototypes_only, args.weights, progress=not args.quiet)
-        to = Path(in_dataset(args.dataset, args.to or f"{args.cluster_run}.identifications.csv"))
-        atomic_write_text(to, df.to_csv(index=False))
+        write_csv(to, df, LabelClusters.columns)
         print(f"{len(df)} clusters: {int(df['known'].sum())} named, {int((~df['known']).sum())} unknown → {to}")
         return 0
 
@@ -569,6 +622,7 @@ class LabelClusters:
 class ApplyLabels:
     name = "apply-labels"
     help = "apply a label,cluster CSV to a cluster run: one row per face with its name"
+    columns = ("face_id", "source_image", "face_index", "crop_path", "cluster")  # see Identify.columns
 
     @staticmethod
     def register_subcommand(sub):
@@ -589,22 +643,26 @@ class ApplyLabels:
 
     @staticmethod
     def run(args) -> int:
+        from .export import check_output_file, csv_header, write_csv
         from .pipeline import apply_labels
-        from .store import atomic_write_text
 
         labels, to = dataset_inputs(args.dataset, args.labels), Path(in_dataset(args.dataset, args.to))
         export = in_dataset(args.dataset, args.export)
         if to.resolve() == Path(labels).resolve():
             raise ValueError(f"--to {args.to} is the --labels file: it would be overwritten; write to another file")
+        check_output_file(to, csv_header(ApplyLabels.columns))
+        where = Path(in_dataset(args.dataset, args.timeline)) if args.timeline else None
+        if where:
+            check_output_file(where, csv_header(Identify.timeline_columns), "--timeline")
         df = apply_labels(args.dataset, labels, args.cluster_run, args.keep_unlabeled, export, args.clean)
-        atomic_write_text(to, df.to_csv(index=False))
+        write_csv(to, df, ApplyLabels.columns)
         print(f"{len(df)} faces, {int(df['labelled'].sum())} named ({df.loc[df['labelled'], 'label'].nunique()} names) "
               f"→ {to}{' and ' + export if export else ''}")
-        if args.timeline:
+        if where:
             from .pipeline import labelled_timeline
 
-            tl, where = labelled_timeline(df), Path(in_dataset(args.dataset, args.timeline))
-            atomic_write_text(where, tl.to_csv(index=False))
+            tl = labelled_timeline(df)
+            write_csv(where, tl, Identify.timeline_columns, "--timeline")
             print(f"{len(tl)} stretches on screen of {tl['label'].nunique()} people in {tl['video'].nunique()} "
                   f"videos → {where}")
         return 0

@@ -5,17 +5,21 @@ an interrupted export never leaves a half-written run where a finished one is ex
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .store import FORMAT_VERSION, as_created, atomic_write_bytes, writer_alive
+from .paths import DatasetFiles
+from .store import FORMAT_VERSION, as_created, atomic_write_bytes, atomic_write_text, writer_alive
 
 LINK_MODES = ("copy", "hardlink", "symlink")
 
@@ -92,6 +96,9 @@ def prepare_output(out: Path, clean: bool, kind: str = "cluster-run", option: st
     what, legacy = OUTPUT_KINDS[kind]
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputExistsError(f"{out} is not a folder; choose another {option}")
+    run = run_folder_of(out)
+    if run is not None:  # its files would be mixed into the dataset's
+        raise OutputExistsError(f"{out} is inside {run[1]} ({run[0]}); choose another {option} outside it")
     if not (out.exists() and any(out.iterdir())):
         return "new"
     manifest = out / MANIFEST
@@ -116,6 +123,127 @@ def prepare_output(out: Path, clean: bool, kind: str = "cluster-run", option: st
                                 f"{', …' if len(foreign) > 3 else ''}): refusing to replace it; move them out or "
                                 f"choose another {option}")
     return "replace"
+
+
+# A file in a folder that makes it crowdsort's: an extraction run's tables (extract-faces,
+# extract-frames), a cluster run's summary, the manifest of any folder crowdsort published.
+RUN_MARKERS = {
+    "extract.json": "an extraction run", "images.parquet": "an extraction run", "faces.parquet": "an extraction run",
+    "frames.parquet": "an extract-frames folder", "videos.parquet": "an extract-frames folder",
+    "clusters.json": "a cluster run", MANIFEST: "a crowdsort output folder",
+}
+# What makes a folder a run that extract-faces / extract-frames may add to (a killed first run
+# leaves extract.json or its checkpoints before any table).
+EXTRACTION_MARKERS = {"faces": ("images.parquet", "faces.parquet", "extract.json", "parts"),
+                      "frames": ("frames.parquet", "videos.parquet", ".parts")}
+
+
+def run_folder_of(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """``(folder, what it is)`` of the crowdsort run ``path`` lies in, if any: a file written
+    there would be mixed into the dataset (and make a cluster run one crowdsort may no longer
+    replace)."""
+    for folder in Path(os.path.abspath(path)).parents:
+        for marker, what in RUN_MARKERS.items():
+            if (folder / marker).exists():
+                return folder, what
+    return None
+
+
+def check_output_file(path: str | os.PathLike, ours: Callable[[Path], bool], option: str = "--to") -> None:
+    """Refuse (:class:`OutputExistsError`) to write the file ``path`` where that would replace
+    what crowdsort may not: a folder, anything inside a dataset's run, or an existing file that
+    ``ours`` does not recognise as one crowdsort wrote (the rule :func:`prepare_output` keeps
+    for folders). Called before a command's work and again just before its write."""
+    path = Path(path)
+    run = run_folder_of(path)
+    if run is not None:
+        raise OutputExistsError(f"{path} is inside {run[1]} ({run[0]}), among the dataset's own files; "
+                                f"choose another {option} outside it")
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; choose another {option} (a file name)")
+    if (path.exists() or path.is_symlink()) and not ours(path):
+        raise OutputExistsError(f"{path} exists and crowdsort did not write it: refusing to replace it; choose "
+                                f"another {option} or delete it")
+
+
+def csv_header(columns: Sequence[str]) -> Callable[[Path], bool]:
+    """Recognises a CSV crowdsort wrote for a command: its header starts with ``columns``
+    (the columns the command always writes first; some add optional ones after)."""
+    def ours(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                first = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
+        return first[:len(columns)] == list(columns)
+    return ours
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame, header: Sequence[str], option: str = "--to") -> None:
+    """Write a command's table: the file checked as :func:`check_output_file` (it may have
+    appeared since the command began), its cells safe for spreadsheets, atomically."""
+    assert list(df.columns[:len(header)]) == list(header), (list(df.columns), header)  # what csv_header recognises
+    check_output_file(path, csv_header(header), option)
+    atomic_write_text(Path(path), csv_text(df))
+
+
+# A text cell a spreadsheet would run as a formula (OWASP's list: = + - @, tab, CR), or one
+# already quoted so (a name that starts with ' before one of them keeps its own quote).
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def _text_columns(df: pd.DataFrame) -> list:
+    return [c for c in df.columns if df[c].dtype == object or isinstance(df[c].dtype, pd.StringDtype)]
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` for a CSV that people open in spreadsheets: a text cell that starts like a formula
+    (a person named ``=HYPERLINK(...)``, a file named ``+1.jpg``) gets a leading ``'``, which
+    spreadsheets show as text. Numbers, negative ones too, stay as they are.
+    :func:`read_own_csv` takes the quote off again."""
+    out = df.copy()
+    for c in _text_columns(out):
+        out[c] = [f"'{v}" if isinstance(v, str) and _FORMULA.match(v) else v for v in out[c]]
+    return out
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """The CSV text of ``df`` as crowdsort hands tables out (files, the dashboard's downloads)."""
+    return csv_safe(df).to_csv(index=False)
+
+
+def read_own_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """A CSV crowdsort wrote (:func:`csv_safe`), as it was before: one ``'`` taken off text
+    cells quoted against formulas."""
+    df = pd.read_csv(path, **kwargs)
+    for c in _text_columns(df):
+        df[c] = [v[1:] if isinstance(v, str) and _QUOTED.match(v) else v for v in df[c]]
+    return df
+
+
+def check_extraction_folder(folder: str | os.PathLike, kind: str = "faces", option: str = "--to",
+                            leftover: Callable[[str], bool] | None = None) -> None:
+    """Extraction writes only into a new or empty folder or a run of its own ``kind`` (faces or
+    frames): never into a cluster run or a user's folder, whose files would be mixed with the
+    run's. ``leftover(name)``: a file a first run killed before its tables may have left (it is
+    resumed). Refused with :class:`OutputExistsError`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder} is not a folder; choose another {option}")
+    run = run_folder_of(folder)
+    if run is not None:
+        raise OutputExistsError(f"{folder} is inside {run[1]} ({run[0]}); choose another {option} outside it")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    if any((folder / m).exists() for m in EXTRACTION_MARKERS[kind]):
+        return
+    if leftover is not None and all(p.is_file() and leftover(p.name) for p in folder.iterdir()):
+        return
+    own = next((what for m, what in RUN_MARKERS.items() if (folder / m).exists()), None)
+    what = f"is {own}" if own else "is not empty and is not an extraction run"
+    raise OutputExistsError(f"{folder} {what}: extraction writes only into a new or empty folder or its own run; "
+                            f"choose another {option}")
 
 
 def _remove_stale_builds(parent: Path) -> None:
@@ -159,9 +287,13 @@ def publish(out: str | os.PathLike, build, kind: str, clean: bool = False, optio
 
 
 def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
-                      link: str = "copy", clean: bool = False) -> pd.DataFrame:
+                      link: str = "copy", clean: bool = False, files: DatasetFiles | None = None) -> pd.DataFrame:
     """Write the run for ``items`` (one row per item with ``file``, ``cluster`` and any other
-    columns for assignments.csv) into ``out``. Returns the assignments table written."""
+    columns for assignments.csv) into ``out``. Returns the assignments table written.
+    ``files``: the files that may be placed (:class:`paths.DatasetFiles`); None: any."""
+    if files is not None:
+        files.check(items["file"])
+
     def build(tmp: Path) -> pd.DataFrame:
         table = items.copy()
         table["folder"] = [folder_name(c) for c in table["cluster"]]
@@ -174,7 +306,7 @@ def write_cluster_run(out: str | os.PathLike, items: pd.DataFrame, info: dict,
             names.append(f"{folder}/{dst.name}")
         table["output_path"] = names
         table = table.drop(columns=["file"])
-        table.to_csv(tmp / "assignments.csv", index=False)
+        csv_safe(table).to_csv(tmp / "assignments.csv", index=False)
         labels = table["cluster"].to_numpy()
         sizes = [int((labels == c).sum()) for c in range(labels.max() + 1)] if (labels >= 0).any() else []
         summary = {
@@ -195,9 +327,13 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
-def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False) -> None:
-    """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first."""
+def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = False,
+                     files: DatasetFiles | None = None) -> None:
+    """``out/<cluster>/<rank>-<crop name>``: the prototypes of each cluster, best first.
+    ``files``: as :func:`write_cluster_run`'s."""
     protos = items[items["prototype"] & (items["cluster"] >= 0)].sort_values(["cluster", "prototype_rank"])
+    if files is not None:
+        files.check(protos["file"])
 
     def build(tmp: Path) -> None:
         rows = []
@@ -208,7 +344,8 @@ def write_prototypes(out: str | os.PathLike, items: pd.DataFrame, clean: bool = 
             shutil.copy2(r["file"], dst)
             rows.append({"cluster": int(r["cluster"]), "rank": int(r["prototype_rank"]), "face_id": r["face_id"],
                          "path": str(dst.relative_to(tmp))})
-        pd.DataFrame(rows, columns=["cluster", "rank", "face_id", "path"]).to_csv(tmp / "prototypes.csv", index=False)
+        csv_safe(pd.DataFrame(rows, columns=["cluster", "rank", "face_id", "path"])).to_csv(tmp / "prototypes.csv",
+                                                                                          index=False)
     publish(out, build, "prototypes", clean, "--proto-out / --to")
 
 
@@ -231,6 +368,15 @@ def save_cluster_model(path: str | os.PathLike, X: np.ndarray, labels: np.ndarra
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def is_cluster_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model :func:`save_cluster_model` wrote (and may replace)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"])).get("format") == MODEL_FORMAT
+    except Exception:  # not an npz, no meta, damaged: any of numpy's and zipfile's errors
+        return False
+
+
 def load_cluster_model(path: str | os.PathLike) -> dict:
     """Read a model written by :func:`save_cluster_model`; checks format and version."""
     with np.load(path, allow_pickle=False) as z:
@@ -241,12 +387,16 @@ def load_cluster_model(path: str | os.PathLike) -> dict:
                 "knn_indices": z["knn_indices"], "knn_distances": z["knn_distances"], "meta": meta}
 
 
-def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str = "copy", clean: bool = False) -> None:
+def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str = "copy", clean: bool = False,
+                        files: DatasetFiles | None = None) -> None:
     """``out/<label>/<crop>`` for a labelled table (``crop_path``, ``label``) plus ``labels.csv``.
 
     Built beside ``out`` and renamed into place like a cluster run; ``clean`` replaces only a
-    folder this function wrote before. Two labels never share a folder.
+    folder this function wrote before. Two labels never share a folder. ``files``: as
+    :func:`write_cluster_run`'s (the table may have been edited by hand).
     """
+    if files is not None:
+        files.check(table["crop_path"])
     folders = label_folders(table["label"].astype(str))
 
     def build(tmp: Path) -> None:
@@ -257,7 +407,7 @@ def write_named_folders(out: str | os.PathLike, table: pd.DataFrame, link: str =
             dst = _free_name(d / Path(src).name)
             _place(Path(src), dst, link)
             paths.append(f"{d.name}/{dst.name}")
-        table.assign(output_path=paths).to_csv(tmp / "labels.csv", index=False)
+        csv_safe(table.assign(output_path=paths)).to_csv(tmp / "labels.csv", index=False)
     publish(out, build, "export", clean, "folder")
 
 
@@ -278,8 +428,6 @@ def label_folders(labels) -> dict[str, str]:
 def safe_folder(label: str, max_bytes: int = 200) -> str:
     """A folder name for a person's label: path separators and control characters replaced,
     cut to fit a file name (255 bytes on most file systems, with room for ``~N``)."""
-    import re
-
     name = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", label).strip(" .")
     name = name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip(" .")
     return name or "_"

@@ -281,6 +281,18 @@ def save_references(refs: References, path: str | os.PathLike) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def is_reference_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a library :func:`save_references` wrote (and may replace): HDF5 with
+    its model and format version on the root."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            return {"model", "format_version"} <= set(h.attrs)
+    except (ImportError, OSError):  # not HDF5, unreadable
+        return False
+
+
 def _h5_key(label: str) -> str:
     # HDF5 names cannot hold "/" and "." means the current group; the label itself is an attribute.
     return label.replace("/", "%2F") if label not in (".", "..") else f"%{label}"

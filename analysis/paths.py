@@ -88,3 +88,56 @@ def _locate(dataset: str | os.PathLike, recorded: str) -> str | None:
     candidates += [Path(dataset, *parts[i:]) for i in range(len(parts))]
     candidates += [] if p.is_absolute() else [p]
     return next((os.path.abspath(c) for c in candidates if c.exists()), None)
+
+
+class DatasetFiles:
+    """The files crowdsort may show or copy for a dataset: those that resolve, links followed,
+    inside its folder (or inside ``runs``, the extraction runs its cluster runs were made from,
+    which a copied dataset's tables still name), and the source photos and videos its runs list.
+    A link planted in a run's crops/ or a path edited in one of its tables must not bring a file
+    from elsewhere (a private photo, /etc/passwd) into a page served to the network or an export.
+    ``contents``: path → content hash of the picture clustered there (an image run's item ids):
+    such a file is allowed while its bytes are still those."""
+
+    def __init__(self, dataset: str | os.PathLike, sources=(), runs=(), contents: dict | None = None):
+        self.root = Path(os.path.realpath(dataset))
+        self.roots = [self.root, *(Path(os.path.realpath(r)) for r in runs)]
+        self.sources = frozenset(os.path.abspath(p) for p in sources if isinstance(p, str) and p)
+        self.contents = {os.path.abspath(p): h for p, h in (contents or {}).items() if isinstance(p, str) and p}
+        self._same: dict[str, bool] = {}
+
+    def allows(self, path) -> bool:
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            return False
+        real = Path(os.path.realpath(path))
+        return (any(real.is_relative_to(r) for r in self.roots) or os.path.abspath(path) in self.sources
+                or self._clustered(path))
+
+    def _clustered(self, path) -> bool:
+        """Whether ``path`` holds the bytes clustered there (hashed once per path): the image
+        index lists only the latest image clustering's pictures, an earlier run's are still its."""
+        want = self.contents.get(os.path.abspath(path))
+        if want is None:
+            return False
+        if path not in self._same:
+            from .images import content_hash
+
+            try:
+                self._same[path] = content_hash(Path(path).read_bytes()) == want
+            except OSError:
+                self._same[path] = False
+        return self._same[path]
+
+    def why_not(self, path) -> str:
+        """What is wrong with a refused ``path``, for a one-line message."""
+        real = os.path.realpath(path) if isinstance(path, (str, os.PathLike)) and str(path) else path
+        where = f" (it leads to {real})" if str(real) != str(path) else ""
+        return f"{path} lies outside the dataset {self.root}{where} and is not one of its listed photos"
+
+    def check(self, paths) -> None:
+        """ValueError naming the first of ``paths`` that may not be copied, and the fix."""
+        for p in paths:
+            if not self.allows(p):
+                raise ValueError(f"{self.why_not(p)}: refusing to copy it; if it is a link put in the dataset, "
+                                 "delete the link and re-run crowdsort extract-faces (it writes the crop again), if a "
+                                 "table was edited to name it, re-run crowdsort cluster")

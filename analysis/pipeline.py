@@ -10,10 +10,11 @@ import pandas as pd
 
 from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
 from .embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, load_embedder
-from .export import prepare_output, save_cluster_model, unnamed_label, write_cluster_run, write_prototypes
+from .export import (prepare_output, read_own_csv, save_cluster_model, unnamed_label, write_cluster_run,
+                     write_prototypes)
 from .locks import DatasetLock
 from .neighbors import knn_graph
-from .paths import dataset_relative, recorded_paths
+from .paths import DatasetFiles, dataset_relative, recorded_paths
 from .store import FaceStore
 from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
 
@@ -215,9 +216,10 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     items["file"] = np.where(dataset_crops != "", [str(store.crop_file(p)) for p in dataset_crops], list(map(str, crops)))
     info = run_info(embedder.name, algorithm, params, graph, top, num_protos, store, dataset,
                     tracks=int((faces["track"] >= 0).groupby(keys).any().sum()), per_track=per_track)
-    write_cluster_run(out, items, info, link=link, clean=clean)
+    files = DatasetFiles(dataset, runs=[store.root])  # the crops, links followed, must be the run's
+    write_cluster_run(out, items, info, link=link, clean=clean, files=files)
     if proto_out:
-        write_prototypes(proto_out, items, clean=clean)
+        write_prototypes(proto_out, items, clean=clean, files=files)
     if model_out:
         save_cluster_model(model_out, X, item_labels, ids, graph, info)
     return json.loads((out / "clusters.json").read_text())
@@ -329,7 +331,7 @@ def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[
     root = Path(dataset) / run
     if not (root / "clusters.json").exists():
         raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
-    items = pd.read_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str})
+    items = read_own_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str})
     for col in RUN_FILE_COLUMNS:
         if col in items:
             items[col] = recorded_paths(dataset, items[col].tolist())
@@ -434,10 +436,11 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped."""
+    """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped.
+    Read as crowdsort's own (:func:`export.read_own_csv`): a name it wrote as ``'=x`` is ``=x``."""
     from .identify import UNKNOWN
 
-    df = pd.read_csv(path, dtype={"label": str})
+    df = read_own_csv(path, dtype={"label": str})
     if not {"label", "cluster"} <= set(df.columns):
         raise ValueError(f"{path}: needs columns label,cluster (found {', '.join(df.columns)})")
     df = df.dropna(subset=["label"])
@@ -476,7 +479,7 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
         from .export import write_named_folders
 
         _require_crops(out["crop_path"], Path(dataset) / cluster_run)
-        write_named_folders(export, out, clean=clean)
+        write_named_folders(export, out, clean=clean, files=run_files(dataset, info))  # crop_path may be edited
     return out
 
 
@@ -486,6 +489,15 @@ def _require_crops(paths: pd.Series, run: Path) -> None:
     if gone:
         raise FileNotFoundError(f"{gone[0]}: a crop listed in {run / 'assignments.csv'} is missing ({len(gone)} in all);"
                                 " re-run crowdsort extract-faces on the photos to remake the crops")
+
+
+def run_files(dataset, info: dict) -> DatasetFiles:
+    """The files a cluster run's tables may name: the dataset's, and its extraction run's where
+    that lies elsewhere (a dataset copied or moved keeps naming the first one's crops). Only a
+    real extraction run counts: clusters.json can be edited as well."""
+    source = run_source(dataset, info) if isinstance(info.get("source"), str) else None
+    runs = [source] if source is not None and FaceStore(source).exists() else []
+    return DatasetFiles(dataset, runs=runs)
 
 
 def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
@@ -539,6 +551,7 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
         refs.check_model(embedder.name)
     session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
     session.item_faces = members
+    session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
     return session
 
 
@@ -563,7 +576,19 @@ def open_image_review(dataset, run: str = "cluster"):
     X = stored_vectors(store, info["model"], items["item_id"].tolist())
     table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
                           "crop_path": items["source_image"]})
-    return _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    # the run's table may be edited: its pictures are the indexed ones, or still hold what was clustered
+    session.files = DatasetFiles(dataset, indexed_images(store),
+                                 contents=dict(zip(items["source_image"], items["item_id"])))
+    return session
+
+
+def indexed_images(store: FaceStore) -> list[str]:
+    """The images an image clustering found (``images/index.parquet``): those the page may show."""
+    from .store import read_cache
+
+    index = read_cache(store.root / "index.parquet", pd.read_parquet)
+    return [] if index is None else index["path"].tolist()
 
 
 def load_image_run(dataset, run: str) -> tuple[pd.DataFrame, dict]:

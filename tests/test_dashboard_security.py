@@ -311,3 +311,104 @@ def test_served_to_the_network_another_machine_needs_the_token(chromium_browser,
                                                    (f"?token={env[TOKEN_ENV]}", False)])
     finally:
         server.stop()
+
+
+# -- what the dashboard hands out (issue 32) --------------------------------------------------------
+def _small_session(tmp_path):
+    """Four people of six faces each, crops written to ``tmp_path``, clustered."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from analysis.neighbors import knn_graph
+    from analysis.review import Annotations, ReviewSession
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(4, 16)), 6, 0) + rng.normal(0, 0.05, (24, 16))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.array([f"f{i:02d}" for i in range(24)], dtype=object)
+    crops = [str(tmp_path / f"{i}.jpg") for i in ids]
+    for c in crops:
+        Image.new("RGB", (32, 32), (90, 120, 150)).save(c)
+    s = ReviewSession(ids, X, knn_graph(X, 15), X[:, :2].copy(), Annotations.load(tmp_path / "a.jsonl"),
+                      table=pd.DataFrame({"item_id": ids, "crop_path": crops}))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    return s
+
+
+def test_the_csv_downloads_hold_no_formulas(tmp_path):
+    import csv
+    import io
+
+    from analysis.app import Dashboard
+
+    evil = '=HYPERLINK("http://x","y")'
+    session = _small_session(tmp_path)
+    d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+    d._name(int(session.labels[0]), evil)
+    downloads = d.export_widgets(tmp_path).objects[:2]
+    for w in downloads:
+        rows = list(csv.DictReader(io.StringIO(w.callback().getvalue())))
+        labels = {r["label"] for r in rows}
+        assert f"'{evil}" in labels and not [x for x in labels if x[:1] in "=+-@"], (w.filename, labels)
+
+
+def _red(jpeg: bytes) -> bool:
+    """Whether the picture is the red one planted outside the dataset (JPEG shifts it a little)."""
+    import io
+
+    from PIL import Image
+
+    r, g, b = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((1, 1)).getpixel((0, 0))
+    return r > 200 and g < 60 and b < 60
+
+
+def test_files_outside_the_dataset_are_not_shown_or_exported(faces_store, tmp_path, caplog):
+    """A crop replaced by a link out of the dataset, and a source photo the dataset does not list
+    (a hand-edited table), are neither shown nor copied: a grey square, a log line."""
+    import base64
+
+    from PIL import Image
+
+    from analysis.app import Dashboard, card_thumb
+    from analysis.pipeline import open_review
+    from test_dashboard import dataset_copy
+
+    secret = tmp_path / "private.jpg"  # outside the dataset, red
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)
+    dataset = dataset_copy(faces_store, tmp_path)
+    session = open_review(dataset, progress=False)
+    crop = Path(session.table["crop_path"].iloc[0])
+    crop.unlink()
+    crop.symlink_to(secret)
+    session.table.loc[1, "source_image"] = str(secret)
+    d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+
+    assert not _red(base64.b64decode(card_thumb(session, 0).split(",", 1)[1]))
+    shown = d.gallery_data([0], ["x"])["thumbs"][0]
+    assert not _red(base64.b64decode(shown.split(",", 1)[1]))
+    assert not _red(d.source_views(1)[-1].object)
+    assert str(crop) in caplog.text and str(secret) in caplog.text
+
+    widgets = d.export_widgets(dataset)
+    folder, btn, msg = widgets.objects[2:5]
+    folder.value_input = "export"
+    btn.clicks += 1
+    assert msg.object.startswith("not written:") and str(crop) in msg.object
+    copied = [p for p in dataset.rglob("*.jpg") if not p.is_symlink() and _red(p.read_bytes())]
+    assert copied == []
+
+
+def test_an_image_runs_pictures_are_shown_after_another_run_indexed_others(tmp_path):
+    """images/index.parquet lists the latest image clustering's pictures only: an earlier run's
+    picture is still shown when its bytes are the ones clustered (their hash is its item id),
+    and a path edited to name another file is not."""
+    from analysis.images import content_hash
+    from analysis.paths import DatasetFiles
+
+    photo, other = tmp_path / "photo.jpg", tmp_path / "other.jpg"
+    photo.write_bytes(b"the clustered picture")
+    other.write_bytes(b"a private picture")
+    files = DatasetFiles(tmp_path / "ds", contents={str(photo): content_hash(photo.read_bytes()),
+                                                   str(other): content_hash(b"what was clustered there")})
+    assert files.allows(str(photo)) and not files.allows(str(other)) and not files.allows(str(tmp_path / "x.jpg"))

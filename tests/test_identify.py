@@ -228,6 +228,38 @@ def test_a_reference_folder_named_in_another_encoding_is_skipped_in_one_line(two
         reference_files(os.fsdecode(bad))  # the library's own folder: nothing could be kept
 
 
+
+def test_identify_and_label_outputs_never_replace_a_users_file(tmp_path, faces_store, refs_dir, refs_h5, capsys):
+    """identify, label-clusters and refs embed replace only a file crowdsort wrote (a user's text
+    file and the dataset's own tables are refused in one line, before any work)."""
+    ds = faces_store.root.parent
+    mine = tmp_path / "notes.txt"
+    mine.write_text("years of work\n")
+    faces = faces_store.root / "faces.parquet"
+    before = faces.read_bytes()
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "cl-out", "--clean"]) == 0
+    refs = ["--refs", str(refs_h5)]
+    commands = [["identify", "-d", str(ds), *refs], ["identify", "-d", str(ds), *refs, "--per-shot"],
+                ["label-clusters", "-d", str(ds), *refs, "--cluster-run", "cl-out"]]
+    for cmd in commands:
+        for to in [str(mine), "faces/faces.parquet"]:
+            assert main(["-q", *cmd, "--to", to]) == 1, (cmd, to)
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "--to" in err and (str(mine) in err or to in err), err
+    assert main(["-q", "refs", "embed", str(refs_dir), str(mine)]) == 1
+    assert str(mine) in capsys.readouterr().err
+    assert main(["-q", "refs", "embed", "-d", str(ds), str(refs_dir), "faces/faces.parquet"]) == 1
+    assert mine.read_text() == "years of work\n" and faces.read_bytes() == before
+
+    # what crowdsort wrote itself is replaced
+    for cmd in commands[::2]:
+        for _ in range(2):
+            assert main(["-q", *cmd, "--to", str(tmp_path / f"{cmd[0]}.csv")]) == 0
+    copy = tmp_path / "refs.h5"
+    shutil.copy(refs_h5, copy)
+    assert main(["-q", "refs", "embed", str(refs_dir), str(copy)]) == 0
+
+
 # Measured with the default (threshold calibrated for the library's size, at most the model's
 # fixed one; see benchmarks/eval_identify.py and eval_models.py), less 0.01 for platform noise.
 # dlib (at most 0.07, margin 0.01): lfw-dev (150 references, threshold 0.0646) top-1 .871,

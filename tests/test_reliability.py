@@ -613,3 +613,146 @@ def test_parts_left_by_a_kill_before_their_merge_are_merged_by_the_next_run(tmp_
     assert list(parts.glob("*.parquet"))
     got = embed_faces(store, pd.DataFrame({"face_id": ids}), SimpleNamespace(name="dlib", dim=4), progress=False)
     assert np.allclose(got, X) and not list(parts.glob("*.parquet"))
+
+
+# -- issue 32: output files replace only what crowdsort wrote; CSV cells are never formulas; nothing
+# -- outside the dataset is copied --------------------------------------------------------------------
+def test_an_output_file_never_replaces_a_users_file_or_a_dataset_file(ds, tmp_path, capsys):
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\n")
+    mine = tmp_path / "notes.txt"
+    mine.write_text("years of work\n")
+    faces = ds / "faces" / "faces.parquet"
+    before = faces.read_bytes()
+    label = ["-q", "apply-labels", "-d", str(ds), "--labels", str(names)]
+    for to in [str(mine), "faces/faces.parquet", "faces/new.csv", "cluster/assignments.csv", "cluster"]:
+        assert main(label + ["--to", to]) == 1, to
+        err = one_line(capsys)
+        assert "--to" in err and (str(mine) in err or to in err), err
+    assert main(label + ["--to", str(tmp_path / "o.csv"), "--timeline", str(mine)]) == 1
+    assert str(mine) in one_line(capsys)
+    assert mine.read_text() == "years of work\n" and faces.read_bytes() == before
+    assert not (ds / "faces" / "new.csv").exists() and not (tmp_path / "o.csv").exists()
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c2"]) == 0  # the dataset still reads
+
+    # a file crowdsort wrote is replaced, as before
+    assert main(label + ["--to", str(tmp_path / "o.csv")]) == 0
+    assert main(label + ["--to", str(tmp_path / "o.csv")]) == 0
+
+    # the cluster model: refused before any work, replaced when it is crowdsort's
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(mine)]) == 1
+    assert str(mine) in one_line(capsys) and not (ds / "c3").exists() and mine.read_text() == "years of work\n"
+    model = tmp_path / "model.npz"
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(model)]) == 0
+    assert main(["-q", "cluster", "-d", str(ds), "--to", "c3", "--model-out", str(model)]) == 0
+
+
+def test_extraction_writes_only_into_an_extraction_run(ds, example, tmp_path, capsys):
+    (ds / "mine").mkdir()
+    (ds / "mine" / "thesis.docx").write_text("years of work")
+    for cmd in (["extract-faces", "--from", str(example / "images")], ["extract-frames", "--from", str(tmp_path)]):
+        for to in ["cluster", "mine"]:
+            listing = sorted(p.name for p in (ds / to).rglob("*"))
+            assert main(["-q", *cmd, "-d", str(ds), "--to", to]) == 1, (cmd, to)
+            err = one_line(capsys)
+            assert str(ds / to) in err and "--to" in err, err
+            assert sorted(p.name for p in (ds / to).rglob("*")) == listing
+    # its own run, a new folder and an empty one are fine
+    (ds / "empty").mkdir()
+    for to in ["faces", "new", "empty"]:
+        assert main(["-q", "extract-faces", "-d", str(ds), "--from", str(example / "images" / "grace_hopper"),
+                     "--to", to]) == 0, to
+
+
+def test_extract_frames_resumes_a_first_run_killed_before_its_tables(need_shared, tmp_path, capsys):
+    """A first run stopped in its first video has left only frames of it: the run goes on; a
+    frame-like file of another name is a user's, and refused."""
+    from analysis.frames import frame_stem
+
+    video = sorted(need_shared("videos").glob("*.mp4"))[0]
+    ds, frames = tmp_path / "ds", tmp_path / "ds" / "images" / "frames"
+    frames.mkdir(parents=True)
+    (frames / "IMG_0001.jpg").write_bytes(b"a user's photo")
+    assert main(["-q", "extract-frames", "-d", str(ds), "--from", str(video)]) == 1
+    assert str(frames) in one_line(capsys) and (frames / "IMG_0001.jpg").read_bytes() == b"a user's photo"
+    (frames / "IMG_0001.jpg").unlink()
+    (frames / f"{frame_stem(str(video))}_0000.jpg").write_bytes(b"half a run")
+    (frames / ".tmp-1-x").write_bytes(b"")
+    assert main(["-q", "extract-frames", "-d", str(ds), "--from", str(video)]) == 0
+    assert (frames / "frames.parquet").exists()
+
+
+def _cells(path: Path, column: str) -> list[str]:
+    """A CSV column as a spreadsheet gets it: the raw text of each cell."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row[column] for row in csv.DictReader(f)]
+
+
+def test_csv_cells_are_never_formulas(ds, tmp_path):
+    evil = '=HYPERLINK("http://x","y")'
+    names = tmp_path / "names.csv"  # typed by hand
+    pd.DataFrame({"label": [evil, "@SUM(A1)"], "cluster": [0, 1]}).to_csv(names, index=False)
+    out, exp = tmp_path / "o.csv", tmp_path / "E"
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(out), "--export",
+                 str(exp)]) == 0
+    for table in (out, exp / "labels.csv"):
+        assert set(_cells(table, "label")) == {f"'{evil}", "'@SUM(A1)"}
+        assert set(_cells(table, "cluster")) == {"0", "1"}
+
+    from analysis.export import csv_safe
+
+    df = pd.DataFrame({"n": [-1, 2], "x": [-0.5, 1.0], "s": ["-1", "+a"], "t": ["\tx", "\rx"], "u": ["a-b", None]})
+    safe = csv_safe(df)
+    assert safe["n"].tolist() == [-1, 2] and safe["x"].tolist() == [-0.5, 1.0]  # numbers stay numbers
+    assert safe["s"].tolist() == ["'-1", "'+a"] and safe["t"].tolist() == ["'\tx", "'\rx"]
+    assert safe["u"].iloc[0] == "a-b" and pd.isna(safe["u"].iloc[1])
+    assert safe.to_csv(index=False).startswith("n,x,s,t,u\n-1,-0.5,'-1,")
+
+
+def test_crowdsorts_own_csv_reads_back_as_it_was(ds, tmp_path):
+    """A label,cluster CSV as label-clusters and the dashboard write it (cells quoted against
+    formulas) is read by apply-labels as the names typed, and so is a name with its own quote."""
+    from analysis.export import csv_safe, read_own_csv
+
+    labels = ['=HYPERLINK("http://x","y")', "'=q"]
+    names = tmp_path / "names.csv"
+    csv_safe(pd.DataFrame({"label": labels, "cluster": [0, 1]})).to_csv(names, index=False)
+    assert _cells(names, "label") == [f"'{labels[0]}", "''=q"]
+    out = tmp_path / "o.csv"
+    assert main(["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(out)]) == 0
+    assert set(_cells(out, "label")) == {f"'{labels[0]}", "''=q"}
+    assert set(read_own_csv(out)["label"]) == set(labels)
+
+
+def test_exports_copy_nothing_from_outside_the_dataset(ds, example, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"  # beside the dataset, not in it
+    secret.write_text("private")
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\nBea,1\n")
+    assignments = ds / "cluster" / "assignments.csv"
+    good = assignments.read_text()
+    table = pd.read_csv(assignments)
+    proto = table.index[table["prototype"] & (table["cluster"] == 0)][0]
+    crop = ds / "faces" / "crops" / Path(table.at[proto, "crop_path"]).name  # this copy's (the table names the first)
+    table.at[proto, "crop_path"] = str(secret)  # a path edited by hand
+    table.to_csv(assignments, index=False)
+    export, protos = tmp_path / "E", tmp_path / "P"
+    label = ["-q", "apply-labels", "-d", str(ds), "--labels", str(names), "--to", str(tmp_path / "o.csv")]
+    assert main(label + ["--export", str(export)]) == 1
+    assert str(secret) in one_line(capsys) and not export.exists() and not (tmp_path / "o.csv").exists()
+    assert main(["-q", "protos", "write", "-d", str(ds), "--to", str(protos)]) == 1
+    assert str(secret) in one_line(capsys) and not protos.exists()
+
+    # a crop that is a link out of the dataset
+    assignments.write_text(good.replace(str(example / "ds"), str(ds)))
+    crop.unlink()
+    crop.symlink_to(secret)
+    for cmd in (label + ["--export", str(export)], ["-q", "protos", "write", "-d", str(ds), "--to", str(protos)],
+                ["-q", "cluster", "-d", str(ds), "--to", "c2"]):
+        assert main(cmd) == 1, cmd
+        assert str(crop) in one_line(capsys)
+    assert not export.exists() and not protos.exists() and not (ds / "c2").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != secret
+                and p.read_bytes() == b"private"]
