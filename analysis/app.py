@@ -885,7 +885,9 @@ class Dashboard(param.Parameterized):
                                            button_type="success", css_classes=["cs-download"])
         labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labels_csv())),
                                             filename="cluster.identifications.csv", label="Download label,cluster CSV")
-        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export",
+        # value_input too: Panel leaves it empty until something is typed, and the export reads it (what is
+        # typed counts before Enter), so an untouched box exported to '' (issue 30)
+        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export", value_input="export",
                                       css_classes=["cs-export-folder"])
         btn = pn.widgets.Button(name="Export folders", button_type="primary", css_classes=["cs-export"])
         msg = pn.pane.HTML("", css_classes=["cs-export-msg"])

@@ -103,6 +103,10 @@ def test_an_export_outside_the_dataset_is_refused(chromium_browser, hostile_serv
     before = sorted(p.name for p in parent.iterdir())
     page = open_page(chromium_browser, hostile_server)
     msg = page.locator(".cs-export-msg").first
+    # first with the box as the page shows it, untouched: its "export" is what is written
+    page.locator(".cs-export button").first.click()
+    sync_api.expect(msg).to_have_text(f"wrote {hostile_dataset / 'export'}", timeout=60000)
+    shutil.rmtree(hostile_dataset / "export")
     for typed in ["..", "../x", "/tmp", "."]:
         page.locator(".cs-export-folder input").first.fill(typed)
         page.locator(".cs-export button").first.click()
@@ -351,6 +355,21 @@ def test_the_csv_downloads_hold_no_formulas(tmp_path):
         rows = list(csv.DictReader(io.StringIO(w.callback().getvalue())))
         labels = {r["label"] for r in rows}
         assert f"'{evil}" in labels and not [x for x in labels if x[:1] in "=+-@"], (w.filename, labels)
+
+
+def test_export_with_the_folder_box_untouched_writes_export(tmp_path):
+    """The box shows "export": pressing the button without typing writes there (it read the box's
+    typed text, which Panel leaves empty until someone types: "'' is not a folder name")."""
+    from analysis.app import Dashboard
+
+    session = _small_session(tmp_path)
+    d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
+    d._name(int(session.labels[0]), "Ada")
+    folder, btn, msg = d.export_widgets(tmp_path).objects[2:5]
+    assert folder.value == "export"
+    btn.clicks += 1
+    assert msg.object.startswith("wrote "), msg.object
+    assert (tmp_path / "export" / "Ada").is_dir() and any((tmp_path / "export" / "Ada").iterdir())
 
 
 def _red(jpeg: bytes) -> bool:
