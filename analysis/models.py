@@ -8,13 +8,10 @@ by :func:`analysis.model_install.install_pack` into ``analysis.embed.insightface
 """
 from __future__ import annotations
 
-import bz2
 import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,23 +215,6 @@ def package_path(spec: ModelFile) -> Path | None:
     return Path(list(found.submodule_search_locations)[0]) / spec.package_subdir / spec.filename
 
 
-def _download(spec: ModelFile, dest: Path, timeout: float = 30.0) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s from %s", spec.filename, spec.url)
-    with urllib.request.urlopen(spec.url, timeout=timeout) as r:  # noqa: S310 - fixed https/http URLs
-        data = r.read()
-    if spec.compressed == "bz2":
-        data = bz2.decompress(data)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != spec.sha256:
-        raise ModelNotFoundError(f"{spec.url}: checksum mismatch (got {digest}, expected {spec.sha256})")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, dest)
-    return dest
-
-
 def resolve_model_file(key: str, path: str | os.PathLike | None = None, download: bool | None = None) -> Path:
     """Return the path of model ``key`` (a row of :data:`MODEL_FILES`).
 
@@ -262,15 +242,10 @@ def resolve_model_file(key: str, path: str | os.PathLike | None = None, download
         tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
     if download is None:
         download = not offline()
-    if download and spec.npm is not None:
+    if download and (spec.npm is not None or spec.url):
         from .model_install import install  # model_install imports this module
 
         return install(key, progress=False)
-    if download and spec.url:
-        try:
-            return _download(spec, cached)
-        except OSError as e:
-            tried.append(f"{spec.url} ({e})")
     raise ModelNotFoundError(
         f"model file {spec.filename} not found; looked in: {'; '.join(tried)}. "
         f"Fix: {manual_fix(spec)}, or set {spec.env}=/path/to/{spec.filename}"
