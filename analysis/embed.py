@@ -81,6 +81,14 @@ class DlibEmbedder:
         return l2_normalize(np.array([np.asarray(v) for v in vecs]))
 
 
+def onnx_providers() -> list[str]:
+    """ONNX Runtime's providers in the order crowdsort wants them: CUDA where the installed build
+    has it, else the CPU."""
+    import onnxruntime as ort
+
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+
+
 def onnx_session(make_model, threads: int | None, providers):
     """An ONNX Runtime session on ``threads`` cores (default: all) of the model ``make_model()``
     gives (a path in the model cache, or the bytes when it cannot be written); a cached file
@@ -117,7 +125,16 @@ class PreparedChips(np.ndarray):
     in place of the crops, so whatever wraps ``embed`` still sees every batch."""
 
 
-class DlibOnnxEmbedder(DlibEmbedder):
+class ChipsEmbedder:
+    """An embedder in two steps, ``prepare_batch`` (crops → the network's input, made on a thread
+    ahead by :func:`_prefetched`) and ``embed_prepared``; ``embed`` takes either."""
+
+    def embed(self, crops: list[np.ndarray] | PreparedChips, landmarks: list[np.ndarray] | None = None) -> np.ndarray:
+        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
+        return self.embed_prepared(chips)
+
+
+class DlibOnnxEmbedder(ChipsEmbedder, DlibEmbedder):
     """The same dlib ResNet and chips, run by ONNX Runtime: batched, every core, or CUDA.
 
     The network is converted from dlib's ``.dat`` once (:mod:`analysis.dlib_onnx`); its
@@ -144,13 +161,9 @@ class DlibOnnxEmbedder(DlibEmbedder):
         return self
 
     def _open_session(self):
-        import onnxruntime as ort
-
         from .dlib_onnx import onnx_model
 
-        providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                       if p in ort.get_available_providers()]
-        return onnx_session(onnx_model, self.threads, providers)
+        return onnx_session(onnx_model, self.threads, self.providers or onnx_providers())
 
     def prepare_batch(self, crops: list[np.ndarray], landmarks=None) -> PreparedChips:
         """The network's input: chips stacked (n, 150, 150, 3), RGB uint8."""
@@ -165,9 +178,6 @@ class DlibOnnxEmbedder(DlibEmbedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(self._session.run(None, {"chips": np.asarray(chips)})[0])
 
-    def embed(self, crops: list[np.ndarray] | PreparedChips, landmarks: list[np.ndarray] | None = None) -> np.ndarray:
-        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
-        return self.embed_prepared(chips)
 
 
 def dlib_embedder():
@@ -182,7 +192,7 @@ def dlib_embedder():
     return DlibOnnxEmbedder()
 
 
-class MobileFaceNetEmbedder:
+class MobileFaceNetEmbedder(ChipsEmbedder):
     """MobileFaceNet (``mobilefacenet``: sirius-ai's weights, trained on MS1M-refine), 192-D, on
     the five-point ArcFace alignment, the points from MTCNN's ONet on the saved crop
     (:mod:`analysis.landmarks`). Both run on every core (``threads``), on LiteRT or ONNX Runtime
@@ -232,9 +242,6 @@ class MobileFaceNetEmbedder:
         x = (np.asarray(chips, dtype=np.float32) - 127.5) / 128.0
         return l2_normalize(self._net.run(x)["embeddings"])
 
-    def embed(self, crops, landmarks=None) -> np.ndarray:
-        chips = crops if isinstance(crops, PreparedChips) else self.prepare_batch(crops, landmarks)
-        return self.embed_prepared(chips)
 
 
 # Recognition model of each insightface pack, for the error message when a pack is partial.
@@ -296,9 +303,7 @@ class ArcFaceEmbedder:
                 import onnxruntime as ort
             except ImportError:
                 raise ImportError("the arcface model needs onnxruntime: pip install 'crowdsort[arcface]'") from None
-            providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                           if p in ort.get_available_providers()]
-            self._session = ort.InferenceSession(str(self.model_file), providers=providers)
+            self._session = ort.InferenceSession(str(self.model_file), providers=self.providers or onnx_providers())
             inp = self._session.get_inputs()[0]
             self.input_name = inp.name
             self.input_size = tuple(inp.shape[2:4])

@@ -24,10 +24,10 @@ def open_tflite(path: str | os.PathLike, threads: int | None = None, runtime: st
     if runtime not in (None, *RUNTIMES):
         raise ValueError(f"unknown .tflite runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if runtime is None:
-        try:
-            import onnxruntime as ort
+        from .embed import onnx_providers
 
-            gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+        try:
+            gpu = "CUDAExecutionProvider" in onnx_providers()
         except ImportError:
             gpu = False
         try:

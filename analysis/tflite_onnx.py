@@ -266,13 +266,10 @@ class OnnxTFLiteModel:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self._session is None:
-            import onnxruntime as ort
+            from .embed import onnx_providers, onnx_session
 
-            from .embed import onnx_session
-
-            providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                           if p in ort.get_available_providers()]
-            self._session = onnx_session(lambda: onnx_model_file(self.path), self.threads, providers)
+            self._session = onnx_session(lambda: onnx_model_file(self.path), self.threads,
+                                         self.providers or onnx_providers())
             self._names = [o.name for o in self._session.get_outputs()]
         outs = self._session.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})
         return dict(zip(self._names, outs))
