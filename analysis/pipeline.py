@@ -27,7 +27,7 @@ from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_item
 DEFAULT_FACE_ALGORITHM = "snn-whispers"
 # The face clustering's thresholds are distances of one identity model. The estimators' own
 # defaults are dlib's; MobileFaceNet's, chosen the same way (worse of lfw-dev and celeba-dev,
-# benchmarks/eval_defaults.py --model mobilefacenet): snn-whispers 0.38 / 0.44 with the
+# benchmarks/eval_models.py --grid): snn-whispers 0.38 / 0.44 with the
 # shared-neighbour term at scale 0.5 gives .975 / .967 on the worse set (celeba-dev), and
 # lfw-dev .993 / .992, faces/ 1.000; 0.38-0.42 at scale 0.5-0.6 all lie within .004 of it.
 # Its distances are ~5x dlib's (same-person median .23 against .05), hence the scale.
@@ -559,12 +559,7 @@ def reviewed_model(store: FaceStore) -> str | None:
     """The identity model a dataset is reviewed with when none is named: the default model once
     its vectors are there, else dlib's where a dataset made before holds only those (its
     corrections are by face id, so they carry over when the default model's run comes)."""
-    embedded = store.root / "embeddings"
-
-    def has(name):
-        return (embedded / f"{name}.parquet").exists() or (embedded / f"{name}.parts").exists()
-
-    return "dlib" if has("dlib") and not has(DEFAULT_FACE_MODEL) else None
+    return "dlib" if store.has_embeddings("dlib") and not store.has_embeddings(DEFAULT_FACE_MODEL) else None
 
 
 def open_image_review(dataset, run: str = "cluster"):

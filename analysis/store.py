@@ -368,6 +368,10 @@ class FaceStore:
     def _embedding_parts(self, model: str) -> Path:
         return self.root / "embeddings" / f"{_safe_name(model)}.parts"
 
+    def has_embeddings(self, model: str) -> bool:
+        """Whether vectors of ``model`` are cached here (merged, or in parts a run left)."""
+        return self._embedding_path(model).exists() or self._embedding_parts(model).exists()
+
     def _read_vectors(self, path: Path, model: str):
         table = read_cache(path, pq.read_table)
         if table is None:
