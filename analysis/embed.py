@@ -343,14 +343,10 @@ FACE_MODELS = ("mobilefacenet", "dlib", "dlib-native", "arcface")
 
 
 def downloads_allowed(download: bool | None = None) -> bool:
-    """``download`` if given, else not ``CROWDSORT_OFFLINE`` and not ``[models] download = false``
-    in the config file."""
-    from .config import setting
+    """``download`` if given, else what :func:`models.offline` allows."""
     from .models import offline
 
-    if download is not None:
-        return download
-    return not offline() and (setting("models", "download") or "true").strip().lower() not in ("false", "0", "no")
+    return (not offline()) if download is None else download
 
 
 def mobilefacenet_embedder(download: bool | None = None) -> MobileFaceNetEmbedder:

