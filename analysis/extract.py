@@ -90,9 +90,14 @@ class ExtractParams:
         return json.dumps(d, sort_keys=True)
 
 
-def face_id(image_path: str, image_hash: str, engine: str, box: np.ndarray) -> str:
-    """Stable id: same file, same content, same detection → same id on every run."""
-    key = f"{image_path}|{image_hash}|{engine}|{','.join(f'{v:.1f}' for v in box)}"
+def face_id(image_path: str, image_hash: str, engine: str, box) -> str:
+    """Stable id: same file, same content, same detection → same id on every run.
+
+    ``image_path``: the file as the dataset records it (:func:`paths.source_record`: relative to
+    the dataset when inside it), so a moved or copied dataset keeps its ids; a video frame's is
+    ``<path>#<frame>``. ``box``: 4 numbers, or 4 strings already formatted (:mod:`analysis.migrate`)."""
+    coords = ",".join(v if isinstance(v, str) else f"{v:.1f}" for v in box)
+    key = f"{image_path}|{image_hash}|{engine}|{coords}"
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
@@ -104,24 +109,28 @@ def crop_name(image_path: str, fid: str, frame: int | None = None) -> str:
 
 
 def process_image(path: str, data: bytes, detector, params: ExtractParams, store_root: Path,
-                  record: int = 0) -> tuple[dict, list[dict]]:
+                  record: int = 0, key: str | None = None) -> tuple[dict, list[dict]]:
     """Detect, rank, filter, align and save the crops of one image.
 
     Returns the image row and the face rows. Raises :class:`ImageError` for undecodable data.
+    ``key``: the path as the dataset records it, that face ids are made of (default ``path``).
     """
     h = content_hash(data)
     rgb, scale = decode_image(data, path)
     height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
-    rows = faces_in_picture(rgb, scale, path, h, detector, params, store_root, record)
+    rows = faces_in_picture(rgb, scale, path, h, detector, params, store_root, record, key=key)
     image_row = {"image_hash": h, "width": width, "height": height, "n_faces": len(rows),
                  "status": "ok" if rows else "no_face", "error": ""}
     return image_row, rows
 
 
 def faces_in_picture(rgb: np.ndarray, scale: float, path: str, h: str, detector, params: ExtractParams,
-                     store_root: Path, record: int = 0, frame: int | None = None) -> list[dict]:
+                     store_root: Path, record: int = 0, frame: int | None = None, key: str | None = None) -> list[dict]:
     """The face rows of one decoded picture (a photo, or ``frame`` of the video ``path``), crops
-    written. ``scale``: the picture's size in the file over its decoded size (a reduced decode)."""
+    written. ``scale``: the picture's size in the file over its decoded size (a reduced decode).
+    ``key``: ``path`` as the dataset records it (relative to it when inside), that face ids are
+    made of; default ``path``."""
+    key = path if key is None else key
     height, width = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
     tiles = params.tiles if params.tiles is not None else auto_tiles(rgb.shape[1]) if frame is not None else 1
     faces = [f.scaled(scale) for f in detect_tiled(detector, rgb, tiles)]
@@ -140,7 +149,7 @@ def faces_in_picture(rgb: np.ndarray, scale: float, path: str, h: str, detector,
         faces = faces[: params.max_faces]
     rows = []
     for i, f in enumerate(faces):
-        fid = face_id(path if frame is None else f"{path}#{frame}", h, detector.name, f.box)
+        fid = face_id(key if frame is None else f"{key}#{frame}", h, detector.name, f.box)
         crop, m = align_crop(rgb, f.landmarks / scale)
         rel = crop_name(path, fid, frame)
         _save_jpeg(crop, store_root / rel)
@@ -213,8 +222,11 @@ def _error_row(path: str, params: ExtractParams, error: str = "") -> dict:
 
 
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
+    from .paths import source_record
+
     path, prev_hash = task
     video = is_video(path)
+    key = source_record(Path(_WORKER["root"]).parent, path)  # what its face ids are made of
     row = _error_row(path, _WORKER["params"])
     try:
         st = os.stat(path)
@@ -224,7 +236,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
                 row.update(image_hash=prev_hash, status="unchanged")
                 return row, []
             image_row, faces = process_video(path, _WORKER["detector"], _WORKER["params"], _WORKER["root"],
-                                             row["record"], _count_frames if _WORKER.get("frames") else None)
+                                             row["record"], _count_frames if _WORKER.get("frames") else None, key=key)
             row.update(image_row)
             return row, faces
         data = read_image_bytes(path)  # an oversized file is refused before it is read
@@ -232,7 +244,7 @@ def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
             row.update(image_hash=prev_hash, status="unchanged")
             return row, []
         image_row, faces = process_image(path, data, _WORKER["detector"], _WORKER["params"], _WORKER["root"],
-                                         row["record"])
+                                         row["record"], key=key)
         row.update(image_row)
         return row, faces
     except (ImageError, VideoError, ShotsFileError) as e:
@@ -315,6 +327,7 @@ def extract_faces(
     the summary of what would be done (``to_process``, ``unchanged``, ``gone``); nothing written.
     """
     from .locks import DatasetLock
+    from .migrate import migrate_store
     from .store import remove_stale_temp
 
     skipped: list = []
@@ -334,6 +347,7 @@ def extract_faces(
                 if folder.exists():
                     remove_stale_temp(folder)
         sweep()
+        migrate_store(store, locked=True)  # a dataset of absolute paths (format 1): made relative first
         summary = _extract_locked(patterns, paths, skipped, store, params, workers, progress, checkpoint_every, prune,
                                   backend, ray_address)
         sweep()  # again: a killed run's worker may have been ending while the first sweep ran
@@ -368,11 +382,14 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
                     backend="local", ray_address=None) -> dict:
     previous = store.load_images()
     tasks, gone = plan(paths, previous, _signature_of(params), prune, _missing_crops(store))
-    sources = store.read_params().get("sources", [])
+    recorded = store.read_params()
+    sources = recorded.get("sources", [])
     sources = [sources] if isinstance(sources, str) else list(sources)
     new_sources = [patterns] if isinstance(patterns, str) else list(patterns)
+    kept = {k: recorded[k] for k in ("migrated_from",) if k in recorded}  # where a format-1 dataset was
     store.write_params({"engine": params.engine, "params": asdict(params),
-                        "sources": (new_sources if prune else sources + [p for p in new_sources if p not in sources])})
+                        "sources": (new_sources if prune else sources + [p for p in new_sources if p not in sources]),
+                        **kept})
 
     summary = {"images": len(paths), "videos": sum(map(is_video, paths)), "processed": 0, "unchanged": len(paths) - len(tasks), "failed": 0,
                "faces": 0, "gone": len(gone), "errors": [], "skipped": skipped}

@@ -56,6 +56,30 @@ def dataset_relative(dataset: str | os.PathLike, path: str | os.PathLike) -> str
     return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
+def source_record(dataset: str | os.PathLike, path: str | os.PathLike) -> str:
+    """How an extraction run records a photo or video it read (``image_path``, and the key its face
+    ids are made of): relative to the dataset when the file lies inside it, so a dataset moved,
+    copied to another machine or mounted elsewhere keeps its records and its face ids. A file
+    outside the dataset (``--from`` naming another folder) is recorded absolute: it is not moved
+    with the dataset, and its absolute path is what finds it again. The dataset is compared as
+    given and with its links followed (the scanner resolves the files it finds)."""
+    full = os.path.abspath(os.path.expanduser(str(path)))
+    for root in dict.fromkeys((os.path.realpath(dataset), os.path.abspath(dataset))):
+        rel = os.path.relpath(full, root)
+        if rel != os.curdir and rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            return rel
+    return full
+
+
+def source_file(dataset: str | os.PathLike, recorded: str) -> str:
+    """The file an extraction run's record names, as this process opens it (inverse of
+    :func:`source_record`): a relative record lies inside the dataset, with its links followed
+    (as the scanner finds it), an absolute one where it says."""
+    if not isinstance(recorded, str) or not recorded or os.path.isabs(recorded):
+        return recorded
+    return os.path.join(os.path.realpath(dataset), recorded)
+
+
 def recorded_paths(dataset: str | os.PathLike, paths) -> list:
     """Files a run recorded (:func:`dataset_relative`), as absolute paths this process can open.
 

@@ -176,7 +176,10 @@ def cluster_faces(
 
 def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
                    model_out, link, clean, progress, per_track, run) -> dict:
+    from .migrate import migrate_store
+
     store = extraction_store(dataset, source)
+    migrate_store(store, locked=True, dataset=dataset)  # a dataset of absolute paths (format 1): made relative
     out = dataset / to
     prepare_output(out, clean, replace_own=True)  # fail before the expensive part
     faces = store.load_faces()
@@ -524,8 +527,11 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
     every item), so naming or moving a track does so for all its faces."""
     from .identify import load_references
 
+    from .migrate import migrate_if_free
+
     dataset = Path(dataset)
     store = extraction_store(dataset, source)
+    migrate_if_free(store, dataset)  # a dataset of absolute paths (format 1), moved or not: its names kept
     faces = store.load_faces()
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")

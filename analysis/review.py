@@ -56,6 +56,7 @@ class Annotations:
     left: set[str] = field(default_factory=set)  # left behind by a move: no group takes them in with their cluster
     ops: list[dict] = field(default_factory=list)  # the corrections read so far, in the log's order
     offset: int = 0  # bytes of the log read
+    inode: tuple | None = None  # the log file read (a migration replaces it: analysis.migrate)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Annotations":
@@ -79,6 +80,12 @@ class Annotations:
         if not self.path.exists():
             return False
         with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if self.inode is not None and (st.st_dev, st.st_ino) != self.inode:
+                # the log was rewritten in place (its face ids made relative): read it all again
+                self.names, self.rejected, self.not_face, self.groups, self.left = {}, set(), set(), [], set()
+                self.ops, self.offset = [], 0
+            self.inode = (st.st_dev, st.st_ino)
             f.seek(self.offset)
             data = f.read()
         end = data.rfind(b"\n") + 1  # a line without its newline is still being written, or was killed
@@ -143,8 +150,18 @@ class Annotations:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # unbuffered: a buffer that failed to reach the disk would be written again at close,
             # after the log was put back
-            with open(self.path, "a+b", buffering=0) as f:
+            while True:  # the file locked must still be the log: a migration replaces it under the lock
+                f = open(self.path, "a+b", buffering=0)
                 fcntl.flock(f, fcntl.LOCK_EX)
+                st = os.fstat(f.fileno())
+                try:
+                    now = os.stat(self.path)
+                except FileNotFoundError:
+                    now = None
+                if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    break
+                f.close()
+            with f:
                 try:
                     size = f.seek(0, os.SEEK_END)
                     if size and os.pread(f.fileno(), 1, size - 1) != b"\n":  # a writer killed mid-line

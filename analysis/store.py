@@ -7,10 +7,18 @@ run (``D/cluster``). An extraction run is a :class:`FaceStore`::
       extract.json            parameters of the run and format version
       images.parquet          one row per source image: hash, size, status, error, n_faces
       faces.parquet           one row per face: provenance, box, landmarks, crop
+      migration.json          while a dataset of format 1 is migrated (analysis.migrate)
       parts/                  checkpoints of an unfinished run (merged when it finishes)
       crops/<stem>-<id>.jpg   aligned crops (what the identity models read)
       ffhq/<stem>-<id>.jpg    dataset crops (--crop ffhq), at the photo's resolution
       embeddings/<model>.parquet   face_id → L2-normalised float32 vector, per model
+
+The dataset ``D`` is the extraction run's parent folder. Since format 2 its tables record a photo
+inside ``D`` relative to ``D`` (``photos/a.jpg``) and its face ids are made of that relative path,
+so a dataset moved, copied or mounted elsewhere reads the same (format 1 recorded absolute paths:
+:mod:`analysis.migrate` rewrites such a dataset once). A photo outside ``D`` is recorded absolute.
+The tables are read with absolute ``image_path`` (as this process opens the files) and a
+column ``image_key``, the path as recorded.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: image paths and the face ids made of them absolute; 2: relative to the dataset
 
 IMAGE_COLUMNS = {
     "image_path": "string", "image_hash": "string", "size_bytes": "int64", "mtime_ns": "int64",
@@ -257,6 +265,36 @@ class FaceStore:
     def parts_dir(self) -> Path:
         return self.root / "parts"
 
+    @property
+    def dataset(self) -> Path:
+        """The dataset this extraction run belongs to: its parent folder."""
+        return self.root.parent
+
+    def recorded(self, paths: pd.Series) -> pd.Series:
+        """Image paths as the tables record them (:func:`paths.source_record`): relative to the
+        dataset for a file inside it (as given or with links followed), else as they are."""
+        s = pd.Series(paths, dtype="string")
+        for root in dict.fromkeys((os.path.realpath(self.dataset), os.path.abspath(self.dataset))):
+            prefix = root.rstrip(os.sep) + os.sep
+            inside = s.str.startswith(prefix).fillna(False).to_numpy(bool)
+            if inside.any():
+                s[inside] = s[inside].str.slice(len(prefix))
+        return s
+
+    def absolute(self, recorded: pd.Series) -> pd.Series:
+        """Recorded image paths as this process opens them (:func:`paths.source_file`)."""
+        s = pd.Series(recorded, dtype="string")
+        relative = (~s.str.startswith(os.sep).fillna(True) & (s.str.len() > 0).fillna(False)).to_numpy(bool)
+        if relative.any():
+            s[relative] = os.path.realpath(self.dataset).rstrip(os.sep) + os.sep + s[relative]
+        return s
+
+    def _as_recorded(self, df: pd.DataFrame) -> pd.DataFrame:
+        if len(df) and "image_path" in df:
+            df = df.copy()
+            df["image_path"] = self.recorded(df["image_path"]).to_numpy()
+        return df
+
     def exists(self) -> bool:
         return (self.root / "images.parquet").exists() or self.parts_dir.exists()
 
@@ -282,7 +320,9 @@ class FaceStore:
         frames = [f for f in frames if len(f)]
         if not frames:
             return empty_frame(columns, lists)
-        return _conform(pd.concat(frames, ignore_index=True), columns, lists)
+        out = _conform(pd.concat(frames, ignore_index=True), columns, lists)
+        out["image_path"] = self.recorded(out["image_path"]).to_numpy()  # a record absolute but inside: as relative
+        return out
 
     def _parts(self, name: str):
         """``(stamp, table)`` of each checkpoint; a checkpoint is its images and faces files
@@ -307,7 +347,9 @@ class FaceStore:
     def load_images(self) -> pd.DataFrame:
         """One row per source image, the latest record of each (checkpoints included)."""
         df = self._read("images", IMAGE_COLUMNS)
-        return df.drop_duplicates("image_path", keep="last").reset_index(drop=True)
+        df = df.drop_duplicates("image_path", keep="last").reset_index(drop=True)
+        df["image_path"] = self.absolute(df["image_path"]).to_numpy()
+        return df
 
     def load_faces(self, include_gone: bool = False) -> pd.DataFrame:
         """One row per face; faces of images re-processed later are replaced by the new ones."""
@@ -321,15 +363,19 @@ class FaceStore:
             faces = faces[current].drop_duplicates("face_id", keep="last")
         if not include_gone:
             faces = faces[~faces["gone"]]
-        return faces.reset_index(drop=True)
+        faces = faces.reset_index(drop=True)
+        faces["image_key"] = faces["image_path"].to_numpy()
+        faces["image_path"] = self.absolute(faces["image_path"]).to_numpy()
+        return faces
 
     def write_part(self, images: pd.DataFrame, faces: pd.DataFrame) -> None:
         """Checkpoint a batch of processed images so an interrupted run resumes after it."""
         stamp = f"{time.time_ns():020d}"
         with signals_deferred():
             # faces first: a part's images file is the commit marker read back with it.
-            write_table(_conform(faces, FACE_COLUMNS, FACE_LIST_COLUMNS), self.parts_dir / f"{stamp}-faces.parquet")
-            write_table(_conform(images, IMAGE_COLUMNS), self.parts_dir / f"{stamp}-images.parquet")
+            write_table(_conform(self._as_recorded(faces), FACE_COLUMNS, FACE_LIST_COLUMNS),
+                        self.parts_dir / f"{stamp}-faces.parquet")
+            write_table(_conform(self._as_recorded(images), IMAGE_COLUMNS), self.parts_dir / f"{stamp}-images.parquet")
 
     def consolidate(self, gone_paths: set[str] = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Merge checkpoints into the main tables; mark images in ``gone_paths`` and their faces gone."""
@@ -338,8 +384,8 @@ class FaceStore:
         if gone_paths:
             images.loc[images["image_path"].isin(gone_paths), "status"] = "gone"
             faces.loc[faces["image_path"].isin(gone_paths), "gone"] = True
-        write_table(_conform(faces, FACE_COLUMNS, FACE_LIST_COLUMNS), self.root / "faces.parquet")
-        write_table(_conform(images, IMAGE_COLUMNS), self.root / "images.parquet")
+        write_table(_conform(self._as_recorded(faces), FACE_COLUMNS, FACE_LIST_COLUMNS), self.root / "faces.parquet")
+        write_table(_conform(self._as_recorded(images), IMAGE_COLUMNS), self.root / "images.parquet")
         if self.parts_dir.exists():
             for p in self.parts_dir.glob("*.parquet"):
                 p.unlink()

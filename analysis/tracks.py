@@ -129,9 +129,11 @@ def link_tracks(frames, times_s, shots, boxes, max_shift: float = MAX_SHIFT, shi
 # -- tracks as clustering items ------------------------------------------------------------------
 def item_keys(faces) -> np.ndarray:
     """The clustering item of each face: its track (``<video>#<track>``) for a video's face,
-    the face itself for a photo's."""
+    the face itself for a photo's. The video as recorded (``image_key``, relative to the dataset
+    when inside it, where the table has it): a track's corrections survive the dataset's move."""
     tracked = faces["track"].to_numpy() >= 0
-    return np.where(tracked, faces["image_path"].astype(str) + "#" + faces["track"].astype(str),
+    video = faces["image_key"] if "image_key" in faces else faces["image_path"]
+    return np.where(tracked, video.astype(str) + "#" + faces["track"].astype(str),
                     faces["face_id"].astype(str))
 
 

@@ -86,12 +86,13 @@ PROGRESS_EVERY = 50  # decoded frames between two progress reports
 
 
 def process_video(path: str, detector, params, store_root: Path, record: int = 0,
-                  on_frames=None) -> tuple[dict, list[dict]]:
+                  on_frames=None, key: str | None = None) -> tuple[dict, list[dict]]:
     """The video's row and its face rows (crops and shots written). Raises
     :class:`frames.VideoError` (one line naming the file) for a video that cannot be read. One
     with frames that cannot be decoded, or cut short by under a second, keeps the faces of the
     frames that decode: its row is ok, its ``error`` says what was lost, and a warning too.
-    ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress)."""
+    ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress).
+    ``key``: the video as the dataset records it, that its face ids are made of (default ``path``)."""
     from .extract import faces_in_picture
 
     h = file_hash(path)
@@ -101,7 +102,7 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
     def take(index, t, picture):
         rgb = np.asarray(picture.convert("RGB"))
         size[:] = rgb.shape[1], rgb.shape[0]
-        for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index):
+        for row in faces_in_picture(rgb, 1.0, path, h, detector, params, store_root, record, frame=index, key=key):
             faces.append({**row, "frame": index, "time_s": t})
     try:
         rule = sampling_rule(params.fps, params.every)
