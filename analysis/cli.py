@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .neighbors import METHODS as ANN_METHODS
+from .detect import ENGINES
 from .model_install import ModelsCommand
 from .paths import in_dataset
 
@@ -136,13 +137,15 @@ class ExtractFaces:
                        help="videos: given shots instead of detected cuts: a PySceneDetect scene list or a list of "
                             "cut frames (one video), or a folder of <stem>-Scenes.csv, read inside the dataset "
                             "(default: detect the cuts)")
-        p.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"],
-                       help="detector: mediapipe BlazeFace (default) or dlib HOG")
+        p.add_argument("--engine", default="blazeface", choices=list(ENGINES),
+                       help="detector: MediaPipe's BlazeFace, run without MediaPipe (default; 'mediapipe' is the "
+                            "same), or dlib HOG")
         p.add_argument("--tiles", type=int, default=None,
                        help="also detect in N×N overlapping tiles, for small faces in large pictures (default: "
                             "video frames by width, 3 at 1920 px, 2 at 1280, 1 up to 960; photos 1)")
         p.add_argument("--min-score", type=float, default=None,
-                       help="detection threshold (default 0.5 for mediapipe, 0.0 HOG margin for dlib)")
+                       help="detection threshold (default: BlazeFace's own, 0.6 full-range and 0.5 short-range; "
+                            "0.0 HOG margin for dlib)")
         p.add_argument("--max-faces", type=int, default=None,
                        help="keep the N most prominent faces per image (size and centrality); default all")
         p.add_argument("--min-size", type=int, default=0, help="drop faces whose box is smaller (pixels)")
@@ -444,7 +447,7 @@ class Refs:
         e.add_argument("refdir", help="folder with one sub-folder per person (folder name = label)")
         e.add_argument("out", help="HDF5 file to write, e.g. refs.h5")
         add_face_model_options(e)
-        e.add_argument("--engine", default="mediapipe", choices=["mediapipe", "dlib"], help="face detector")
+        e.add_argument("--engine", default="blazeface", choices=list(ENGINES), help="face detector")
         b = rsub.add_parser("build", help="fetch each person's Wikidata image (P18) into REFDIR/<Qid>/")
         b.add_argument("-d", "--dataset", default=None,
                        help="dataset folder: PEOPLE and REFDIR are read inside it (default: the current folder)")

@@ -29,14 +29,59 @@ class Face:
         return Face(self.box * s, self.score, self.landmarks * s, self.keypoints * s, self.prominence)
 
 
-class MediaPipeDetector:
-    """BlazeFace full-range; the short-range model is tried when it finds nothing.
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace without MediaPipe (:mod:`analysis.blazeface`: its ``.tflite`` graphs on
+    ONNX Runtime, MediaPipe's pre- and post-processing in numpy): full-range, the short-range model
+    tried when it finds nothing.
 
     Measured on the dev sets: full-range misses 5 of 105 ``faces/`` photos and 27 of 1,035
     ``lfw-dev`` photos (close-ups and tight chips); the short-range fallback finds all of them.
+    ``benchmarks/bench_detectors.py`` compares it with MediaPipe's own graph.
     """
 
-    name = "mediapipe"
+    name = "blazeface"
+    default_min_score = None  # each model's own, as MediaPipe: 0.6 full-range, 0.5 short-range
+
+    def __init__(self, min_score: float | None = None, threads: int | None = 1):
+        self.min_score = min_score
+        self.threads = threads
+        self._models = None
+
+    def prepare(self):
+        if self._models is None:
+            from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
+
+            self._models = [BlazeFace(m, resolve_model_file(m.key), self.threads) for m in (FULL_RANGE, SHORT_RANGE)]
+        return self
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return self.detect_batch([rgb])[0]
+
+    def detect_batch(self, pictures: list[np.ndarray]) -> list[list[Face]]:
+        """Each picture's faces; the pictures go through each network together."""
+        self.prepare()
+        found: list = [None] * len(pictures)
+        todo = list(range(len(pictures)))
+        for model in self._models:
+            if not todo:
+                break
+            for i, hit in zip(todo, model.detect_batch([pictures[i] for i in todo], self.min_score)):
+                if len(hit[2]):
+                    found[i] = hit
+            todo = [i for i in todo if found[i] is None]
+        return [[] if hit is None else [
+            # keypoints: the subject's right eye, left eye (image left first), nose tip, mouth
+            # centre, right ear, left ear
+            Face(box, float(score), kp[:4].copy(), kp) for box, kp, score in zip(*hit)
+        ] for hit in found]
+
+
+class MediaPipeDetector:
+    """MediaPipe's own face detection solution (needs ``pip install mediapipe``, which pins numpy
+    < 2): BlazeFace full-range, the short-range model tried when it finds nothing. Kept to compare
+    :class:`BlazeFaceDetector` with (``engine="mediapipe-solution"``)."""
+
+    name = "mediapipe-solution"
     default_min_score = 0.5
 
     def __init__(self, min_score: float | None = None):
@@ -45,11 +90,13 @@ class MediaPipeDetector:
 
     def prepare(self):
         if self._models is None:
-            # The solution API loads the .tflite files its graph names from inside the
-            # mediapipe package; resolving them here makes a missing file a clear error.
-            resolve_model_file("blazeface-full", download=False)
-            resolve_model_file("blazeface-short", download=False)
-            from mediapipe.python.solutions import face_detection
+            # The solution API loads the .tflite files from inside the mediapipe package; it
+            # applies min_detection_confidence to neither graph (0.6 full-range, 0.5 short-range).
+            try:
+                from mediapipe.python.solutions import face_detection
+            except ImportError:
+                raise ImportError("engine mediapipe-solution needs mediapipe: pip install mediapipe==0.10.21 "
+                                  "(the default engine, blazeface, runs the same models without it)") from None
 
             self._models = [
                 face_detection.FaceDetection(model_selection=sel, min_detection_confidence=self.min_score)
@@ -114,7 +161,15 @@ def dlib_landmarks(kp: np.ndarray) -> np.ndarray:
     return np.array([eyes[0], eyes[1], kp[4], [np.nan, np.nan]])
 
 
-DETECTORS = {"mediapipe": MediaPipeDetector, "dlib": DlibDetector}
+DETECTORS = {"blazeface": BlazeFaceDetector, "dlib": DlibDetector, "mediapipe-solution": MediaPipeDetector}
+ALIASES = {"mediapipe": "blazeface"}  # the engine's name before it ran without MediaPipe
+ENGINES = ("blazeface", "mediapipe", "dlib")  # offered by the command line
+
+
+def engine_name(engine: str) -> str:
+    """The engine ``engine`` names (an alias resolved)."""
+    return ALIASES.get(engine, engine)
+
 
 # BlazeFace sees the picture at 192 px: in a 1080p frame a face 50 px wide shrinks to 5 px and is
 # lost (crowd_walk, frame 50: the whole frame gives 1 of the 4 near faces, 3×3 tiles all 4).
@@ -139,15 +194,20 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 def detect_tiled(detector, rgb: np.ndarray, n: int) -> list[Face]:
     """The detector over the whole picture and over ``n``×``n`` overlapping tiles, one face
     kept where boxes overlap (the best scored). ``n`` 1: the whole picture only."""
-    faces = list(detector.detect(rgb))
+    pictures, offsets = [rgb], [np.zeros(2)]
     if n > 1:
         h, w = rgb.shape[:2]
         th, tw = min(h, int(h / n * (1 + TILE_OVERLAP))), min(w, int(w / n * (1 + TILE_OVERLAP)))
         for y0 in np.linspace(0, h - th, n).round().astype(int):
             for x0 in np.linspace(0, w - tw, n).round().astype(int):
-                off = np.array([x0, y0], np.float64)
-                for f in detector.detect(np.ascontiguousarray(rgb[y0:y0 + th, x0:x0 + tw])):
-                    faces.append(Face(f.box + np.tile(off, 2), f.score, f.landmarks + off, f.keypoints + off))
+                pictures.append(rgb[y0:y0 + th, x0:x0 + tw])
+                offsets.append(np.array([x0, y0], np.float64))
+    if hasattr(detector, "detect_batch"):  # the tiles through the network at once
+        found = detector.detect_batch(pictures)
+    else:
+        found = [detector.detect(np.ascontiguousarray(p)) for p in pictures]
+    faces = [f if not off.any() else Face(f.box + np.tile(off, 2), f.score, f.landmarks + off, f.keypoints + off)
+             for hits, off in zip(found, offsets) for f in hits]
     kept: list[Face] = []
     for f in sorted(faces, key=lambda f: -f.score):
         if all(_overlap(f.box, k.box) < SAME_FACE_OVERLAP for k in kept):
@@ -155,12 +215,12 @@ def detect_tiled(detector, rgb: np.ndarray, n: int) -> list[Face]:
     return kept
 
 
-def load_detector(engine: str = "mediapipe", **kwargs):
-    """Detector by engine name; raises ``ValueError`` listing the engines."""
+def load_detector(engine: str = "blazeface", **kwargs):
+    """Detector by engine name (``mediapipe``: ``blazeface``); raises ``ValueError`` listing the engines."""
     try:
-        cls = DETECTORS[engine]
+        cls = DETECTORS[engine_name(engine)]
     except KeyError:
-        raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(DETECTORS)}") from None
+        raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join([*DETECTORS, *ALIASES])}") from None
     return cls(**kwargs)
 
 

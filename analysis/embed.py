@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .align import ARCFACE_TEMPLATE, CROP_SIZE, arcface_input, estimate_norm, warp
 from .models import ModelNotFoundError, resolve_model_file
+from .ort_session import _cores, onnx_providers, onnx_session  # noqa: F401 - used here and by other modules
 from .store import EmbeddingWriter
 
 log = logging.getLogger(__name__)
@@ -79,45 +80,6 @@ class DlibEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self._net.compute_face_descriptor(chips)
         return l2_normalize(np.array([np.asarray(v) for v in vecs]))
-
-
-def onnx_providers() -> list[str]:
-    """ONNX Runtime's providers in the order crowdsort wants them: CUDA where the installed build
-    has it, else the CPU."""
-    import onnxruntime as ort
-
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-
-
-def onnx_session(make_model, threads: int | None, providers):
-    """An ONNX Runtime session on ``threads`` cores (default: all) of the model ``make_model()``
-    gives (a path in the model cache, or the bytes when it cannot be written); a cached file
-    that does not load (disk full, a copy cut short) is made again."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or _cores()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-
-    def session(model):
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
-
-    model = make_model()
-    try:
-        return session(model)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
-        if isinstance(model, bytes):
-            raise
-        log.warning("cached %s does not load (%s): making it again", model, str(e).splitlines()[0])
-        model.unlink(missing_ok=True)
-        return session(make_model())
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class PreparedChips(np.ndarray):

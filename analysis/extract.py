@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .align import CROP_SIZE, align_crop, transform_points
-from .detect import auto_tiles, detect_tiled, is_partial, load_detector, rank_faces
+from .detect import auto_tiles, detect_tiled, engine_name, is_partial, load_detector, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
 from .frames import VideoError, file_hash
 from .shots import ShotsFileError
@@ -42,7 +42,7 @@ BACKENDS = ("local", "ray")
 
 @dataclass(frozen=True)
 class ExtractParams:
-    engine: str = "mediapipe"
+    engine: str = "blazeface"  # "mediapipe": the same (its name before it ran without MediaPipe)
     min_score: float | None = None  # None: the engine's default
     max_faces: int | None = None  # None: every face above min_score
     min_size: int = 0  # pixels, shorter box side
@@ -73,6 +73,8 @@ class ExtractParams:
         a video's depends on its own given shots only (a corpus that grows redoes no other video)."""
         video = path is not None and is_video(path)
         d = asdict(self)
+        if engine_name(self.engine) == "blazeface":  # records made by MediaPipe's own graph: the same models
+            d["engine"] = "mediapipe"
         if not video:
             d.pop("fps"), d.pop("every")
         elif self.every is not None:

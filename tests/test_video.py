@@ -88,7 +88,7 @@ def test_small_faces_of_a_1080p_frame_are_found_in_tiles(videos):  # noqa: F811
 
     with av.open(str(videos / CROWD)) as c:
         rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == 50).to_ndarray(format="rgb24")
-    det = load_detector("mediapipe").prepare()
+    det = load_detector("blazeface").prepare()
     assert auto_tiles(rgb.shape[1]) == 3 and auto_tiles(640) == 1
     whole, tiled = detect_tiled(det, rgb, 1), detect_tiled(det, rgb, 3)
     assert len(whole) <= 2 and len(tiled) >= 4
