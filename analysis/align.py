@@ -5,8 +5,8 @@ the warp is separate.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from scipy import ndimage
 
 # insightface's five-point ArcFace template for 112×112 input: eye (image left), eye
 # (image right), nose tip, mouth corner left, mouth corner right.
@@ -60,8 +60,23 @@ def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def warp(img: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """Warp ``img`` with matrix ``m`` to a ``size``×``size`` crop (outside the photo is black)."""
-    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    """Warp ``img`` with matrix ``m`` (image→crop) to a ``size``×``size`` crop, bilinear;
+    outside the photo is black, blended at its edge as OpenCV's ``warpAffine`` does
+    (``grid-constant``), so crops match those the thresholds were measured on."""
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    # ndimage works in (row, column): swap x and y in the matrix and the offset
+    matrix = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
+    offset = np.array([inv[1, 2], inv[0, 2]])
+    img = np.asarray(img)
+    out = np.empty((size, size, *img.shape[2:]), dtype=np.float32)
+    for c in range(img.shape[2] if img.ndim == 3 else 1):
+        src = img[..., c] if img.ndim == 3 else img
+        dst = out[..., c] if img.ndim == 3 else out
+        ndimage.affine_transform(src.astype(np.float32), matrix, offset, output_shape=(size, size),
+                                 output=dst, order=1, mode="grid-constant", cval=0.0, prefilter=False)
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(img.dtype)
 
 
 def align_crop(img: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:

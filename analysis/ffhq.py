@@ -8,8 +8,11 @@ Only the region around the face is copied, so a big photo costs no more memory t
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .align import warp
 
 
 def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
@@ -56,8 +59,9 @@ def ffhq_crop(img: np.ndarray, landmarks: np.ndarray, max_size: int | None = 102
     # shrinking by more than 2: box-filter first (what FFHQ does), so the warp does not alias
     shrink = int(np.floor(qsize / size * 0.5))
     if shrink > 1:
-        region = cv2.resize(region, (max(1, region.shape[1] // shrink), max(1, region.shape[0] // shrink)),
-                            interpolation=cv2.INTER_AREA)
+        # PIL's box filter averages by area, as OpenCV's INTER_AREA does
+        region = np.asarray(Image.fromarray(region).resize(
+            (max(1, region.shape[1] // shrink), max(1, region.shape[0] // shrink)), Image.BOX))
     scale = np.array([region.shape[1] / (cx1 - cx0), region.shape[0] / (cy1 - cy0)])
     q = (quad - offset) * scale
     if padding:
@@ -66,10 +70,15 @@ def ffhq_crop(img: np.ndarray, landmarks: np.ndarray, max_size: int | None = 102
             region = _reflect_blur(region, pad, qsize * scale.mean())
             q = q + [pad[0], pad[1]]
     dst = np.array([[0, 0], [0, size], [size, size]], dtype=np.float32)
-    crop = cv2.warpAffine(region, cv2.getAffineTransform(q[:3].astype(np.float32), dst), (size, size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    crop = warp(region, _affine(q[:3], dst), size)
     # the same corners in image pixels: the matrix that maps the photo's points into the crop
-    return crop, cv2.getAffineTransform(quad[:3].astype(np.float32), dst).astype(np.float64)
+    return crop, _affine(quad[:3], dst)
+
+
+def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2×3 matrix that maps three points ``src`` onto ``dst``."""
+    a = np.hstack([np.asarray(src, dtype=np.float64), np.ones((3, 1))])
+    return np.linalg.solve(a, np.asarray(dst, dtype=np.float64)).T
 
 
 def _padding_needed(q: np.ndarray, w: int, h: int, border: float, qsize: float) -> tuple[int, int, int, int]:
@@ -96,7 +105,8 @@ def _reflect_blur(region: np.ndarray, pad: tuple[int, int, int, int], qsize: flo
     mask = np.maximum(np.maximum(ramp(xx, left), ramp(w - 1 - xx, right)),
                       np.maximum(ramp(yy, top), ramp(h - 1 - yy, bottom)))[:, :, None].astype(np.float32)
     sigma = max(qsize * 0.02, 0.5)
-    blurred = cv2.GaussianBlur(a, (0, 0), sigma)
+    # OpenCV's GaussianBlur as it was: 4 sigmas each side, borders mirrored without repeating the edge
+    blurred = ndimage.gaussian_filter(a, sigma=(sigma, sigma, 0), mode="mirror", truncate=4.0)
     a += (blurred - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     a += (np.median(a.reshape(-1, 3), axis=0) - a) * np.clip(mask, 0.0, 1.0)
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
