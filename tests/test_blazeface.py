@@ -212,20 +212,21 @@ def test_tiles_go_through_the_network_together(detector, faces_dir):
 def test_same_faces_as_mediapipe_s_solution(detector, faces_dir):
     """On faces/ (people and group photos): as many faces per photo as MediaPipe's own graph, boxes
     and keypoints within 2% of the face's width, scores within 0.03 (on 105 photos: all counts
-    equal; median shift 0.1% of the width)."""
-    pytest.importorskip("mediapipe")
-    theirs = load_detector("mediapipe-solution").prepare()
-    paths = sorted(faces_dir.rglob("*.jpg"))[::3]
+    equal; median shift 0.1% of the width). MediaPipe's faces are read from what it found when
+    tests/data/make_mediapipe_reference.py ran (mediapipe pins numpy < 2: not installed here)."""
+    reference = json.loads((ROOT / "tests" / "data" / "mediapipe_faces.json").read_text())
+    assert len(reference) >= 30
     shifts = []
-    for path in paths:
-        rgb = photo(path)
-        ours, ref = detector.detect(rgb), theirs.detect(rgb)
+    for name, ref in reference.items():
+        path = faces_dir / name
+        ours = sorted(detector.detect(photo(path)), key=lambda f: f.box[0])
         assert len(ours) == len(ref), path
-        for a, b in zip(sorted(ours, key=lambda f: f.box[0]), sorted(ref, key=lambda f: f.box[0])):
-            width = b.box[2] - b.box[0]
-            shifts.append(max(np.abs(a.box - b.box).max(), np.abs(a.keypoints - b.keypoints).max()) / width)
-            assert abs(a.score - b.score) < 0.03, path
-    assert len(paths) >= 30 and np.median(shifts) < 0.005 and np.percentile(shifts, 95) < 0.02, shifts
+        for a, b in zip(ours, ref):
+            box, keypoints = np.array(b["box"]), np.array(b["keypoints"])
+            width = box[2] - box[0]
+            shifts.append(max(np.abs(a.box - box).max(), np.abs(a.keypoints - keypoints).max()) / width)
+            assert abs(a.score - b["score"]) < 0.03, path
+    assert np.median(shifts) < 0.005 and np.percentile(shifts, 95) < 0.02, shifts
 
 
 def test_group_photo_recall(detector, faces_dir):
