@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .models import resolve_model_file
+from .model_install import resolve_model_file
 
 log = logging.getLogger(__name__)
 

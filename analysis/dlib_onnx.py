@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import ModelNotFoundError, _sha256, cache_dir, resolve_model_file
+from .model_install import resolve_model_file
+from .models import ModelNotFoundError, _sha256, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .align import ARCFACE_TEMPLATE, CROP_SIZE, arcface_input, estimate_norm, warp
-from .models import ModelNotFoundError, resolve_model_file
-from .ort_session import _cores, onnx_providers, onnx_session  # noqa: F401 - used here and by other modules
+from .model_install import resolve_model_file
+from .models import ARCFACE_PACKS, ModelNotFoundError, insightface_home, recognition_model_in
+from .ort_session import onnx_providers, onnx_session
 from .store import EmbeddingWriter
+from .workers import cores, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -206,36 +208,6 @@ class MobileFaceNetEmbedder(ChipsEmbedder):
 
 
 
-# Recognition model of each insightface pack, for the error message when a pack is partial.
-ARCFACE_PACKS = {
-    "buffalo_l": "w600k_r50.onnx",
-    "buffalo_m": "w600k_r50.onnx",
-    "buffalo_s": "w600k_mbf.onnx",
-    "buffalo_sc": "w600k_mbf.onnx",
-    "antelopev2": "glintr100.onnx",
-}
-
-
-def insightface_home() -> Path:
-    return Path(os.environ.get("CROWDSORT_INSIGHTFACE_HOME", Path.home() / ".insightface" / "models"))
-
-
-def _recognition_model_in(folder: Path, pack: str) -> Path:
-    expected = ARCFACE_PACKS.get(pack)
-    if expected and (folder / expected).is_file():
-        return folder / expected
-    candidates = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
-    for c in candidates:
-        if ArcFaceEmbedder.is_recognition_model(c):
-            return c
-    raise ModelNotFoundError(
-        f"no ArcFace recognition model in {folder}: expected {expected or 'an .onnx with input 3x112x112'}"
-        f"{' (found: ' + ', '.join(c.name for c in candidates) + ')' if candidates else ' (folder missing or empty)'}. "
-        f"Fix: crowdsort models install {pack} (or unpack the insightface pack there by hand), "
-        "or pass --weights /path/to/model.onnx, or set CROWDSORT_INSIGHTFACE_HOME"
-    )
-
-
 class ArcFaceEmbedder:
     """An insightface ArcFace ONNX model (any pack); input from the 112×112 template warp."""
 
@@ -247,17 +219,6 @@ class ArcFaceEmbedder:
 
     def __getstate__(self):
         return {**self.__dict__, "_session": None}
-
-    @staticmethod
-    def is_recognition_model(path: Path) -> bool:
-        import onnxruntime as ort
-
-        try:
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception:
-            return False
-        shape = sess.get_inputs()[0].shape
-        return len(shape) == 4 and list(shape[2:]) == [112, 112] and len(sess.get_outputs()) == 1
 
     def prepare(self):
         if self._session is None:
@@ -378,10 +339,10 @@ def load_embedder(model: str | None = None, weights: str | os.PathLike | None = 
                 raise ModelNotFoundError(f"ArcFace model file {p} does not exist")
             return ArcFaceEmbedder(p)
         if p.is_dir():
-            return ArcFaceEmbedder(_recognition_model_in(p, p.name), name=f"arcface-{p.name}")
+            return ArcFaceEmbedder(recognition_model_in(p, p.name), name=f"arcface-{p.name}")
         if str(weights) in ARCFACE_PACKS or "/" not in str(weights):
             folder = insightface_home() / str(weights)
-            return ArcFaceEmbedder(_recognition_model_in(folder, str(weights)), name=f"arcface-{weights}")
+            return ArcFaceEmbedder(recognition_model_in(folder, str(weights)), name=f"arcface-{weights}")
         raise ModelNotFoundError(f"ArcFace weights {weights!r}: not a pack name ({', '.join(ARCFACE_PACKS)}), folder or .onnx file")
     raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(FACE_MODELS)}")
 
@@ -391,8 +352,6 @@ _WORKER = None
 
 
 def _init_worker(embedder) -> None:
-    from .workers import die_with_parent
-
     global _WORKER
     die_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -495,7 +454,7 @@ def embed_faces(store, faces, embedder, batch_size: int = 64, progress: bool = T
             else:
                 if getattr(embedder, "threads", 0) is None:  # ONNX Runtime asked for processes: share the cores
                     embedder = copy.copy(embedder)
-                    embedder.threads = max(1, _cores() // workers)
+                    embedder.threads = max(1, cores() // workers)
                 pool = stack.enter_context(mp.get_context("spawn").Pool(workers, initializer=_init_worker,
                                                                         initargs=(embedder,)))
                 results = pool.imap(_embed_batch, [(paths, lms) for paths, lms, _ in batches])

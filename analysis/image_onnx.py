@@ -106,6 +106,6 @@ def onnx_model(embedder) -> Path | bytes:
 def open_session(embedder, threads: int | None = None, providers=None):
     """An ONNX Runtime session for ``embedder`` on ``threads`` cores (default: all); a damaged
     cached export is made again."""
-    from .embed import onnx_session
+    from .ort_session import onnx_session
 
     return onnx_session(lambda: onnx_model(embedder), threads, providers or ["CPUExecutionProvider"])

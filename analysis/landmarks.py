@@ -67,7 +67,7 @@ class ONetLandmarks:
 
     def prepare(self):
         if self._model is None:
-            from .models import resolve_model_file
+            from .model_install import resolve_model_file
             from .tflite import open_tflite
 
             self._model = open_tflite(resolve_model_file("mtcnn-onet"), self.threads, self.runtime)

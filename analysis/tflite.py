@@ -85,11 +85,11 @@ class TFLiteModel:
         except ImportError:
             raise ImportError("the litert runtime needs ai-edge-litert: pip install ai-edge-litert "
                               "(or use runtime onnx, the default without it)") from None
-        from .ort_session import _cores
+        from .workers import cores
 
         try:
             with _native_stderr_quiet():
-                self._it = Interpreter(model_path=str(self.path), num_threads=self.threads or _cores())
+                self._it = Interpreter(model_path=str(self.path), num_threads=self.threads or cores())
                 self._it.allocate_tensors()
         except ValueError as e:
             raise ValueError(f"{self.path} is not a readable .tflite model ({e}); "

@@ -93,7 +93,7 @@ def process_video(path: str, detector, params, store_root: Path, record: int = 0
     frames that decode: its row is ok, its ``error`` says what was lost, and a warning too.
     ``on_frames(n)``: told of every ``PROGRESS_EVERY`` frames decoded (a long video shows progress).
     ``key``: the video as the dataset records it, that its face ids are made of (default ``path``)."""
-    from .extract import faces_in_picture
+    from .crops import faces_in_picture
 
     h = file_hash(path)
     faces: list[dict] = []

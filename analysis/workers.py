@@ -7,6 +7,14 @@ import signal
 import threading
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def sigterm_as_interrupt() -> None:
     """Handle SIGTERM as KeyboardInterrupt: ``with`` blocks flush their checkpoints on the way out."""
     def handler(signum, frame):

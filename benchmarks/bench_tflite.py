@@ -34,7 +34,7 @@ def best_rate(run, x: np.ndarray, repeat: int, min_s: float = 0.5) -> float:
 
 
 def main(argv=None) -> int:
-    from analysis.models import resolve_model_file
+    from analysis.model_install import resolve_model_file
     from analysis.tflite import TFLiteModel
     from analysis.tflite_onnx import OnnxTFLiteModel
 

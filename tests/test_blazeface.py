@@ -14,7 +14,8 @@ import pytest
 
 from analysis.blazeface import FULL_RANGE, SHORT_RANGE, letterbox, ssd_anchors, weighted_nms
 from analysis.detect import BlazeFaceDetector, load_detector
-from analysis.models import ModelNotFoundError, resolve_model_file
+from analysis.model_install import resolve_model_file
+from analysis.models import ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 

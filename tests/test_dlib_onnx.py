@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 
 from analysis import dlib_onnx  # noqa: E402
 from analysis.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops, default_workers, load_embedder  # noqa: E402
-from analysis.models import resolve_model_file  # noqa: E402
+from analysis.model_install import resolve_model_file  # noqa: E402
 
 
 @pytest.fixture()

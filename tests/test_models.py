@@ -23,16 +23,24 @@ from pathlib import Path
 import pytest
 
 from analysis import model_install
-from analysis.embed import ARCFACE_PACKS
-from analysis.model_install import ChecksumMismatchError, ModelsCommand, install, install_pack, verify, verify_pack
+from analysis.model_install import (
+    ChecksumMismatchError,
+    ModelsCommand,
+    install,
+    install_pack,
+    resolve_model_file,
+    verify,
+    verify_pack,
+)
 from analysis.models import (
     ARCFACE_PACK_FILES,
+    ARCFACE_PACKS,
     INSIGHTFACE_LICENCE,
     MODEL_FILES,
     ModelNotFoundError,
     NpmSource,
+    is_recognition_model,
     pack_url,
-    resolve_model_file,
 )
 
 NPM_KEYS = ("mobilefacenet", "mtcnn-onet")
@@ -595,12 +603,10 @@ def leftovers(home: Path) -> list[str]:
 
 def test_tiny_model_counts_as_a_recognition_model(tmp_path):
     pytest.importorskip("onnxruntime")
-    from analysis.embed import ArcFaceEmbedder
-
     (tmp_path / "m.onnx").write_bytes(arcface_onnx())
     (tmp_path / "junk.onnx").write_bytes(b"junk")
-    assert ArcFaceEmbedder.is_recognition_model(tmp_path / "m.onnx")
-    assert not ArcFaceEmbedder.is_recognition_model(tmp_path / "junk.onnx")
+    assert is_recognition_model(tmp_path / "m.onnx")
+    assert not is_recognition_model(tmp_path / "junk.onnx")
 
 
 def test_pack_installs_from_a_local_server_and_embeds(home, monkeypatch, mirror):
