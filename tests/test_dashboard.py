@@ -57,6 +57,8 @@ class Server:
             try:  # each try renders a page: a short timeout on a busy machine would pile them up
                 urllib.request.urlopen(f"{self.url}/app", timeout=120)
                 return self
+            except urllib.error.HTTPError:  # it answers (refusing a client it does not admit)
+                return self
             except OSError:
                 if self.proc.poll() is not None:
                     break
