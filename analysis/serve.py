@@ -1,4 +1,5 @@
-"""``panel serve`` with one gate in front of every route: what ``crowdsort dashboard`` runs.
+"""``panel serve`` with one gate in front of every route, and the pages built off the server's
+event loop: what ``crowdsort dashboard`` runs.
 
     python -m analysis.serve dashboard/app.py --address 0.0.0.0 --port 5006 --args --dataset D
 
@@ -118,12 +119,58 @@ def install_gate(app, port, expected: str | None = None) -> None:
     app.crowdsort_gate = True
 
 
+def build_off_the_loop(app, pool) -> None:
+    """Make ``app`` (a Bokeh/Panel Application) build each session's document in ``pool``, not on
+    the server's event loop: Bokeh builds it inside the page's request, and a dashboard page takes
+    0.5–1 s to build, during which the server answered nothing else (30 page loads at once made
+    every request, static files included, wait 15–30 s). The loop awaits the build and answers
+    other requests meanwhile. A document is built by one thread and touched by no other until
+    it is served; afterwards it belongs to the loop's thread, as Panel expects of its documents."""
+    import asyncio
+    import contextvars
+    import threading
+
+    from panel.io.state import state
+
+    create, initialize = app.on_session_created, app.initialize_document
+    built: set[int] = set()
+
+    async def on_session_created(session_context):
+        await create(session_context)
+        doc = session_context._document
+        loop_thread = threading.get_ident()
+        ctx = contextvars.copy_context()
+        await asyncio.get_running_loop().run_in_executor(pool, ctx.run, initialize, doc)
+        state._thread_id_[doc] = loop_thread  # Panel's own: its updates are applied, not deferred, on the loop
+        built.add(id(doc))
+
+    def initialize_document(doc):
+        if id(doc) in built:  # Bokeh calls it after the hooks: done already
+            built.discard(id(doc))
+            return
+        initialize(doc)  # the build failed in the pool (Bokeh logged it): once more, as Bokeh would
+
+    app.on_session_created = on_session_created
+    app.initialize_document = initialize_document
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    from concurrent.futures import ThreadPoolExecutor
 
     from panel.command.serve import Serve
 
+    # one builder: the builds hold Python's lock, so more threads would not build faster on any
+    # machine; the point is that the event loop goes on answering meanwhile
+    pool = ThreadPoolExecutor(1, thread_name_prefix="crowdsort-session")
+
     class GatedServe(Serve):
+        def customize_applications(self, args, applications):
+            applications = super().customize_applications(args, applications)
+            for app in applications.values():
+                build_off_the_loop(app, pool)
+            return applications
+
         def customize_server(self, server):
             install_gate(server._tornado, server.port)
             return super().customize_server(server)

@@ -20,7 +20,7 @@ import panel as pn
 
 from analysis.app import ReviewApp, page_title, text_html
 from analysis.cli import Dashboard as DashboardCommand, add_face_model_options
-from analysis.serve import DENIED, admitted, given_token, is_loopback, token_cookies  # noqa: F401 (is_loopback: tests)
+from analysis.serve import DENIED, admitted, given_token, token_cookies
 
 
 def parse_args(argv) -> argparse.Namespace:

@@ -43,7 +43,8 @@ class Server:
         self.dataset, self.args, self.port, self.proc = dataset, list(args), free_port(), None
         self.host, self.env = host, env or {}
         self.cmd = cmd or [
-            sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
+            # as crowdsort dashboard serves it: the token gate, each page built off the event loop
+            sys.executable, "-m", "analysis.serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
             "--port", "{port}", "--allow-websocket-origin", "127.0.0.1:{port}",
             "--args", "--dataset", str(self.dataset), *self.args]
 
