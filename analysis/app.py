@@ -16,6 +16,7 @@ import functools
 import html
 import io
 import logging
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -926,10 +927,14 @@ def open_session(dataset, faces: str = "faces", model: str | None = None, weight
     """The ReviewSession of a dataset's faces (or of an image cluster run), once per process:
     every tab, notebook cell or app over the same dataset shares it (the heavy part)."""
     key = ("crowdsort-review", str(Path(dataset).resolve()), faces, model, weights, refs, run)
-    if key not in pn.state.cache:
-        pn.state.cache[key] = (open_image_review(dataset, run) if run else
-                               open_review(dataset, faces, model, weights, refs, progress=False))
-    return pn.state.cache[key]
+    with _OPENING:  # sessions built at once (crowdsort dashboard builds them off the event loop): one load
+        if key not in pn.state.cache:
+            pn.state.cache[key] = (open_image_review(dataset, run) if run else
+                                   open_review(dataset, faces, model, weights, refs, progress=False))
+        return pn.state.cache[key]
+
+
+_OPENING = threading.Lock()
 
 
 class ReviewApp(pn.viewable.Viewer):

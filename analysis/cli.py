@@ -674,7 +674,7 @@ class ApplyLabels:
 class Dashboard:
     name = "dashboard"
     help = "open the dashboard over a dataset (bound to 127.0.0.1)"
-    token_env = "CROWDSORT_DASHBOARD_TOKEN"  # dashboard/app.py admits other machines with this token only
+    token_env = "CROWDSORT_DASHBOARD_TOKEN"  # analysis/serve.py admits other machines with this token only
 
     @staticmethod
     def register_subcommand(sub):
@@ -729,7 +729,8 @@ class Dashboard:
         import secrets
 
         hosts = Dashboard.host_names(args.address)
-        cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", args.address, "--port", str(args.port)]
+        # panel serve with crowdsort's gate in front of every route (analysis/serve.py)
+        cmd = [sys.executable, "-m", "analysis.serve", str(app), "--address", args.address, "--port", str(args.port)]
         for host in hosts:
             cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]
         cmd += ["--show"] if args.show else []

@@ -334,11 +334,75 @@ def load_cluster_run(dataset: str | os.PathLike, run: str = "cluster") -> tuple[
     root = Path(dataset) / run
     if not (root / "clusters.json").exists():
         raise FileNotFoundError(f"{root}: no cluster run here (no clusters.json); run crowdsort cluster -d {dataset} --to {run} first")
-    items = read_own_csv(root / "assignments.csv", dtype={"face_id": str, "item_id": str})
+    try:
+        info = json.loads((root / "clusters.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{root / 'clusters.json'}: damaged ({str(e).splitlines()[0]}); "
+                         f"{_REMAKE_RUN.format(dataset=dataset, run=run)}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{root / 'clusters.json'}: damaged (not a JSON object); {_REMAKE_RUN.format(dataset=dataset, run=run)}")
+    items = read_assignments(root / "assignments.csv", info.get("kind", "faces"), dataset, run)
     for col in RUN_FILE_COLUMNS:
         if col in items:
             items[col] = recorded_paths(dataset, items[col].tolist())
-    return items, json.loads((root / "clusters.json").read_text())
+    if info.get("kind", "faces") == "faces" and isinstance(info.get("source"), str):
+        store = FaceStore(run_source(dataset, info))
+        if store.exists():
+            known = set(store.load_faces()["face_id"])
+            unknown = [f for f in items["face_id"] if f not in known]
+            if unknown:
+                raise ValueError(f"{root / 'assignments.csv'}: face_id {unknown[0]!r} is not a face of {store.root} "
+                                 f"({len(unknown)} in all); {_REMAKE_RUN.format(dataset=dataset, run=run)}")
+    return items, info
+
+
+_REMAKE_RUN = "undo the edit, or remake the run: crowdsort cluster -d {dataset} --to {run}"
+_RUN_COLUMNS = {"faces": ("face_id", "cluster", "crop_path", "source_image", "face_index", "prototype"),
+                "images": ("item_id", "cluster", "source_image")}  # what the commands and the dashboard read
+
+
+def read_assignments(path: Path, kind: str, dataset, run: str) -> pd.DataFrame:
+    """A run's assignments.csv, checked: a hand-edited or damaged one is refused in one line that
+    names the file and the fix (not a parser's traceback or a KeyError later)."""
+    fix = _REMAKE_RUN.format(dataset=dataset, run=run)
+    ids = {"face_id": str, "item_id": str}
+    try:
+        items = read_own_csv(path, dtype=ids)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (the run's table of who is in which cluster); {fix}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV, or {fix}") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty; {fix}") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise ValueError(f"{path}: not a CSV table crowdsort can read ({str(e).splitlines()[0]}); {fix}") from None
+    missing = [c for c in _RUN_COLUMNS.get(kind, ()) if c not in items.columns]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} "
+                         f"(found {', '.join(map(str, items.columns)) or 'none'}); {fix}")
+    key = "item_id" if kind == "images" else "face_id"
+    line = lambda i: i + 2  # noqa: E731 (the header is line 1)
+    blank = items[key].isna() | (items[key].astype(str).str.strip() == "")
+    if blank.any():
+        raise ValueError(f"{path}: line {line(int(np.flatnonzero(blank)[0]))} has no {key}; {fix}")
+    dup = items[key].duplicated()
+    if dup.any():
+        raise ValueError(f"{path}: {key} {items[key][dup].iloc[0]!r} is listed twice; {fix}")
+    number = pd.to_numeric(items["cluster"], errors="coerce")
+    bad = np.flatnonzero((number.isna() | (number != number.round()) | (number < -1)).to_numpy())
+    if len(bad):
+        raise ValueError(f"{path}: line {line(int(bad[0]))}: cluster {items['cluster'].iloc[bad[0]]!r} is not a cluster "
+                         f"number (0, 1, … or -1 for noise); {fix}")
+    items["cluster"] = number.astype(int)
+    if "prototype" in items and items["prototype"].dtype != bool:
+        flags = items["prototype"].map(lambda v: {"true": True, "false": False, "1": True, "0": False}.get(
+            str(v).strip().lower()))
+        bad = np.flatnonzero(flags.isna().to_numpy())
+        if len(bad):
+            raise ValueError(f"{path}: line {line(int(bad[0]))}: prototype {items['prototype'].iloc[bad[0]]!r} is not "
+                             f"True or False; {fix}")
+        items["prototype"] = flags.astype(bool)
+    return items
 
 
 def run_source(dataset: str | os.PathLike, info: dict) -> Path:

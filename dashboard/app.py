@@ -5,12 +5,13 @@
     crowdsort dashboard D                      (the same, bound to 127.0.0.1)
 
 What is here is the serving only: who may see the dataset, one session per server process.
+Served to the network, run it as ``crowdsort dashboard --address`` does (``python -m
+analysis.serve``, the same arguments as ``panel serve``): that puts the token gate in front of
+every route, Panel's and Bokeh's own included; a plain ``panel serve`` guards the page only.
 """
 from __future__ import annotations
 
 import argparse
-import hmac
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import panel as pn
 
 from analysis.app import ReviewApp, page_title, text_html
 from analysis.cli import Dashboard as DashboardCommand, add_face_model_options
+from analysis.serve import DENIED, admitted, given_token, token_cookies
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -31,31 +33,13 @@ def parse_args(argv) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def is_loopback(ip: str | None) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip or "")
-    except ValueError:  # no address (a Unix socket) or a name: not known to be this machine
-        return False
-    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
-
-
-def admitted(remote_ip: str | None, given: str | None, expected: str | None) -> bool:
-    """Whether a session may see the dataset: a client on this machine, or anyone with the token
-    that `crowdsort dashboard --address` printed. A wrong token is refused on this machine too: a
-    mistyped or stale URL says so rather than working by accident."""
-    if expected and given is not None:
-        return hmac.compare_digest(given.encode(), expected.encode())
-    return is_loopback(remote_ip)
-
-
 def request_admitted(request, expected: str | None) -> bool:
+    """The gate's rule (analysis/serve.py, in front of every route when served by `crowdsort
+    dashboard`) once more for the session itself: also under a plain ``panel serve``."""
     if request is None:  # not served to anyone (a script building the page)
         return True
-    # bytes from Tornado, text when Bokeh restores the arguments from its session token
-    values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-              for v in request.arguments.get("token") or []]
-    given = values[0] if len(values) == 1 else ("" if values else None)  # of two tokens neither is trusted
-    return admitted(getattr(request, "remote_ip", None), given, expected)
+    return admitted(getattr(request, "remote_ip", None), given_token(request.arguments), expected,
+                    token_cookies(getattr(request, "cookies", None)))
 
 
 def current_request():
@@ -67,7 +51,7 @@ def create_app(args: argparse.Namespace):
     """This browser session's page: the dashboard, or why not (a refused client learns nothing
     of the dataset, and nothing is loaded for it)."""
     if not request_admitted(current_request(), os.environ.get(DashboardCommand.token_env)):
-        return text_html("access denied: open the URL with its token", "p", css_classes=["cs-denied"])
+        return text_html(DENIED, "p", css_classes=["cs-denied"])
     try:
         return ReviewApp(args.dataset, args.faces, args.model, args.weights, args.refs, args.run).template()
     except (OSError, ValueError) as e:  # a damaged or missing file of the dataset: say which, not a blank page

@@ -159,3 +159,46 @@ def test_a_cluster_run_is_read_from_any_folder(example_ds, tmp_path, monkeypatch
                  "--export", "named", "--clean"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(gone) in err and "extract-faces" in err
+
+
+def test_a_hand_edited_assignments_csv_is_refused_in_one_line(example_ds, tmp_path, capsys):
+    """Issue 32 (low): a garbled assignments.csv (a column gone, a cluster that is not a number, a
+    face the run never had, an empty or non-UTF-8 file) gave pandas' or a KeyError's traceback;
+    each is one line naming the file and the fix."""
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "edited"]) == 0
+    path = example_ds / "edited" / "assignments.csv"
+    good = path.read_bytes()
+    table = pd.read_csv(path)
+    names = tmp_path / "names.csv"
+    names.write_text("label,cluster\nAda,0\n")
+    edits = {
+        "no cluster column": (table.drop(columns=["cluster"]).to_csv(index=False).encode(), "no cluster column"),
+        "a word for a cluster": (table.assign(cluster=table["cluster"].astype(object).where(
+            table.index != 3, "bob")).to_csv(index=False).encode(), "line 5: cluster 'bob' is not a cluster number"),
+        "a fraction": (table.assign(cluster=table["cluster"].astype(float).where(table.index != 0, 1.5))
+                       .to_csv(index=False).encode(), "line 2: cluster 1.5 is not a cluster number"),
+        "an unknown face": (table.assign(face_id=table["face_id"].where(table.index != 1, "nobody"))
+                            .to_csv(index=False).encode(), "face_id 'nobody' is not a face of"),
+        "a face twice": (pd.concat([table, table.iloc[:1]]).to_csv(index=False).encode(), "is listed twice"),
+        "a prototype word": (table.assign(prototype=table["prototype"].astype(object).where(table.index != 0, "maybe"))
+                             .to_csv(index=False).encode(), "prototype 'maybe' is not True or False"),
+        "empty": (b"", "empty"),
+        "latin-1": (good.replace(b"face_id", "face_id\u00e9".encode("latin-1"), 1), "not UTF-8 text"),
+        "not a table": (b'face_id,cluster\n"a,1\n', "not a CSV table"),
+    }
+    try:
+        for what, (content, message) in edits.items():
+            path.write_bytes(content)
+            for argv in (["apply-labels", "-d", str(example_ds), "--cluster-run", "edited", "--labels", str(names),
+                          "--to", str(tmp_path / "out.csv")],
+                         ["protos", "write", "-d", str(example_ds), "--cluster-run", "edited", "--to", "p-edited"]):
+                assert main(["-q", *argv]) == 1, what
+                err = capsys.readouterr().err.strip()
+                assert "\n" not in err and "Traceback" not in err, (what, err)
+                assert str(path) in err and message in err and "crowdsort cluster" in err, (what, err)
+        path.unlink()
+        assert main(["-q", "protos", "write", "-d", str(example_ds), "--cluster-run", "edited", "--to", "p-edited"]) == 1
+        assert "assignments.csv: missing" in capsys.readouterr().err
+    finally:
+        path.write_bytes(good)
+    assert main(["-q", "protos", "write", "-d", str(example_ds), "--cluster-run", "edited", "--to", "p-edited"]) == 0

@@ -43,7 +43,8 @@ class Server:
         self.dataset, self.args, self.port, self.proc = dataset, list(args), free_port(), None
         self.host, self.env = host, env or {}
         self.cmd = cmd or [
-            sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
+            # as crowdsort dashboard serves it: the token gate, each page built off the event loop
+            sys.executable, "-m", "analysis.serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
             "--port", "{port}", "--allow-websocket-origin", "127.0.0.1:{port}",
             "--args", "--dataset", str(self.dataset), *self.args]
 
@@ -56,6 +57,8 @@ class Server:
         while time.time() < deadline:
             try:  # each try renders a page: a short timeout on a busy machine would pile them up
                 urllib.request.urlopen(f"{self.url}/app", timeout=120)
+                return self
+            except urllib.error.HTTPError:  # it answers (refusing a client it does not admit)
                 return self
             except OSError:
                 if self.proc.poll() is not None:

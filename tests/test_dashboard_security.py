@@ -3,6 +3,7 @@ scripts, write outside the dataset, ask other servers for anything, or show itse
 machines without the token (browser tests: Debian's Chromium driven by Playwright)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -315,6 +316,83 @@ def test_served_to_the_network_another_machine_needs_the_token(chromium_browser,
                                                    (f"?token={env[TOKEN_ENV]}", False)])
     finally:
         server.stop()
+
+
+def _status(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=120) as r:
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+def test_every_route_needs_the_token_from_another_machine(hostile_dataset, tmp_path):
+    """Issue 32: served with --address 0.0.0.0, Panel's /components/<module>/… route imported
+    the module named in the URL for anyone. Every route (page, static files, components, the
+    websocket) refuses another machine without the token; and no route imports a module the
+    app has not imported itself, token or not."""
+    from analysis.cli import Dashboard, build_parser
+    from analysis.serve import cookie_name
+
+    lan = lan_address()
+    if lan is None:
+        pytest.skip("this machine has no address but loopback")
+    probe = "crowdsort_probe_issue32"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{probe}.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\nclass C:\n    css = ['x.css']\n")
+    (tmp_path / "x.css").write_text("p {}")
+    server = Server(hostile_dataset, host=lan)
+    args = build_parser().parse_args(["dashboard", str(hostile_dataset), "--address", "0.0.0.0",
+                                      "--port", str(server.port)])
+    server.cmd, env, url = Dashboard.server_command(args, ROOT / "dashboard" / "app.py")
+    token = env[TOKEN_ENV]
+    server.env = {TOKEN_ENV: token, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    server.start()
+    try:
+        base, local = server.url, f"http://127.0.0.1:{server.port}"
+        component = f"/components/{probe}/C/css/x.css"
+        ws = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": base}
+        routes = ["/app", "/app/", "/static/js/bokeh.min.js", "/favicon.ico", component, "/components/panel/x/y/z",
+                  "/app/autoload.js", "/nowhere", "/"]
+        for route in routes:
+            assert _status(base + route)[0] == 403, route
+            assert _status(base + route + "?token=wrong")[0] == 403, route
+            assert _status(base + route, {"Cookie": f"{cookie_name(server.port)}=wrong"})[0] == 403, route
+        assert _status(base + "/app/ws", ws)[0] == 403
+        assert not marker.exists()
+
+        # with the token: in the URL once, then in the cookie that answer set
+        code, headers = _status(f"{base}/app?token={token}")
+        assert code == 200 and "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+        cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        assert cookie["Cookie"] == f"{cookie_name(server.port)}={token}"
+        assert _status(base + "/static/js/bokeh.min.js", cookie)[0] == 200
+        assert _status(base + "/favicon.ico", cookie)[0] == 200
+        assert _status(base + "/app/ws", {**ws, **cookie})[0] != 403  # past the gate: Bokeh's own handshake
+        # a module the app imported is served; one it did not is not imported, token or not, here or not
+        assert _status(base + component, cookie)[0] == 404
+        assert _status(f"{base}{component}?token={token}")[0] == 404
+        assert _status(local + component)[0] == 404
+        assert not marker.exists()
+        assert _status(local + "/static/js/bokeh.min.js")[0] == 200  # this machine needs no token
+    finally:
+        server.stop()
+
+
+def test_the_gate_admits_as_the_page_does():
+    from analysis.serve import admitted, given_token, token_cookies
+
+    assert admitted("192.0.2.9", None, "t0ken", ["t0ken"])
+    assert not admitted("192.0.2.9", None, "t0ken", ["stale"])
+    assert not admitted("192.0.2.9", "wrong", "t0ken", ["t0ken"])  # the URL's wrong token is not overruled
+    assert admitted("127.0.0.1", None, "t0ken", ["stale"])  # another server's cookie: ignored
+    assert not admitted("192.0.2.9", None, None, ["t0ken"])
+    assert given_token({"token": [b"a", b"a"]}) == "" and given_token({}) is None
+    assert token_cookies({"crowdsort-token-5006": "x", "other": "y"}) == ["x"]
 
 
 # -- what the dashboard hands out (issue 32) --------------------------------------------------------

@@ -1,0 +1,125 @@
+"""How the dashboard is served under concurrent sessions (issue 32, 13): the dataset loaded once
+and shared by every session, each session's page built off the server's event loop so that
+other requests (static files, other pages) are answered meanwhile."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_dashboard import ROOT, free_port
+
+sys.path.insert(0, str(ROOT))
+
+# an app whose build takes a while, holding Python's lock (as building Bokeh models does)
+SLOW_APP = '''
+import os, time
+from pathlib import Path
+import panel as pn
+
+marks = Path(os.environ["MARKS"])
+(marks / "building").touch()
+while not (marks / "go").exists():  # busy, not sleeping: the build holds the interpreter
+    sum(range(1000))
+(marks / "built").touch()
+pn.pane.Markdown("built").servable()
+'''
+
+
+def test_two_sessions_share_the_loaded_dataset(faces_store, tmp_path, monkeypatch):
+    """The vectors, graph and map of a dataset are loaded once per server process: a second
+    session (another tab, another user) gets the same object, not a copy."""
+    import analysis.app as app
+    from test_dashboard import dataset_copy
+
+    dataset = dataset_copy(faces_store, tmp_path)
+    loads = []
+    real = app.open_review
+    monkeypatch.setattr(app, "open_review", lambda *a, **k: loads.append(a) or real(*a, **k))
+    first, second = app.ReviewApp(dataset), app.ReviewApp(str(dataset) + "/")
+    assert first.session is second.session and len(loads) == 1
+    assert first.dashboard is not second.dashboard  # each its own selection and undo
+
+
+def test_sessions_opened_at_once_load_the_dataset_once(tmp_path, monkeypatch):
+    import analysis.app as app
+
+    loads = []
+
+    def slow_open(*a, **k):
+        loads.append(a)
+        time.sleep(0.3)
+        return object()
+
+    monkeypatch.setattr(app, "open_review", slow_open)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(app.open_session(tmp_path))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len({id(g) for g in got}) == 1
+
+
+def test_a_static_file_is_answered_while_a_page_is_being_built(tmp_path):
+    """The server answers the favicon while a session's page is still being built (Bokeh builds
+    it inside the page's request, on the one thread that answers every request)."""
+    script = tmp_path / "slow_app.py"
+    script.write_text(SLOW_APP)
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.serve", str(script), "--address", "127.0.0.1",
+                             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MARKS": str(tmp_path)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:  # up: the favicon needs no session
+            try:
+                urllib.request.urlopen(base + "/favicon.ico", timeout=30).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+        page = {}
+        loader = threading.Thread(target=lambda: page.update(
+            body=urllib.request.urlopen(base + "/slow_app", timeout=300).read()))
+        loader.start()
+        while not (tmp_path / "building").exists():
+            assert loader.is_alive() and time.time() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.05)
+        with urllib.request.urlopen(base + "/favicon.ico", timeout=120) as r:
+            assert r.status == 200
+        assert not (tmp_path / "built").exists() and loader.is_alive()  # answered during the build
+        (tmp_path / "go").touch()
+        loader.join(300)
+        assert page["body"].startswith(b"<!DOCTYPE html>")
+    finally:
+        (tmp_path / "go").touch()
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_the_dashboard_command_serves_through_analysis_serve(tmp_path):
+    from analysis.cli import Dashboard, build_parser
+
+    args = build_parser().parse_args(["dashboard", str(tmp_path)])
+    cmd = Dashboard.server_command(args, Path("app.py"))[0]
+    assert cmd[1:3] == ["-m", "analysis.serve"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test's datasets loaded anew (the cache is the process's)."""
+    import panel as pn
+
+    yield
+    for k in [k for k in pn.state.cache if isinstance(k, tuple) and k[:1] == ("crowdsort-review",)]:
+        del pn.state.cache[k]
