@@ -29,7 +29,8 @@ import param
 
 from .images import thumbnail_jpeg
 from .notebook_offline import keep_offline
-from .pipeline import cluster_params, default_algorithm, model_cluster_params, open_image_review, open_review
+from .opening import open_image_review, open_review
+from .pipeline import cluster_params, default_algorithm, model_cluster_params
 from .review import NOT_FACE, NameConflict
 
 # inline in a notebook: there Panel would fetch Bokeh's and its own scripts from their CDNs

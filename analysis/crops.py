@@ -5,7 +5,6 @@ called by :mod:`analysis.video`); ``params`` is an :class:`analysis.extract.Extr
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from pathlib import Path
@@ -17,18 +16,7 @@ from .align import CROP_SIZE, align_crop, transform_points
 from .detect import auto_tiles, detect_tiled, is_partial, rank_faces
 from .ffhq import ffhq_crop, ffhq_quad, is_partial_quad
 from .images import content_hash, decode_image
-from .store import atomic_write_bytes
-
-
-def face_id(image_path: str, image_hash: str, engine: str, box) -> str:
-    """Stable id: same file, same content, same detection → same id on every run.
-
-    ``image_path``: the file as the dataset records it (:func:`paths.source_record`: relative to
-    the dataset when inside it), so a moved or copied dataset keeps its ids; a video frame's is
-    ``<path>#<frame>``. ``box``: 4 numbers, or 4 strings already formatted (:mod:`analysis.migrate`)."""
-    coords = ",".join(v if isinstance(v, str) else f"{v:.1f}" for v in box)
-    key = f"{image_path}|{image_hash}|{engine}|{coords}"
-    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+from .store import atomic_write_bytes, face_id
 
 
 def crop_name(image_path: str, fid: str, frame: int | None = None) -> str:

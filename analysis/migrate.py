@@ -158,7 +158,7 @@ def _box_strings(box: np.ndarray):
 
 
 def _new_id(row, old_path: str, new_path: str) -> str | None:
-    from .crops import face_id
+    from .store import face_id
 
     frame = int(row.frame) if pd.notna(row.frame) else -1
     suffix = f"#{frame}" if frame >= 0 else ""

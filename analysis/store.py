@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -200,6 +201,17 @@ def write_table(df: pd.DataFrame | pa.Table, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def face_id(image_path: str, image_hash: str, engine: str, box) -> str:
+    """Stable id: same file, same content, same detection → same id on every run.
+
+    ``image_path``: the file as the dataset records it (:func:`paths.source_record`: relative to
+    the dataset when inside it), so a moved or copied dataset keeps its ids; a video frame's is
+    ``<path>#<frame>``. ``box``: 4 numbers, or 4 strings already formatted (:mod:`analysis.migrate`)."""
+    coords = ",".join(v if isinstance(v, str) else f"{v:.1f}" for v in box)
+    key = f"{image_path}|{image_hash}|{engine}|{coords}"
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 class DamagedFileError(ValueError):

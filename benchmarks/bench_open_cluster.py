@@ -11,7 +11,7 @@ import argparse
 import statistics
 import time
 
-from analysis.pipeline import open_review
+from analysis.opening import open_review
 from analysis.app import Dashboard
 
 

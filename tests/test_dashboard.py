@@ -218,7 +218,8 @@ def image_run(tmp_path_factory, need_shared):
 
 
 def test_image_run_review_keeps_names_in_the_image_store(image_run):
-    from analysis.pipeline import load_cluster_run, open_image_review
+    from analysis.opening import open_image_review
+    from analysis.pipeline import load_cluster_run
 
     items, _ = load_cluster_run(image_run, "cluster")
     s = open_image_review(image_run, "cluster")
@@ -329,8 +330,8 @@ def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_bro
     person gets their name as the suggestion; one of a stranger gets "unknown" first, the nearest
     names greyed after it."""
     sync_api = _browser_or_skip()
-    from analysis.pipeline import open_review
     from analysis.app import Dashboard
+    from analysis.opening import open_review
 
     refs = str(need_shared("references"))
     dataset = dataset_copy(faces_store, tmp_path)
@@ -357,7 +358,7 @@ def test_unknown_for_an_unenrolled_persons_cluster_on_lfw_dev(chromium_browser, 
     enrolled person's name is tested on faces/ above)."""
     _browser_or_skip()
     from analysis.app import Dashboard
-    from analysis.pipeline import open_review
+    from analysis.opening import open_review
 
     refs = need_shared("lfw-dev/references")
     enrolled = {p.name for p in refs.iterdir() if p.is_dir()}

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from test_dashboard import (ROOT, STATUS, Server, _browser_or_skip, chromium_browser,  # noqa: F401 (a fixture)
                             new_page, open_first_cluster, open_page)
 
@@ -169,7 +168,7 @@ def hostile_image_run(tmp_path_factory, need_shared):
 
 def test_file_names_in_the_pickers_are_shown_as_text(chromium_browser, hostile_image_run):
     sync_api = _browser_or_skip()
-    from analysis.pipeline import open_image_review
+    from analysis.opening import open_image_review
 
     s = open_image_review(hostile_image_run, "cluster")
     s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})  # the dashboard's defaults
@@ -466,10 +465,10 @@ def test_files_outside_the_dataset_are_not_shown_or_exported(faces_store, tmp_pa
     import base64
 
     from PIL import Image
+    from test_dashboard import dataset_copy
 
     from analysis.app import Dashboard, card_thumb
-    from analysis.pipeline import open_review
-    from test_dashboard import dataset_copy
+    from analysis.opening import open_review
 
     secret = tmp_path / "private.jpg"  # outside the dataset, red
     Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)

@@ -104,7 +104,8 @@ def test_a_cluster_run_records_the_model_and_an_old_dlib_dataset_keeps_its_vecto
     dataset that holds only dlib vectors (made before) opens in review with them."""
     import json
 
-    from analysis.pipeline import cluster_faces, reviewed_model
+    from analysis.opening import reviewed_model
+    from analysis.pipeline import cluster_faces
     from analysis.store import FaceStore
 
     shutil.copytree(faces_store.root, tmp_path / "ds" / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs"))

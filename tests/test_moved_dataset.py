@@ -1,7 +1,7 @@
 """A dataset moved, copied or mounted elsewhere keeps its photos, face ids and names (issue 32).
 
 Real photos of ../shared/data/faces are copied into a small dataset (``D/photos``), extracted,
-clustered and named through the dashboard's session (:func:`pipeline.open_review`); the folder is
+clustered and named through the dashboard's session (:func:`opening.open_review`); the folder is
 then moved and copied, and extract-faces, cluster and the dashboard run again. A dataset of the
 older format (1: image paths and the face ids made of them absolute) is made by
 :func:`format_1`, which runs crowdsort as it was before, and is opened at its place and moved.
@@ -69,7 +69,8 @@ def renamed(before: Path, after: Path) -> dict[str, str]:
 
 def review(dataset: Path):
     """The dashboard's session, clustered as the dashboard does first."""
-    from analysis.pipeline import default_algorithm, open_review
+    from analysis.opening import open_review
+    from analysis.pipeline import default_algorithm
 
     session = open_review(dataset, progress=False)
     session.recluster(default_algorithm(session.model), {})

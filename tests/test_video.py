@@ -369,7 +369,7 @@ def test_dashboard_shows_a_track_as_one_item(clips):
 
     from PIL import Image
 
-    from analysis.pipeline import open_review
+    from analysis.opening import open_review
     from analysis.sources import source_jpeg
     from analysis.video import video_frame
 
