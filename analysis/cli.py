@@ -392,13 +392,14 @@ class ExtractFrames:
 
 class Example:
     name = "example"
-    help = "build an example photo folder from images shipped in installed packages"
+    help = "build an example photo folder from sample photos of scikit-image, matplotlib and scikit-learn"
 
     @staticmethod
     def register_subcommand(sub):
         p = sub.add_parser(Example.name, help=Example.help, description=Example.help + (
-            " (real portraits from scikit-image and matplotlib, varied and composed into photos; "
-            "no network needed)."))
+            " (real portraits from scikit-image and matplotlib, varied and composed into photos; neither "
+            "package is needed: their photos are read from an installed copy, the model cache, or one "
+            "pinned wheel of each fetched once by pip download; see crowdsort models list)."))
         p.add_argument("dest", help="folder to create, e.g. scratch/crowd/images")
         p.set_defaults(command=Example)
 

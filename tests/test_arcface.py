@@ -72,7 +72,7 @@ def test_missing_or_partial_pack_names_folder_and_files(tmp_path, monkeypatch):
         load_embedder("arcface", "buffalo_s")
 
 
-def test_cluster_command_with_arcface(tmp_path, model_file):
+def test_cluster_command_with_arcface(tmp_path, model_file, example_photos):
     """extract → cluster --model arcface end to end; vectors cached apart from dlib's."""
     from analysis.cli import main
     from analysis.example import build_example

@@ -1,4 +1,4 @@
-"""The crowdsort command on the example photos (built from installed packages)."""
+"""The crowdsort command on the example photos (built from scikit-image's and matplotlib's sample photos)."""
 import json
 
 import pandas as pd
@@ -16,8 +16,7 @@ def test_every_command_has_help(capsys):
 
 
 @pytest.fixture(scope="module")
-def example_ds(tmp_path_factory):
-    pytest.importorskip("skimage")
+def example_ds(tmp_path_factory, example_photos):
     root = tmp_path_factory.mktemp("ex")
     assert main(["example", str(root / "images")]) == 0
     assert main(["-q", "extract-faces", "-d", str(root / "ds"), "--from", f"{root}/images/*", "--workers", "2"]) == 0

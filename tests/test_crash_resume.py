@@ -28,9 +28,8 @@ extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, ch
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
+def photos(tmp_path_factory, example_photos):
     """The example photos twice over (52 files), so that a kill lands mid-batch."""
-    pytest.importorskip("skimage")
     from analysis.example import build_example
 
     root = tmp_path_factory.mktemp("crash")

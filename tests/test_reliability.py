@@ -1,7 +1,7 @@
 """Nothing lost: outputs, datasets, caches and corrections under bad state, two writers and kill -9.
 
 Each test is one defect found by probing (issue 11), run as a user would meet it. The dataset
-is the example built from portraits that installed packages ship, so none needs ../shared.
+is the example built from portraits that scikit-image and matplotlib ship, so none needs ../shared.
 """
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory):
+def example(tmp_path_factory, example_photos):
     """The example photos, extracted and clustered once; tests work on copies."""
-    pytest.importorskip("skimage")
     root = tmp_path_factory.mktemp("rel")
     assert main(["example", str(root / "images")]) == 0
     ds = root / "ds"

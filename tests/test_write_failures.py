@@ -15,7 +15,7 @@ from analysis.cli import main
 
 
 @pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
+def small_dataset(tmp_path_factory, example_photos):
     """The example's photos extracted and clustered once (vectors cached)."""
     root = tmp_path_factory.mktemp("wf")
     assert main(["-q", "example", str(root / "ds" / "images")]) == 0
