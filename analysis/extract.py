@@ -1,6 +1,6 @@
 """extract-faces: detect, rank, align and crop faces from image files, incrementally.
 
-The per-image work (:func:`analysis.crops.process_image`) is pure apart from writing its own crops; the
+The per-image work (:func:`crowdsort.faces.crops.process_image`) is pure apart from writing its own crops; the
 batch driver (:func:`extract_faces`) decides what needs doing, runs it on a pool whose
 workers each load the detector once, checkpoints, and marks deleted images' faces gone.
 """
@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .crops import process_image
-from .detect import engine_name, load_detector
-from .frames import VideoError, file_hash
-from .images import ImageError, content_hash, read_image_bytes
-from .shots import ShotsFileError
-from .store import FaceStore
-from .video import DEFAULT_FPS, find_media, given_shots, is_video, process_video, sampling_rule
+from .faces.crops import process_image
+from .faces.detect import engine_name, load_detector
+from .video.frames import VideoError, file_hash
+from .storage.images import ImageError, content_hash, read_image_bytes
+from .video.shots import ShotsFileError
+from .storage.store import FaceStore
+from .video.faces import DEFAULT_FPS, find_media, given_shots, is_video, process_video, sampling_rule
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _count_frames(n: int) -> None:
 
 
 def _init_pool_worker(params: ExtractParams, store_root: Path, frames=None) -> None:
-    from .workers import die_with_parent
+    from .scale.workers import die_with_parent
 
     die_with_parent()
     _init_worker(params, store_root, frames)
@@ -131,7 +131,7 @@ def _error_row(path: str, params: ExtractParams, error: str = "") -> dict:
 
 
 def _work(task: tuple[str, str | None]) -> tuple[dict, list[dict]]:
-    from .paths import source_record
+    from .storage.paths import source_record
 
     path, prev_hash = task
     video = is_video(path)
@@ -228,16 +228,16 @@ def extract_faces(
 
     ``backend``: ``local`` (``workers`` processes of this machine) or ``ray`` (``workers`` actors
     of the Ray cluster at ``ray_address`` / ``$RAY_ADDRESS``, else a local one; see
-    :mod:`analysis.ray_backend`): the same dataset either way.
+    :mod:`crowdsort.scale.ray_backend`): the same dataset either way.
 
     Images found by earlier runs over other patterns stay; ``prune`` marks those these
     patterns do not match as gone. Returns a summary: counts of images seen, processed,
     unchanged, failed, gone, faces, and the entries skipped while scanning. ``dry_run``:
     the summary of what would be done (``to_process``, ``unchanged``, ``gone``); nothing written.
     """
-    from .locks import DatasetLock
-    from .migrate import migrate_store
-    from .store import remove_stale_temp
+    from .storage.locks import DatasetLock
+    from .storage.migrate import migrate_store
+    from .storage.store import remove_stale_temp
 
     skipped: list = []
     paths = find_media(patterns, skipped=skipped)
@@ -333,7 +333,7 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
     frames = None
     if progress and any(is_video(p) for p, _ in tasks):
         if backend == "ray":
-            from .ray_backend import frame_count
+            from .scale.ray_backend import frame_count
 
             frames = frame_count(ray_address)
         else:
@@ -344,7 +344,7 @@ def _extract_locked(patterns, paths, skipped, store, params, workers, progress, 
                 _init_worker(params, store.root, frames)
                 consume(map(_work, tasks))
             elif tasks and backend == "ray":
-                from .ray_backend import run_ordered
+                from .scale.ray_backend import run_ordered
 
                 done = run_ordered(tasks, _work, _init_worker, (params, store.root.resolve(), frames), workers,
                                    ray_address)

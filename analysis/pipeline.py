@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
-from .embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, load_embedder
-from .export import (prepare_output, read_own_csv, save_cluster_model, unnamed_label, write_cluster_run,
+from .clustering.cluster import ALGORITHMS, make_clusterer, prototypes, relabel_by_size, separate_cannot_link
+from .faces.embed import DEFAULT_FACE_MODEL, DLIB_MODELS, embed_faces, embedder_name, load_embedder
+from .storage.export import (prepare_output, read_own_csv, save_cluster_model, unnamed_label, write_cluster_run,
                      write_prototypes)
-from .locks import DatasetLock
-from .neighbors import knn_graph
-from .paths import DatasetFiles, dataset_relative, recorded_paths
-from .store import FaceStore
-from .tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
+from .storage.locks import DatasetLock
+from .clustering.neighbors import knn_graph
+from .storage.paths import DatasetFiles, dataset_relative, recorded_paths
+from .storage.store import FaceStore
+from .video.tracks import best_faces, face_quality, item_keys, picture_keys, pool_items
 
 # Chosen by measurement (benchmarks/eval_defaults.py: dlib vectors, one face per photo, BCubed F
 # over people with >= 3 photos / over all faces, judged by the worse of lfw-dev and celeba-dev):
@@ -72,7 +72,7 @@ def cluster_params(algorithm: str, min_cluster_size=None, min_samples=None, knn=
 
 def output_plan(out: Path, clean: bool) -> str:
     """What a run would do to its output folder: ``new``, ``replace``, or ``refused: why``."""
-    from .export import OutputExistsError
+    from .storage.export import OutputExistsError
 
     try:
         return prepare_output(out, clean, replace_own=True)
@@ -176,7 +176,7 @@ def cluster_faces(
 
 def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, top, num_protos, proto_out,
                    model_out, link, clean, progress, per_track, run) -> dict:
-    from .migrate import migrate_store
+    from .storage.migrate import migrate_store
 
     store = extraction_store(dataset, source)
     migrate_store(store, locked=True, dataset=dataset)  # a dataset of absolute paths (format 1): made relative
@@ -275,7 +275,7 @@ def cluster_images(
     """
     dataset = Path(dataset)
     if dry_run:
-        from .images import find_images
+        from .storage.images import find_images
 
         skipped: list = []
         return {"dry_run": True, "images": len(find_images(patterns, skipped=skipped)),
@@ -288,8 +288,8 @@ def cluster_images(
 
 def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, params, ann, top, num_protos, proto_out,
                     link, clean, batch_size, device, progress, run) -> dict:
-    from .image_embed import create_image_embedder, embed_images, index_images
-    from .store import write_table
+    from .things.image_embed import create_image_embedder, embed_images, index_images
+    from .storage.store import write_table
 
     out = dataset / to
     prepare_output(out, clean, replace_own=True)
@@ -426,7 +426,7 @@ def identify_dataset(dataset, refs, source: str = "faces", threshold=None, margi
 
     ``cluster_run``: pool evidence over that run's clusters (see :func:`identify.pooled_identify`).
     """
-    from .identify import References, identify_faces, load_references, pooled_identify
+    from .naming.identify import References, identify_faces, load_references, pooled_identify
 
     store = extraction_store(dataset, source)
     embedder = load_embedder(model, weights)
@@ -455,9 +455,9 @@ def identify_shots(dataset, refs, source: str = "faces", threshold=None, margin=
 
     ``cluster_run``: where that face cluster run of the same faces exists, a track in a cluster
     is named on the evidence of the whole cluster (None: each track on its own)."""
-    from .identify import References, load_references
-    from .identify_shots import identify_tracks, shot_rows, timeline
-    from .video import load_shots
+    from .naming.identify import References, load_references
+    from .naming.identify_shots import identify_tracks, shot_rows, timeline
+    from .video.faces import load_shots
 
     store = extraction_store(dataset, source)
     embedder = load_embedder(model, weights)
@@ -487,7 +487,7 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
 
     Evidence is every member's vector (all are cached in the store), or only the prototypes.
     """
-    from .identify import References, identify_clusters, load_references, model_kind
+    from .naming.identify import References, identify_clusters, load_references, model_kind
 
     items, info = load_cluster_run(dataset, cluster_run)
     if not isinstance(refs, References):
@@ -505,7 +505,7 @@ def label_clusters(dataset, refs, cluster_run: str = "cluster", threshold=None, 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     """A ``label,cluster`` CSV (hand-written, from label-clusters or the dashboard); ``unknown`` rows dropped.
     Read as crowdsort's own (:func:`export.read_own_csv`): a name it wrote as ``'=x`` is ``=x``."""
-    from .identify import UNKNOWN
+    from .naming.identify import UNKNOWN
 
     df = read_own_csv(path, dtype={"label": str})
     if not {"label", "cluster"} <= set(df.columns):
@@ -543,7 +543,7 @@ def apply_labels(dataset, labels, cluster_run: str = "cluster", keep_unlabeled: 
         out = out[out["labelled"]]
     out = out.reset_index(drop=True)
     if export:
-        from .export import write_named_folders
+        from .storage.export import write_named_folders
 
         _require_crops(out["crop_path"], Path(dataset) / cluster_run)
         write_named_folders(export, out, clean=clean, files=run_files(dataset, info))  # crop_path may be edited
@@ -570,7 +570,7 @@ def run_files(dataset, info: dict) -> DatasetFiles:
 def labelled_timeline(named: pd.DataFrame) -> pd.DataFrame:
     """Who is on screen when, from :func:`apply_labels`' rows of a clustering by track: each
     named track spans its faces' times (see :func:`identify_shots.timeline`)."""
-    from .identify_shots import timeline
+    from .naming.identify_shots import timeline
 
     v = named[named.get("track", pd.Series(-1, index=named.index)) >= 0] if "track" in named else named.iloc[:0]
     tracks = (v.groupby(["source_image", "track"], sort=False)

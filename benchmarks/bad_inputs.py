@@ -377,6 +377,6 @@ def make_corpus(folder: Path, faces: list[Path] = ()) -> list[Case]:
 
 def decode_path(path: Path):
     """``(rgb, scale)`` of an image file, as a batch decodes it."""
-    from analysis.images import decode_image, read_image_bytes
+    from crowdsort.storage.images import decode_image, read_image_bytes
 
     return decode_image(read_image_bytes(path), str(path))

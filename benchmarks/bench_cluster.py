@@ -30,9 +30,9 @@ def peak_gb() -> float:
 def main(argv=None) -> int:
     from bench_faces import identity_like
 
-    from analysis.cluster import make_clusterer
-    from analysis.neighbors import knn_graph
-    from analysis.pipeline import cluster_params
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.pipeline import cluster_params
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     if args.loop_n:
         from test_algorithms import rnn_dbscan_reference
 
-        from analysis.cluster import rnn_dbscan_labels
+        from crowdsort.clustering.cluster import rnn_dbscan_labels
 
         X = identity_like(args.loop_n, 128)
         g = knn_graph(X, 5)

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def main() -> None:
     from bench_faces import identity_like
 
-    from analysis.neighbors import knn_graph
-    from analysis.project import pca_init, umap_layout
-    from analysis.review import Annotations, ReviewSession
-    from analysis.app import Dashboard
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.review.project import pca_init, umap_layout
+    from crowdsort.review.session import Annotations, ReviewSession
+    from crowdsort.review.app import Dashboard
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -83,7 +83,7 @@ def main() -> None:
 def page_load(session, dataset: Path) -> None:
     import panel as pn
 
-    from analysis.app import ReviewApp
+    from crowdsort.review.app import ReviewApp
 
     chromium = shutil.which("chromium")
     try:

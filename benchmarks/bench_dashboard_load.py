@@ -5,7 +5,7 @@ N = 1, 10, 30, the page's and the static file's p50/p95 latency and the server's
 
     python benchmarks/bench_dashboard_load.py --dataset DATASET [--n 1 10 30] [--server crowdsort panel]
 
---server crowdsort: as ``crowdsort dashboard`` serves it (python -m analysis.serve: pages built off
+--server crowdsort: as ``crowdsort dashboard`` serves it (python -m crowdsort.review.serve: pages built off
 the event loop); panel: the same app under a plain ``panel serve`` (each page built on the loop).
 
 DATASET: a dataset folder with an extraction run (copied to a temporary folder first: opening it
@@ -85,7 +85,7 @@ def main() -> None:
     if args.dataset:
         shutil.copytree(args.dataset, dataset)
     else:
-        subprocess.check_call([sys.executable, "-m", "analysis.cli", "-q", "extract-faces", "-d", str(dataset),
+        subprocess.check_call([sys.executable, "-m", "crowdsort.cli", "-q", "extract-faces", "-d", str(dataset),
                                "--from", str(ROOT.parent / "shared" / "data" / "lfw-dev" / "faces")])
     try:
         for server in args.server:
@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def run_server(server: str, dataset: Path, tmp: Path, ns) -> None:
-    from analysis.cli import Dashboard, build_parser
+    from crowdsort.cli import Dashboard, build_parser
 
     port = free_port()
     cli = build_parser().parse_args(["dashboard", str(dataset), "--port", str(port)])

@@ -10,7 +10,7 @@ against MediaPipe's own face detection solution (when mediapipe is installed), a
   annotation leaves out); faces found in all 11;
 - lfw-dev, celeba-dev: photos (one person each) with a face found, and faces found;
 - crowd_walk.mp4 (1920x1080): faces per sampled frame at ``--fps`` with the tiling extract-faces
-  uses (3×3 tiles at 1920 px, :func:`analysis.detect.auto_tiles`);
+  uses (3×3 tiles at 1920 px, :func:`crowdsort.faces.detect.auto_tiles`);
 - images/s: detection alone (decoding excluded) over lfw-dev and celeba-dev, one process;
   ms/frame: one tiled video frame.
 
@@ -54,8 +54,8 @@ def photos(folder: Path, limit: int | None) -> list[Path]:
 
 
 def video_frames(path: Path, fps: float, limit: int | None) -> list[np.ndarray]:
-    from analysis.shots import decode_frames
-    from analysis.video import sampling_rule
+    from crowdsort.video.shots import decode_frames
+    from crowdsort.video.faces import sampling_rule
 
     keep = sampling_rule(fps)
     frames = [np.asarray(pic.convert("RGB")) for _, _, _, pic in decode_frames(path, keep=keep) if pic is not None]
@@ -63,7 +63,7 @@ def video_frames(path: Path, fps: float, limit: int | None) -> list[np.ndarray]:
 
 
 def run_engine(engine: str, sets: dict, frames: list[np.ndarray], ann: dict) -> dict:
-    from analysis.detect import auto_tiles, detect_tiled, load_detector
+    from crowdsort.faces.detect import auto_tiles, detect_tiled, load_detector
 
     det = load_detector(engine).prepare()
     det.detect(np.zeros((64, 64, 3), np.uint8))  # warm-up (sessions, graph)
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(here.parent / "shared" / "data"))
     ap.add_argument("--engines", default="blazeface,mediapipe-solution",
-                    help="comma-separated engines (analysis.detect.DETECTORS); those not installed are skipped")
+                    help="comma-separated engines (crowdsort.faces.detect.DETECTORS); those not installed are skipped")
     ap.add_argument("--limit", type=int, default=None, help="at most N photos a set and N video frames (a quick run)")
     ap.add_argument("--fps", type=float, default=5.0, help="video frames sampled a second")
     args = ap.parse_args(argv)

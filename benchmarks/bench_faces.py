@@ -44,7 +44,7 @@ def bench_dlib_networks(store, faces, native_max: int) -> None:
     """dlib's ResNet on the same chips: dlib's own, single process, and the ONNX Runtime graph."""
     import os
 
-    from analysis.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops
+    from crowdsort.faces.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops
 
     crops = _read_crops([store.crop_file(p) for p in faces["crop_path"]])
     native = DlibEmbedder().prepare()
@@ -71,11 +71,11 @@ def bench_dlib_networks(store, faces, native_max: int) -> None:
 
 
 def bench_pipeline(photos: Path, workers: int, native_max: int) -> None:
-    from analysis.embed import default_workers, embed_faces, load_embedder
-    from analysis.extract import extract_faces
-    from analysis.images import find_images
-    from analysis.pipeline import cluster_faces
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import default_workers, embed_faces, load_embedder
+    from crowdsort.extract import extract_faces
+    from crowdsort.storage.images import find_images
+    from crowdsort.pipeline import cluster_faces
+    from crowdsort.storage.store import FaceStore
 
     n_img = len(find_images(str(photos)))
     tmp = Path(tempfile.mkdtemp())
@@ -116,8 +116,8 @@ def bench_pipeline(photos: Path, workers: int, native_max: int) -> None:
 
 
 def bench_cluster(sizes: list[int], dims: list[int], raw_n: int) -> None:
-    from analysis.cluster import HDBSCAN
-    from analysis.neighbors import knn_graph
+    from crowdsort.clustering.cluster import HDBSCAN
+    from crowdsort.clustering.neighbors import knn_graph
 
     for dim in dims:
         for n in sizes:

@@ -42,8 +42,8 @@ def make_images(folder: Path, n: int) -> list[str]:
 
 
 def _rate(paths, items, emb, tmp: Path, tag: str, batch_size: int, workers: int) -> float:
-    from analysis.image_embed import embed_images
-    from analysis.store import FaceStore
+    from crowdsort.things.image_embed import embed_images
+    from crowdsort.storage.store import FaceStore
 
     t = time.perf_counter()
     X, _ = embed_images(FaceStore(tmp / f"store-{tag}"), items, emb, batch_size=batch_size, workers=workers,
@@ -55,8 +55,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from analysis.image_embed import create_image_embedder
-    from analysis.images import find_images, read_image
+    from crowdsort.things.image_embed import create_image_embedder
+    from crowdsort.storage.images import find_images, read_image
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=128)

@@ -34,8 +34,8 @@ def one(n: int, dim: int, method: str, sample: int, probe: int | None = None) ->
     sys.path.insert(0, str(HERE.parent))
     from bench_faces import identity_like
 
-    from analysis import neighbors
-    from analysis.neighbors import knn_graph
+    from crowdsort.clustering import neighbors
+    from crowdsort.clustering.neighbors import knn_graph
 
     if probe:
         neighbors.IVF_PROBE = probe

@@ -11,8 +11,8 @@ import argparse
 import statistics
 import time
 
-from analysis.opening import open_review
-from analysis.app import Dashboard
+from crowdsort.review.opening import open_review
+from crowdsort.review.app import Dashboard
 
 
 def main(argv=None):

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
-    from analysis.embed import embed_faces, load_embedder
-    from analysis.extract import extract_faces
-    from analysis.images import find_images
-    from analysis.ray_backend import connect
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import embed_faces, load_embedder
+    from crowdsort.extract import extract_faces
+    from crowdsort.storage.images import find_images
+    from crowdsort.scale.ray_backend import connect
+    from crowdsort.storage.store import FaceStore
 
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

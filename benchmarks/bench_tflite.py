@@ -34,9 +34,9 @@ def best_rate(run, x: np.ndarray, repeat: int, min_s: float = 0.5) -> float:
 
 
 def main(argv=None) -> int:
-    from analysis.model_install import resolve_model_file
-    from analysis.tflite import TFLiteModel
-    from analysis.tflite_onnx import OnnxTFLiteModel
+    from crowdsort.models.install import resolve_model_file
+    from crowdsort.models.tflite import TFLiteModel
+    from crowdsort.models.tflite_onnx import OnnxTFLiteModel
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
-    from analysis.detect import load_detector
-    from analysis.extract import ExtractParams
-    from analysis.shots import decode_frames
-    from analysis.video import process_video, sampling_rule
+    from crowdsort.faces.detect import load_detector
+    from crowdsort.extract import ExtractParams
+    from crowdsort.video.shots import decode_frames
+    from crowdsort.video.faces import process_video, sampling_rule
 
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -31,8 +31,8 @@ GRID = {
 def dev_faces(name: str, shared: Path, work: Path):
     """``(store, faces, identity of each face)``: the most prominent face of each photo of a dev
     set (cached under ``work``), group photos left out."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     src = shared / ("faces" if name == "faces" else f"{name}/faces")
     store = FaceStore(work / name / "faces")
@@ -43,16 +43,16 @@ def dev_faces(name: str, shared: Path, work: Path):
 
 
 def load_set(name: str, shared: Path, work: Path):
-    from analysis.embed import embed_faces, load_embedder
+    from crowdsort.faces.embed import embed_faces, load_embedder
 
     store, faces, ident = dev_faces(name, shared, work)
     return embed_faces(store, faces, load_embedder("dlib"), progress=True), ident
 
 
 def main(argv=None) -> int:
-    from analysis.cluster import make_clusterer
-    from analysis.metrics import bcubed
-    from analysis.neighbors import knn_graph
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.clustering.metrics import bcubed
+    from crowdsort.clustering.neighbors import knn_graph
 
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

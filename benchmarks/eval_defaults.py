@@ -11,7 +11,7 @@ the largest min(worse F>=3 - 0.97, worse F all - 0.95), the smaller margin to is
 Candidates are small numpy/scipy functions over (X, graph) defined here, so that the best can be
 moved into analysis/cluster.py as an estimator:
 
-* baselines through analysis.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
+* baselines through crowdsort.clustering.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
   and the shared-neighbour Chinese whispers (``snn-whispers``, the default) around its setting,
   and with the split of chained clusters (``split_threshold``, off by default) around the
   split's threshold and group size; the split's variant that drops strays to noise, and noise faces
@@ -42,9 +42,9 @@ SETS = ("lfw-dev", "celeba-dev")
 
 # -- data ----------------------------------------------------------------------------------------
 def load_set(name: str, shared: Path, work: Path):
-    from analysis.embed import embed_faces, load_embedder
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import embed_faces, load_embedder
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(work / name / "faces")
     extract_faces(str(shared / name / "faces"), store, ExtractParams(max_faces=1), workers=2, progress=False)
@@ -239,9 +239,9 @@ def attach_noise(X, labels, graph, t, margin=0.0):
 
 def split_to_noise(X, graph, labels, t):
     """Average linkage up to t inside each cluster (over its own kNN edges); pieces of one
-    face become noise (the variant of analysis.cluster.split_chained that drops strays)."""
-    from analysis.cluster import _average_linkage
-    from analysis.neighbors import KNNGraph
+    face become noise (the variant of crowdsort.clustering.cluster.split_chained that drops strays)."""
+    from crowdsort.clustering.cluster import _average_linkage
+    from crowdsort.clustering.neighbors import KNNGraph
 
     ind = graph.indices
     inside = (ind >= 0) & (labels[:, None] >= 0) & (labels[np.maximum(ind, 0)] == labels[:, None])
@@ -267,14 +267,14 @@ def vote_attach(graph, labels, votes, t):
 
 # -- grid ----------------------------------------------------------------------------------------
 def candidates(quick: bool):
-    from analysis.cluster import make_clusterer
+    from crowdsort.clustering.cluster import make_clusterer
 
     def est(algo, **p):
         return lambda X, g: make_clusterer(algo, **p).fit(X, graph=g).labels_
 
     C = []  # (method, parameters, fn(X, graph) -> labels)
     C.append(("hdbscan", "mcs=2, ms=1", est("hdbscan", min_cluster_size=2, min_samples=1)))
-    # shared-neighbour Chinese whispers (analysis.cluster.SharedNeighborWhispers, the default)
+    # shared-neighbour Chinese whispers (crowdsort.clustering.cluster.SharedNeighborWhispers, the default)
     grid = [(w, t, mt, 2) for w in (0.0, 0.2, 0.3, 0.4) for t in (0.055, 0.06, 0.065) for mt in (0.065, 0.07, 0.075)
             if mt > t] + [(0.3, 0.06, 0.07, r) for r in (1, 3)]
     if quick:
@@ -351,13 +351,13 @@ def with_purity(C, settings):
 
 
 def score(ident, labels, keep):
-    from analysis.metrics import bcubed
+    from crowdsort.clustering.metrics import bcubed
 
     return bcubed(ident[keep], labels[keep]), bcubed(ident, labels)
 
 
 def main(argv=None) -> int:
-    from analysis.neighbors import knn_graph
+    from crowdsort.clustering.neighbors import knn_graph
 
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def chips_of(shared: Path, work: Path, name: str):
-    from analysis.embed import DlibEmbedder, _read_crops
+    from crowdsort.faces.embed import DlibEmbedder, _read_crops
     from benchmarks.eval_clustering import dev_faces
 
     store, faces, ident = dev_faces(name, shared, work)
@@ -75,10 +75,10 @@ def run(sess, chips) -> tuple[np.ndarray, float]:
 
 
 def scores(X, ident) -> tuple[float, float, float]:
-    from analysis.cluster import make_clusterer
-    from analysis.metrics import bcubed
-    from analysis.neighbors import knn_graph
-    from analysis.pipeline import cluster_params, default_algorithm
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.clustering.metrics import bcubed
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.pipeline import cluster_params, default_algorithm
 
     algo = default_algorithm("dlib")
     labels = make_clusterer(algo, **cluster_params(algo)).fit(X, graph=knn_graph(X, 15)).labels_
@@ -94,7 +94,7 @@ def scores(X, ident) -> tuple[float, float, float]:
 def main(argv=None) -> int:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from analysis.dlib_onnx import onnx_model
+    from crowdsort.models.dlib_onnx import onnx_model
 
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -45,7 +45,7 @@ def impostor_quantiles(X: np.ndarray, truth: np.ndarray, ps) -> np.ndarray:
 def predicted_false_accept(t: float, n: int) -> float:
     """1 - (1 - P(impostor < t))^n, P read off the calibration table (log-linear, as
     identify.open_set_threshold reads it the other way)."""
-    from analysis.identify import IMPOSTOR_QUANTILES
+    from crowdsort.naming.identify import IMPOSTOR_QUANTILES
 
     table = IMPOSTOR_QUANTILES["dlib"]
     lp = np.log10([q for q, _ in table])[::-1]
@@ -57,7 +57,7 @@ def predicted_false_accept(t: float, n: int) -> float:
 def mean_reference_refs(refs):
     """The same library with one vector per person: the normalised mean of their references
     (the alternative to the nearest reference)."""
-    from analysis.identify import References
+    from crowdsort.naming.identify import References
 
     people, inv = np.unique(refs.labels, return_inverse=True)
     S = np.zeros((len(people), refs.vectors.shape[1]))
@@ -68,7 +68,7 @@ def mean_reference_refs(refs):
 
 def scores(X, truth, refs, labels, threshold, margin) -> list[float]:
     """Per face top-1 and unknown, then the same pooled over ``labels``' clusters."""
-    from analysis.identify import UNKNOWN, identify_faces, pooled_identify
+    from crowdsort.naming.identify import UNKNOWN, identify_faces, pooled_identify
 
     enrolled = np.isin(truth, refs.people)
     out = []
@@ -80,7 +80,7 @@ def scores(X, truth, refs, labels, threshold, margin) -> list[float]:
 
 def settings(refs) -> list[tuple[str, object, float | None, float | None]]:
     """(name, library, threshold, margin): the default first, then the alternatives."""
-    from analysis.identify import THRESHOLDS as FIXED, open_set_threshold, threshold_for
+    from crowdsort.naming.identify import THRESHOLDS as FIXED, open_set_threshold, threshold_for
 
     n = len(refs.vectors)
     rows = [("default: min(t(N) at 5% FA, 0.07), margin 0.01", refs, None, None),
@@ -98,11 +98,11 @@ def settings(refs) -> list[tuple[str, object, float | None, float | None]]:
 
 
 def main() -> None:
-    from analysis.cluster import make_clusterer
-    from analysis.identify import (FALSE_ACCEPT, IMPOSTOR_QUANTILES, embed_references, load_references,
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.naming.identify import (FALSE_ACCEPT, IMPOSTOR_QUANTILES, embed_references, load_references,
                                    open_set_threshold, save_references, threshold_for)
-    from analysis.neighbors import knn_graph
-    from analysis.pipeline import cluster_params, default_algorithm
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.pipeline import cluster_params, default_algorithm
     from benchmarks.eval_clustering import load_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

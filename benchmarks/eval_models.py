@@ -47,7 +47,7 @@ def vectors(name: str, model: str, shared: Path, work: Path):
     """``(X, identity, faces/s or None when cached)`` of one set."""
     from eval_clustering import dev_faces
 
-    from analysis.embed import embed_faces, load_embedder
+    from crowdsort.faces.embed import embed_faces, load_embedder
 
     store, faces, ident = dev_faces(name, shared, work)
     embedder = load_embedder(model)
@@ -59,9 +59,9 @@ def vectors(name: str, model: str, shared: Path, work: Path):
 
 
 def default_labels(X, model: str) -> np.ndarray:
-    from analysis.cluster import make_clusterer
-    from analysis.neighbors import knn_graph
-    from analysis.pipeline import cluster_params, default_algorithm, model_cluster_params
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.pipeline import cluster_params, default_algorithm, model_cluster_params
 
     algo = default_algorithm(model)
     params = {**model_cluster_params(model, algo), **cluster_params(algo)}
@@ -69,14 +69,14 @@ def default_labels(X, model: str) -> np.ndarray:
 
 
 def bcubed_pair(ident, labels) -> tuple[float, float]:
-    from analysis.metrics import bcubed
+    from crowdsort.clustering.metrics import bcubed
 
     keep = (pd.Series(ident).value_counts()[ident] >= 3).to_numpy()
     return bcubed(ident[keep], labels[keep])[2], bcubed(ident, labels)[2]
 
 
 def identification(name, model, X, ident, labels, shared: Path, work: Path) -> tuple[float, ...]:
-    from analysis.identify import (UNKNOWN, embed_references, identify_faces, load_references, pooled_identify,
+    from crowdsort.naming.identify import (UNKNOWN, embed_references, identify_faces, load_references, pooled_identify,
                                    save_references)
 
     h5 = work / name / f"refs-{model}.h5"
@@ -93,8 +93,8 @@ def identification(name, model, X, ident, labels, shared: Path, work: Path) -> t
 
 def alignment(store, faces, ident) -> tuple[float, float]:
     """MobileFaceNet's TAR at FAR 1e-3 on the four detector points and on ONet's five."""
-    from analysis.align import ARCFACE_4, estimate_norm, warp
-    from analysis.embed import _read_crops, load_embedder
+    from crowdsort.faces.align import ARCFACE_4, estimate_norm, warp
+    from crowdsort.faces.embed import _read_crops, load_embedder
 
     emb = load_embedder("mobilefacenet").prepare()
     crops = _read_crops([store.crop_file(p) for p in faces["crop_path"]])
@@ -106,8 +106,8 @@ def alignment(store, faces, ident) -> tuple[float, float]:
 
 
 def grid(sets: dict) -> None:
-    from analysis.cluster import make_clusterer
-    from analysis.neighbors import knn_graph
+    from crowdsort.clustering.cluster import make_clusterer
+    from crowdsort.clustering.neighbors import knn_graph
 
     graphs = {n: knn_graph(X, 15) for n, (X, _) in sets.items()}
     rows = []

@@ -3,9 +3,9 @@ lfw-dev AND celeba-dev, per variant, judged by the worse set.
 
     python benchmarks/eval_tta.py [--work scratch/eval] [--sets lfw-dev,celeba-dev]
 
-Each face's chip is made as analysis.embed.DlibEmbedder makes it (dlib's 5 landmarks on the
+Each face's chip is made as crowdsort.faces.embed.DlibEmbedder makes it (dlib's 5 landmarks on the
 saved crop, ``get_face_chip`` at 150 px, padding 0.25), then in a few altered versions (views),
-each run through the same ONNX network (analysis.dlib_onnx). A variant's vector is the
+each run through the same ONNX network (crowdsort.models.dlib_onnx). A variant's vector is the
 renormalised mean of the unit vectors of its views:
 
 * ``plain``: the chip alone (today's vectors);
@@ -71,7 +71,7 @@ def chips(embedder, crop: np.ndarray) -> dict[str, np.ndarray]:
     """Every view's 150 px chip of one saved crop."""
     import dlib
 
-    from analysis.embed import _DLIB_BOX_IN_CROP
+    from crowdsort.faces.embed import _DLIB_BOX_IN_CROP
 
     crop = np.ascontiguousarray(crop)
     s = crop.shape[0]
@@ -95,7 +95,7 @@ def chips(embedder, crop: np.ndarray) -> dict[str, np.ndarray]:
 
 def view_vectors(store, faces: pd.DataFrame, cache: Path, tag: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """``({view: unit vectors (n, 128)}, {view: seconds per face})``, cached under ``cache``."""
-    from analysis.embed import DlibOnnxEmbedder, _read_crops, l2_normalize
+    from crowdsort.faces.embed import DlibOnnxEmbedder, _read_crops, l2_normalize
 
     files = {v: cache / f"tta-{tag}-{v}.npy" for v in VIEWS}
     timing = cache / f"tta-{tag}-seconds.csv"
@@ -129,7 +129,7 @@ def view_vectors(store, faces: pd.DataFrame, cache: Path, tag: str) -> tuple[dic
 
 
 def combine(views: dict[str, np.ndarray], names) -> np.ndarray:
-    from analysis.embed import l2_normalize
+    from crowdsort.faces.embed import l2_normalize
 
     return l2_normalize(np.mean([views[v] for v in names], axis=0))
 
@@ -137,9 +137,9 @@ def combine(views: dict[str, np.ndarray], names) -> np.ndarray:
 # -- data ----------------------------------------------------------------------------------------
 def reference_faces(name: str, shared: Path, work: Path):
     """Crops of the references, extracted as identify.embed_references extracts them."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.identify import reference_files
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.naming.identify import reference_files
+    from crowdsort.storage.store import FaceStore
 
     from benchmarks.eval_identify import REFS
 
@@ -154,7 +154,7 @@ def reference_faces(name: str, shared: Path, work: Path):
 
 # -- calibration ---------------------------------------------------------------------------------
 def impostor_table(X, truth) -> tuple[tuple[float, float], ...]:
-    from analysis.identify import IMPOSTOR_QUANTILES
+    from crowdsort.naming.identify import IMPOSTOR_QUANTILES
 
     from benchmarks.eval_identify import impostor_quantiles
 
@@ -171,7 +171,7 @@ def carry(d: float, plain, table) -> float:
 
 
 def thresholds(table, plain) -> dict:
-    from analysis.identify import MARGINS, POOL_SLACKS, THRESHOLDS
+    from crowdsort.naming.identify import MARGINS, POOL_SLACKS, THRESHOLDS
 
     cap = carry(THRESHOLDS["dlib"], plain, table)
     ratio = cap / THRESHOLDS["dlib"]
@@ -180,7 +180,7 @@ def thresholds(table, plain) -> dict:
 
 
 def id_threshold(cal: dict, n: int) -> float:
-    from analysis import identify
+    from crowdsort.naming import identify
 
     saved = identify.IMPOSTOR_QUANTILES
     identify.IMPOSTOR_QUANTILES = {"dlib": cal["table"]}
@@ -192,19 +192,19 @@ def id_threshold(cal: dict, n: int) -> float:
 
 # -- scores --------------------------------------------------------------------------------------
 def clustering(X, graph, t, mt) -> np.ndarray:
-    from analysis.cluster import make_clusterer
+    from crowdsort.clustering.cluster import make_clusterer
 
     return make_clusterer("snn-whispers", threshold=t, mutual_threshold=mt).fit(X, graph=graph).labels_
 
 
 def cluster_scores(ident, keep, labels) -> list[float]:
-    from analysis.metrics import bcubed
+    from crowdsort.clustering.metrics import bcubed
 
     return [*bcubed(ident[keep], labels[keep]), *bcubed(ident, labels)]
 
 
 def id_scores(X, truth, refs, labels, threshold, margin, slack) -> list[float]:
-    from analysis import identify
+    from crowdsort.naming import identify
 
     saved = identify.POOL_SLACKS["dlib"]
     identify.POOL_SLACKS["dlib"] = slack
@@ -221,8 +221,8 @@ def margin_to_goal(rows) -> float:
 
 
 def main(argv=None) -> int:
-    from analysis.identify import IMPOSTOR_QUANTILES, References
-    from analysis.neighbors import knn_graph
+    from crowdsort.naming.identify import IMPOSTOR_QUANTILES, References
+    from crowdsort.clustering.neighbors import knn_graph
 
     from benchmarks.eval_clustering import dev_faces
 

@@ -36,7 +36,7 @@ from bad_inputs import Case, make_corpus, repeated_png  # noqa: E402
 CHILD = r"""
 import json, resource, sys
 sys.path[:0] = sys.argv[2:4]
-from analysis.images import ImageError
+from crowdsort.storage.images import ImageError
 from bad_inputs import decode_path
 out = {}
 if sys.argv[1]:
@@ -91,7 +91,7 @@ def as_expected(case: Case, res: dict) -> bool:
 
 
 def probe_corpus(folder: Path, faces: list[Path]) -> None:
-    from analysis.images import find_images
+    from crowdsort.storage.images import find_images
 
     t = time.perf_counter()
     cases = make_corpus(folder, faces)
@@ -140,7 +140,7 @@ def _limit_files(folder: Path) -> list[tuple[str, Path, str]]:
     from bad_inputs import exif_bytes, write_tiff
     from PIL import Image, features
 
-    from analysis.images import (_DECODE_BYTES_PER_PIXEL, DECODE_MEMORY_BUDGET, MAX_DECODE_PIXELS,
+    from crowdsort.storage.images import (_DECODE_BYTES_PER_PIXEL, DECODE_MEMORY_BUDGET, MAX_DECODE_PIXELS,
                                  MAX_JPEG_COEFFICIENT_BYTES, MAX_PIXELS)
 
     side = math.isqrt(MAX_DECODE_PIXELS)

@@ -122,8 +122,8 @@ def _person_of(face, truth) -> str | None:
 
 
 def score(ds: Path, truth: dict, cuts_found: list[int]) -> dict:
-    from analysis.metrics import bcubed
-    from analysis.store import FaceStore
+    from crowdsort.clustering.metrics import bcubed
+    from crowdsort.storage.store import FaceStore
 
     true_cuts = truth["cuts"]
     hit = [c for c in cuts_found if any(abs(c - t) <= 2 for t in true_cuts)]
@@ -151,9 +151,9 @@ def score(ds: Path, truth: dict, cuts_found: list[int]) -> dict:
 
 
 def run(shared: Path, work: Path, people: int = 8, seed: int = 0) -> dict:
-    from analysis.cli import main as cli
-    from analysis.video import load_shots
-    from analysis.store import FaceStore
+    from crowdsort.cli import main as cli
+    from crowdsort.video.faces import load_shots
+    from crowdsort.storage.store import FaceStore
 
     ds = work / "ds"
     video = ds / "videos" / "reel.mp4"

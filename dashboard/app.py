@@ -1,4 +1,4 @@
-"""Serves the review app (:class:`analysis.app.ReviewApp`) to browsers.
+"""Serves the review app (:class:`crowdsort.review.app.ReviewApp`) to browsers.
 
     panel serve dashboard/app.py --address 127.0.0.1 --args --dataset D [--faces faces] [--refs refs.h5]
     panel serve dashboard/app.py --address 127.0.0.1 --args --dataset D --run RUN   (an image cluster run)
@@ -6,7 +6,7 @@
 
 What is here is the serving only: who may see the dataset, one session per server process.
 Served to the network, run it as ``crowdsort dashboard --address`` does (``python -m
-analysis.serve``, the same arguments as ``panel serve``): that puts the token gate in front of
+crowdsort.review.serve``, the same arguments as ``panel serve``): that puts the token gate in front of
 every route, Panel's and Bokeh's own included; a plain ``panel serve`` guards the page only.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import panel as pn
 
-from analysis.app import ReviewApp, page_title, text_html
-from analysis.cli import Dashboard as DashboardCommand, add_face_model_options
-from analysis.serve import DENIED, admitted, given_token, token_cookies
+from crowdsort.review.app import ReviewApp, page_title, text_html
+from crowdsort.cli import Dashboard as DashboardCommand, add_face_model_options
+from crowdsort.review.serve import DENIED, admitted, given_token, token_cookies
 
 
 def parse_args(argv) -> argparse.Namespace:

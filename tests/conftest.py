@@ -37,8 +37,8 @@ def lfw_dir() -> Path:
 @pytest.fixture(scope="session")
 def faces_store(tmp_path_factory, faces_dir):
     """faces/ extracted once (most prominent face per photo), for the tests that read it."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(tmp_path_factory.mktemp("faces-ds") / "faces")
     extract_faces(str(faces_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
@@ -48,8 +48,8 @@ def faces_store(tmp_path_factory, faces_dir):
 @pytest.fixture(scope="session")
 def lfw_store(tmp_path_factory, lfw_dir):
     """lfw-dev extracted once (1,035 photos, one face each): clustering and identification read it."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(tmp_path_factory.mktemp("lfw") / "faces")
     extract_faces(str(lfw_dir), store, ExtractParams(max_faces=1), workers=2, progress=False)
@@ -59,8 +59,8 @@ def lfw_store(tmp_path_factory, lfw_dir):
 @pytest.fixture(scope="session")
 def celeba_store(tmp_path_factory):
     """celeba-dev extracted once (1,978 photos, one face each)."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     src = _need(SHARED / "celeba-dev" / "faces")
     store = FaceStore(tmp_path_factory.mktemp("celeba") / "faces")
@@ -90,10 +90,10 @@ def clip_weights(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def example_photos():
-    """The example's source photos (analysis.example.PHOTOS): from installed scikit-image/matplotlib,
+    """The example's source photos (crowdsort.example.PHOTOS): from installed scikit-image/matplotlib,
     the model cache, or their pinned wheels through pip; skip where none can be had (fail under CI)."""
-    from analysis.example import photo_files
-    from analysis.models import ModelNotFoundError
+    from crowdsort.example import photo_files
+    from crowdsort.models.files import ModelNotFoundError
 
     try:
         return photo_files()

@@ -4,9 +4,9 @@ import pytest
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, fowlkes_mallows_score
 
-from analysis.cluster import (ChineseWhispers, GraphAgglomerative, GraphDBSCAN, GraphOPTICS, RNNDBSCAN,
+from crowdsort.clustering.cluster import (ChineseWhispers, GraphAgglomerative, GraphDBSCAN, GraphOPTICS, RNNDBSCAN,
                               prototypes)
-from analysis.neighbors import knn_graph
+from crowdsort.clustering.neighbors import knn_graph
 
 UNCLASSIFIED, NOISE = -2, -1
 
@@ -109,7 +109,7 @@ def test_other_algorithms_recover_groups():
 @pytest.mark.parametrize("seed", range(3))
 def test_shared_neighbor_edges_equal_a_plain_loop(seed):
     """Blended distance and mutual rank of every pair, against the definition written out."""
-    from analysis.cluster import shared_neighbor_edges
+    from crowdsort.clustering.cluster import shared_neighbor_edges
 
     X, _ = blobs(seed=seed)
     g = knn_graph(X, 6, "exact")
@@ -135,7 +135,7 @@ def test_shared_neighbor_edges_equal_a_plain_loop(seed):
 
 
 def test_shared_neighbor_whispers_recovers_groups_and_keeps_strangers_out():
-    from analysis.cluster import SharedNeighborWhispers
+    from crowdsort.clustering.cluster import SharedNeighborWhispers
 
     X, y = blobs(spread=0.2, singletons=10)  # same-group pairs within 0.19, any other pair beyond 0.3
     labels = SharedNeighborWhispers(0.2, mutual_threshold=0.25).fit(X).labels_
@@ -148,7 +148,7 @@ def test_shared_neighbor_whispers_recovers_groups_and_keeps_strangers_out():
 def test_faces_of_one_photo_never_share_a_cluster():
     """Of two faces of one photo in a cluster, the one like the others stays; a pair of faces
     from one photo alone becomes noise."""
-    from analysis.cluster import separate_cannot_link
+    from crowdsort.clustering.cluster import separate_cannot_link
 
     rng = np.random.default_rng(0)
     c = rng.normal(size=(2, 8))
@@ -185,7 +185,7 @@ def test_compiled_condensed_tree_and_eom_equal_the_hdbscan_package(seed):
     from hdbscan.hdbscan_ import _tree_to_labels
     from scipy.cluster.hierarchy import linkage
 
-    from analysis.condense import eom_labels
+    from crowdsort.clustering.condense import eom_labels
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(rng.integers(3, 12), 4)) * 4
@@ -206,7 +206,7 @@ def test_split_chained_cuts_two_groups_and_keeps_strays():
     """A cluster holding two tight groups (and one face between them) is cut in two, the
     stray going to its nearer group; one loose group, or a cluster too small for two groups,
     stays whole."""
-    from analysis.cluster import split_chained
+    from crowdsort.clustering.cluster import split_chained
 
     rng = np.random.default_rng(0)
     a, b = np.eye(16)[0], np.eye(16)[1]  # cosine distance 1 between the two people
@@ -225,7 +225,7 @@ def test_split_chained_cuts_two_groups_and_keeps_strays():
 
 
 def test_shared_neighbor_whispers_split_is_optional():
-    from analysis.cluster import SharedNeighborWhispers
+    from crowdsort.clustering.cluster import SharedNeighborWhispers
 
     X, y = blobs(spread=0.2, singletons=10)
     assert SharedNeighborWhispers().split_threshold is None  # off by default (see its docstring)

@@ -6,8 +6,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from analysis.embed import ArcFaceEmbedder, load_embedder  # noqa: E402
-from analysis.models import ModelNotFoundError  # noqa: E402
+from crowdsort.faces.embed import ArcFaceEmbedder, load_embedder  # noqa: E402
+from crowdsort.models.files import ModelNotFoundError  # noqa: E402
 
 
 def make_arcface_like(path, dim=512, seed=0):
@@ -38,7 +38,7 @@ def model_file(tmp_path_factory):
 
 def test_embeds_aligned_crops(model_file):
     """512-D unit vectors; the input is the template warp, so a shifted face gives the same vector."""
-    from analysis.align import CROP_TEMPLATE
+    from crowdsort.faces.align import CROP_TEMPLATE
 
     emb = load_embedder("arcface", model_file)
     rng = np.random.default_rng(1)
@@ -74,9 +74,9 @@ def test_missing_or_partial_pack_names_folder_and_files(tmp_path, monkeypatch):
 
 def test_cluster_command_with_arcface(tmp_path, model_file, example_photos):
     """extract → cluster --model arcface end to end; vectors cached apart from dlib's."""
-    from analysis.cli import main
-    from analysis.example import build_example
-    from analysis.store import FaceStore
+    from crowdsort.cli import main
+    from crowdsort.example import build_example
+    from crowdsort.storage.store import FaceStore
 
     build_example(tmp_path / "images", shots_per_person=3)
     ds = tmp_path / "ds"

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bad_inputs import decode_path, encode, make_corpus, uniform_jpeg  # noqa: E402
 from probe_bad_inputs import decode_in_subprocess  # noqa: E402
 
-from analysis.images import MAX_PIXELS, ImageError, decode_image, find_images  # noqa: E402
+from crowdsort.storage.images import MAX_PIXELS, ImageError, decode_image, find_images  # noqa: E402
 
 # The kinds the corpus must hold (issue items 13-14); it holds more.
 REQUIRED = [
@@ -139,7 +139,7 @@ def test_scan_reports_what_it_passes_over(corpus, scanned):
 def test_scan_without_a_list_logs_each_skip(corpus, caplog):
     """Callers that pass no list still hear about every skipped file, as warnings."""
     scan, cases = corpus
-    with caplog.at_level(logging.WARNING, logger="analysis.images"):
+    with caplog.at_level(logging.WARNING, logger="crowdsort.storage.images"):
         find_images(str(scan))
     text = caplog.text
     for case in _of(cases, "skipped"):
@@ -195,7 +195,7 @@ def test_memory_budget_refuses_from_the_header_and_file_size(tmp_path, monkeypat
     """Below the pixel limit, a non-JPEG whose file bytes plus measured bytes per pixel pass
     the budget is refused before decoding, and read_image_bytes refuses a file bigger than the
     budget before reading it."""
-    import analysis.images as images
+    import crowdsort.storage.images as images
 
     path = tmp_path / "scan.bmp"
     path.write_bytes(encode(Image.new("RGB", (400, 300)), "BMP"))  # 352 KB + 9 bytes × 120,000 px
@@ -230,14 +230,14 @@ def test_extract_batch_over_the_corpus_completes(tmp_path, faces_dir, caplog):
     """extract_faces over every bad input plus two real photos, on a 2-process pool: the batch
     completes, each undecodable file is one error line naming it, the scan's skips are
     reported, and the real photos still give their faces."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     photos = sorted((faces_dir / "biden").glob("*.jpg"))[:2]
     assert len(photos) == 2
     cases = {c.kind: c for c in make_corpus(tmp_path / "corpus", photos)}
     store = FaceStore(tmp_path / "ds" / "faces")
-    with caplog.at_level(logging.WARNING, logger="analysis.images"):
+    with caplog.at_level(logging.WARNING, logger="crowdsort.storage.images"):
         s = extract_faces(str(tmp_path / "corpus" / "scan"), store, ExtractParams(), workers=2, progress=False)
     reported = _of(cases, "reported")
     assert s["images"] == len(_of(cases, "decoded")) + len(reported)

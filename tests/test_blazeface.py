@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.blazeface import FULL_RANGE, SHORT_RANGE, letterbox, ssd_anchors, weighted_nms
-from analysis.detect import BlazeFaceDetector, load_detector
-from analysis.model_install import resolve_model_file
-from analysis.models import ModelNotFoundError
+from crowdsort.faces.blazeface import FULL_RANGE, SHORT_RANGE, letterbox, ssd_anchors, weighted_nms
+from crowdsort.faces.detect import BlazeFaceDetector, load_detector
+from crowdsort.models.install import resolve_model_file
+from crowdsort.models.files import ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_converted_graph_gives_litert_s_outputs(spec):
     """DEQUANTIZE (float16), DENSIFY (full-range's sparse weights), PAD, RESIZE_BILINEAR,
     DEPTH_TO_SPACE and CONCATENATION converted: ONNX Runtime's outputs equal LiteRT's to float rounding."""
     litert = pytest.importorskip("ai_edge_litert.interpreter")
-    from analysis.tflite_onnx import OnnxTFLiteModel, convert
+    from crowdsort.models.tflite_onnx import OnnxTFLiteModel, convert
 
     path = model_file(spec.key)
     kinds = {n.op_type for n in convert(path).graph.node}
@@ -118,7 +118,7 @@ def test_densify_reads_csr_and_blocks(monkeypatch):
     def fake_vector(table, kind):
         return table.values.astype(np.int64)
 
-    from analysis import tflite_onnx
+    from crowdsort.models import tflite_onnx
 
     dense = np.array([[0, 1, 0, 2], [3, 0, 0, 0]], np.float32)
     monkeypatch.setattr(tflite_onnx, "_index_vector", fake_vector)
@@ -150,7 +150,7 @@ def test_letterbox_centres_the_picture_on_black():
 
 def test_wide_pictures_letterbox_alike(monkeypatch):
     """A picture wider than blazeface.WIDE is sampled from its taken pixels: the same tensor."""
-    from analysis import blazeface
+    from crowdsort.faces import blazeface
 
     rgb = np.random.default_rng(1).integers(0, 256, (700, 1300, 3), np.uint8)
     wide = letterbox(rgb, 192)
@@ -175,7 +175,7 @@ def test_engine_names():
     assert isinstance(load_detector(), BlazeFaceDetector)
     with pytest.raises(ValueError, match="blazeface"):
         load_detector("nope")
-    from analysis.extract import ExtractParams
+    from crowdsort.extract import ExtractParams
 
     # records made when the engine was MediaPipe's own graph are not redone
     assert ExtractParams(engine="blazeface").signature("a.jpg") == ExtractParams(engine="mediapipe").signature("a.jpg")
@@ -188,7 +188,7 @@ def test_detection_imports_no_mediapipe_litert_or_opencv(detector, lfw_dir):
 import sys
 import numpy as np
 from PIL import Image
-from analysis.detect import load_detector
+from crowdsort.faces.detect import load_detector
 faces = load_detector("blazeface").detect(np.asarray(Image.open({str(path)!r}).convert("RGB")))
 assert len(faces) == 1 and faces[0].keypoints.shape == (6, 2) and faces[0].landmarks.shape == (4, 2), faces
 loaded = sorted(m for m in ("mediapipe", "ai_edge_litert", "cv2", "jax") if m in sys.modules)
@@ -200,7 +200,7 @@ assert not loaded, loaded
 
 
 def test_tiles_go_through_the_network_together(detector, faces_dir):
-    from analysis.detect import detect_tiled
+    from crowdsort.faces.detect import detect_tiled
 
     rgb = photo(faces_dir / "group" / "2007_007763.jpg")
     one_by_one = detect_tiled(type("Plain", (), {"detect": detector.detect})(), rgb, 2)

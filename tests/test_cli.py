@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.cli import COMMANDS, main
+from crowdsort.cli import COMMANDS, main
 
 
 def test_every_command_has_help(capsys):
@@ -80,9 +80,9 @@ def test_every_algorithm_from_the_cli(example_ds, algorithm):
 
 def test_prototypes_and_saved_model(example_ds, tmp_path):
     """--proto-out holds each cluster's prototypes; --model-out assigns faces back to their clusters."""
-    from analysis.cluster import assign_to_clusters
-    from analysis.export import load_cluster_model
-    from analysis.neighbors import KNNGraph
+    from crowdsort.clustering.cluster import assign_to_clusters
+    from crowdsort.storage.export import load_cluster_model
+    from crowdsort.clustering.neighbors import KNNGraph
 
     protos, model = tmp_path / "protos", tmp_path / "model.npz"
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run-protos", "--num-protos", "2",
@@ -106,8 +106,8 @@ def _refs_of(ds, path):
     """A one-person library from a face's own vector (no detection needed)."""
     import numpy as np
 
-    from analysis.identify import References, save_references
-    from analysis.store import FaceStore
+    from crowdsort.naming.identify import References, save_references
+    from crowdsort.storage.store import FaceStore
 
     ids, X = FaceStore(ds / "faces").load_embeddings("mobilefacenet")
     save_references(References("mobilefacenet", np.array(["Ada"], dtype=object), X[:1], ["ada.jpg"]), path)

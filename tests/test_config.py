@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.config import resolve, setting
-from analysis.embed import load_embedder
-from analysis.models import ModelNotFoundError
+from crowdsort.config import resolve, setting
+from crowdsort.faces.embed import load_embedder
+from crowdsort.models.files import ModelNotFoundError
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_precedence_and_paths_relative_to_the_file(config, monkeypatch):
 
 def test_clip_and_arcface_read_the_file(config):
     pytest.importorskip("torch")
-    from analysis.image_embed import create_image_embedder
+    from crowdsort.things.image_embed import create_image_embedder
 
     enc = create_image_embedder("clip")
     assert enc.arch == "ViT-L-14" and enc.weights == str(config.parent / "clip.safetensors")
@@ -60,7 +60,7 @@ def test_a_misshapen_config_is_one_line_naming_the_file(config, text, says):
 
 
 def test_a_config_that_is_not_utf8_is_named(config, capsys):
-    from analysis.cli import main
+    from crowdsort.cli import main
 
     config.write_bytes('[clip]\narch = "Café"\n'.encode("latin-1"))  # saved by an editor in Latin-1
     with pytest.raises(ValueError, match="not UTF-8") as e:

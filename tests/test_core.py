@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import fowlkes_mallows_score
 
-from analysis.align import ARCFACE_4, estimate_norm, transform_points
-from analysis.cluster import HDBSCAN, prototypes, relabel_by_size
-from analysis.metrics import bcubed
-from analysis.neighbors import knn_graph
+from crowdsort.faces.align import ARCFACE_4, estimate_norm, transform_points
+from crowdsort.clustering.cluster import HDBSCAN, prototypes, relabel_by_size
+from crowdsort.clustering.metrics import bcubed
+from crowdsort.clustering.neighbors import knn_graph
 
 RNG = np.random.default_rng(0)
 
@@ -137,7 +137,7 @@ def test_prototypes_true_medoid_first():
 
 def test_tiny_sets_cluster_with_every_algorithm():
     """Five vectors: the graph holds 4 neighbours, fewer than the default 15; nothing fails."""
-    from analysis.cluster import ALGORITHMS, make_clusterer
+    from crowdsort.clustering.cluster import ALGORITHMS, make_clusterer
 
     X, _ = identity_like(1, 5, 8)
     g = knn_graph(X, 15)

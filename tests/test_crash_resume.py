@@ -21,8 +21,8 @@ KILLS = 10
 EXTRACT = """
 import sys
 sys.path.insert(0, sys.argv[3])
-from analysis.extract import extract_faces
-from analysis.store import FaceStore
+from crowdsort.extract import extract_faces
+from crowdsort.storage.store import FaceStore
 extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, checkpoint_every=6)
 """
 
@@ -30,7 +30,7 @@ extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, ch
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, example_photos):
     """The example photos twice over (52 files), so that a kill lands mid-batch."""
-    from analysis.example import build_example
+    from crowdsort.example import build_example
 
     root = tmp_path_factory.mktemp("crash")
     build_example(root / "one")
@@ -45,7 +45,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def faces_view(store_root: Path) -> pd.DataFrame:
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     f = FaceStore(store_root).load_faces(include_gone=True)
     return f[["face_id", "image_path", "face_index", "x0", "y0", "x1", "y1", "crop_path", "gone"]].sort_values(
@@ -90,12 +90,12 @@ def test_extract_faces_killed_ten_times(photos, tmp_path):
 
 
 def test_cluster_killed_ten_times(photos, tmp_path):
-    from analysis.extract import extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import extract_faces
+    from crowdsort.storage.store import FaceStore
 
     base = tmp_path / "base"
     extract_faces(str(photos / "copy0"), FaceStore(base / "faces"), workers=1, progress=False)
-    cmd = [sys.executable, "-m", "analysis.cli", "-q", "cluster", "--workers", "1", "--clean", "-d"]
+    cmd = [sys.executable, "-m", "crowdsort.cli", "-q", "cluster", "--workers", "1", "--clean", "-d"]
     clean = tmp_path / "clean"
     shutil.copytree(base, clean)
     duration = timed(cmd + [str(clean)])
@@ -115,7 +115,7 @@ SAVE = """
 import sys
 sys.path.insert(0, sys.argv[2])
 import numpy as np
-from analysis.review import Annotations
+from crowdsort.review.session import Annotations
 ann = Annotations.load(sys.argv[1])
 for i in range(400):
     ann.record(names={f"f{j:03d}": f"person {i}" for j in range(i % 7, 300, 7)}, rejected=[f"f{i % 300:03d}"])
@@ -124,7 +124,7 @@ for i in range(400):
 
 def test_dashboard_save_killed_ten_times(tmp_path):
     """The corrections log after a kill holds exactly the corrections made before it."""
-    from analysis.review import Annotations
+    from crowdsort.review.session import Annotations
 
     rng = np.random.default_rng(13)
     clean = tmp_path / "clean.jsonl"
@@ -149,7 +149,7 @@ def test_the_temporary_file_of_a_merge_killed_mid_write_is_removed_by_the_next_m
     """A kill while the merged vector file was written leaves `.tmp-<pid>-…` beside it (the fresh-clone
     CI saw one after kill -9 in test_cluster_killed_ten_times); the next merge removes it, and
     leaves a live writer's alone."""
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(tmp_path / "faces")
     store.save_embeddings("dlib", ["a"], np.ones((1, 4), np.float32) / 2)

@@ -44,7 +44,7 @@ class Server:
         self.host, self.env = host, env or {}
         self.cmd = cmd or [
             # as crowdsort dashboard serves it: the token gate, each page built off the event loop
-            sys.executable, "-m", "analysis.serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
+            sys.executable, "-m", "crowdsort.review.serve", str(ROOT / "dashboard" / "app.py"), "--address", "127.0.0.1",
             "--port", "{port}", "--allow-websocket-origin", "127.0.0.1:{port}",
             "--args", "--dataset", str(self.dataset), *self.args]
 
@@ -209,7 +209,7 @@ def n_named(csv: pd.DataFrame) -> int:
 def image_run(tmp_path_factory, need_shared):
     """../shared/data/images (12 photos in 8 categories) clustered by EfficientNet-Lite0."""
     pytest.importorskip("torch")
-    from analysis.pipeline import cluster_images
+    from crowdsort.pipeline import cluster_images
 
     ds = tmp_path_factory.mktemp("images-ds")
     cluster_images(ds, str(need_shared("images")), to="cluster", model="efficientnet",
@@ -218,8 +218,8 @@ def image_run(tmp_path_factory, need_shared):
 
 
 def test_image_run_review_keeps_names_in_the_image_store(image_run):
-    from analysis.opening import open_image_review
-    from analysis.pipeline import load_cluster_run
+    from crowdsort.review.opening import open_image_review
+    from crowdsort.pipeline import load_cluster_run
 
     items, _ = load_cluster_run(image_run, "cluster")
     s = open_image_review(image_run, "cluster")
@@ -239,8 +239,8 @@ def test_image_run_review_keeps_names_in_the_image_store(image_run):
 
 
 def test_a_face_run_or_a_missing_run_is_refused_in_one_line(faces_store, tmp_path, capsys):
-    from analysis.cli import main
-    from analysis.pipeline import cluster_faces
+    from crowdsort.cli import main
+    from crowdsort.pipeline import cluster_faces
 
     ds = tmp_path / "ds"
     shutil.copytree(faces_store.root, ds / "faces")
@@ -330,8 +330,8 @@ def test_suggestions_say_unknown_for_a_person_not_in_the_references(chromium_bro
     person gets their name as the suggestion; one of a stranger gets "unknown" first, the nearest
     names greyed after it."""
     sync_api = _browser_or_skip()
-    from analysis.app import Dashboard
-    from analysis.opening import open_review
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
 
     refs = str(need_shared("references"))
     dataset = dataset_copy(faces_store, tmp_path)
@@ -357,8 +357,8 @@ def test_unknown_for_an_unenrolled_persons_cluster_on_lfw_dev(chromium_browser, 
     one person who is not enrolled says "unknown" first, the nearest names greyed after it (an
     enrolled person's name is tested on faces/ above)."""
     _browser_or_skip()
-    from analysis.app import Dashboard
-    from analysis.opening import open_review
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
 
     refs = need_shared("lfw-dev/references")
     enrolled = {p.name for p in refs.iterdir() if p.is_dir()}

@@ -13,8 +13,8 @@ from test_dashboard import ROOT
 sys.path.insert(0, str(ROOT))
 pn = pytest.importorskip("panel")
 
-from analysis.neighbors import knn_graph  # noqa: E402
-from analysis.review import Annotations, ReviewSession  # noqa: E402
+from crowdsort.clustering.neighbors import knn_graph  # noqa: E402
+from crowdsort.review.session import Annotations, ReviewSession  # noqa: E402
 
 
 @pytest.fixture
@@ -38,13 +38,13 @@ def session(tmp_path):
 
 
 def dashboard(session):
-    from analysis.app import Dashboard
+    from crowdsort.review.app import Dashboard
 
     return Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
 
 
 def test_only_the_chosen_algorithms_sliders_show_and_dbscan_says_min_samples_2(session):
-    from analysis.app import controls
+    from crowdsort.review.app import controls
 
     d = dashboard(session)
     panel = controls(d)
@@ -206,7 +206,7 @@ def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
     keep their own undo."""
     from bokeh.document import Document
 
-    from analysis.app import ReviewApp
+    from crowdsort.review.app import ReviewApp
 
     app = ReviewApp(tmp_path, session=session)
     root = pn.panel(app).get_root(Document())
@@ -226,7 +226,7 @@ def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
 def test_a_lasso_or_a_box_on_the_map_chooses_faces_and_makes_a_person_of_them(session):
     """The shape drawn on the map (in map coordinates, as Bokeh sends it) chooses the faces inside
     it; "New person" puts exactly those in a cluster of their own, undoable, and the choice goes."""
-    from analysis.map_select import in_box, in_polygon
+    from crowdsort.review.map_select import in_box, in_polygon
 
     d = dashboard(session)
     xy = session.layout
@@ -276,7 +276,7 @@ def test_the_app_in_a_notebook_sends_no_link_to_an_outside_server(session, tmp_p
 
     import panel.io.notebook as nb
 
-    from analysis.app import ReviewApp
+    from crowdsort.review.app import ReviewApp
 
     app = ReviewApp(tmp_path, session=session)
     first = json.dumps(pn.panel(app)._repr_mimebundle_(), default=str)
@@ -300,7 +300,7 @@ def test_the_rasterised_map_is_one_image_at_a_fixed_size_redrawn_on_zoom_not_on_
     from bokeh.models import GlyphRenderer, Image as ImageGlyph
     from holoviews.plotting.util import get_nested_streams
 
-    import analysis.app as app
+    import crowdsort.review.app as app
 
     monkeypatch.setattr(app, "RASTER_MIN", 10)
     pane = dashboard(session).map_view()

@@ -87,7 +87,7 @@ def test_names_and_the_dataset_name_are_shown_as_text(chromium_browser, hostile_
 
 @pytest.mark.parametrize("typed", ["..", "../x", "/tmp", ".", "", ".hidden", "a/b"])
 def test_export_folder_is_one_plain_name(typed, tmp_path):
-    from analysis.app import export_folder
+    from crowdsort.review.app import export_folder
 
     with pytest.raises(ValueError, match="not a folder name"):
         export_folder(tmp_path, typed)
@@ -153,7 +153,7 @@ def hostile_image_run(tmp_path_factory, need_shared):
     pytest.importorskip("torch")
     from PIL import Image
 
-    from analysis.pipeline import cluster_images
+    from crowdsort.pipeline import cluster_images
 
     photos = tmp_path_factory.mktemp("photos")
     for p in sorted(need_shared("images").rglob("*.jpg")):
@@ -168,7 +168,7 @@ def hostile_image_run(tmp_path_factory, need_shared):
 
 def test_file_names_in_the_pickers_are_shown_as_text(chromium_browser, hostile_image_run):
     sync_api = _browser_or_skip()
-    from analysis.opening import open_image_review
+    from crowdsort.review.opening import open_image_review
 
     s = open_image_review(hostile_image_run, "cluster")
     s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})  # the dashboard's defaults
@@ -262,7 +262,7 @@ def test_a_configured_token_must_be_the_right_one(chromium_browser, hostile_data
 
 
 def test_the_cli_warns_and_hands_the_token_over_in_the_environment(tmp_path, monkeypatch, capsys):
-    from analysis.cli import Dashboard, build_parser, main
+    from crowdsort.cli import Dashboard, build_parser, main
 
     (tmp_path / "faces").mkdir()
     calls = []
@@ -289,7 +289,7 @@ def test_the_cli_warns_and_hands_the_token_over_in_the_environment(tmp_path, mon
 
 
 def lan_address() -> str | None:
-    from analysis.cli import Dashboard
+    from crowdsort.cli import Dashboard
 
     return next((h for h in Dashboard.host_names("0.0.0.0") if not Dashboard.is_local(h.strip("[]"))
                  and re.fullmatch(r"[\d.]+", h)), None)
@@ -298,7 +298,7 @@ def lan_address() -> str | None:
 def test_served_to_the_network_another_machine_needs_the_token(chromium_browser, hostile_dataset):
     """The command `crowdsort dashboard --address 0.0.0.0` runs, opened from this machine's LAN
     address (so the server sees a client that is not on loopback)."""
-    from analysis.cli import Dashboard, build_parser
+    from crowdsort.cli import Dashboard, build_parser
 
     lan = lan_address()
     if lan is None:
@@ -333,8 +333,8 @@ def test_every_route_needs_the_token_from_another_machine(hostile_dataset, tmp_p
     the module named in the URL for anyone. Every route (page, static files, components, the
     websocket) refuses another machine without the token; and no route imports a module the
     app has not imported itself, token or not."""
-    from analysis.cli import Dashboard, build_parser
-    from analysis.serve import cookie_name
+    from crowdsort.cli import Dashboard, build_parser
+    from crowdsort.review.serve import cookie_name
 
     lan = lan_address()
     if lan is None:
@@ -383,7 +383,7 @@ def test_every_route_needs_the_token_from_another_machine(hostile_dataset, tmp_p
 
 
 def test_the_gate_admits_as_the_page_does():
-    from analysis.serve import admitted, given_token, token_cookies
+    from crowdsort.review.serve import admitted, given_token, token_cookies
 
     assert admitted("192.0.2.9", None, "t0ken", ["t0ken"])
     assert not admitted("192.0.2.9", None, "t0ken", ["stale"])
@@ -401,8 +401,8 @@ def _small_session(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from analysis.neighbors import knn_graph
-    from analysis.review import Annotations, ReviewSession
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.review.session import Annotations, ReviewSession
 
     rng = np.random.default_rng(0)
     X = np.repeat(rng.normal(size=(4, 16)), 6, 0) + rng.normal(0, 0.05, (24, 16))
@@ -421,7 +421,7 @@ def test_the_csv_downloads_hold_no_formulas(tmp_path):
     import csv
     import io
 
-    from analysis.app import Dashboard
+    from crowdsort.review.app import Dashboard
 
     evil = '=HYPERLINK("http://x","y")'
     session = _small_session(tmp_path)
@@ -437,7 +437,7 @@ def test_the_csv_downloads_hold_no_formulas(tmp_path):
 def test_export_with_the_folder_box_untouched_writes_export(tmp_path):
     """The box shows "export": pressing the button without typing writes there (it read the box's
     typed text, which Panel leaves empty until someone types: "'' is not a folder name")."""
-    from analysis.app import Dashboard
+    from crowdsort.review.app import Dashboard
 
     session = _small_session(tmp_path)
     d = Dashboard(session, algorithm="hdbscan", min_cluster_size=2, min_samples=1)
@@ -467,8 +467,8 @@ def test_files_outside_the_dataset_are_not_shown_or_exported(faces_store, tmp_pa
     from PIL import Image
     from test_dashboard import dataset_copy
 
-    from analysis.app import Dashboard, card_thumb
-    from analysis.opening import open_review
+    from crowdsort.review.app import Dashboard, card_thumb
+    from crowdsort.review.opening import open_review
 
     secret = tmp_path / "private.jpg"  # outside the dataset, red
     Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)
@@ -499,8 +499,8 @@ def test_an_image_runs_pictures_are_shown_after_another_run_indexed_others(tmp_p
     """images/index.parquet lists the latest image clustering's pictures only: an earlier run's
     picture is still shown when its bytes are the ones clustered (their hash is its item id),
     and a path edited to name another file is not."""
-    from analysis.images import content_hash
-    from analysis.paths import DatasetFiles
+    from crowdsort.storage.images import content_hash
+    from crowdsort.storage.paths import DatasetFiles
 
     photo, other = tmp_path / "photo.jpg", tmp_path / "other.jpg"
     photo.write_bytes(b"the clustered picture")

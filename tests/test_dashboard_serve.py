@@ -35,7 +35,7 @@ pn.pane.Markdown("built").servable()
 def test_two_sessions_share_the_loaded_dataset(faces_store, tmp_path, monkeypatch):
     """The vectors, graph and map of a dataset are loaded once per server process: a second
     session (another tab, another user) gets the same object, not a copy."""
-    import analysis.app as app
+    import crowdsort.review.app as app
     from test_dashboard import dataset_copy
 
     dataset = dataset_copy(faces_store, tmp_path)
@@ -48,7 +48,7 @@ def test_two_sessions_share_the_loaded_dataset(faces_store, tmp_path, monkeypatc
 
 
 def test_sessions_opened_at_once_load_the_dataset_once(tmp_path, monkeypatch):
-    import analysis.app as app
+    import crowdsort.review.app as app
 
     loads = []
 
@@ -74,7 +74,7 @@ def test_a_static_file_is_answered_while_a_page_is_being_built(tmp_path):
     script.write_text(SLOW_APP)
     port = free_port()
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.serve", str(script), "--address", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "crowdsort.review.serve", str(script), "--address", "127.0.0.1",
                              "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MARKS": str(tmp_path)})
     base = f"http://127.0.0.1:{port}"
@@ -108,11 +108,11 @@ def test_a_static_file_is_answered_while_a_page_is_being_built(tmp_path):
 
 
 def test_the_dashboard_command_serves_through_analysis_serve(tmp_path):
-    from analysis.cli import Dashboard, build_parser
+    from crowdsort.cli import Dashboard, build_parser
 
     args = build_parser().parse_args(["dashboard", str(tmp_path)])
     cmd = Dashboard.server_command(args, Path("app.py"))[0]
-    assert cmd[1:3] == ["-m", "analysis.serve"]
+    assert cmd[1:3] == ["-m", "crowdsort.review.serve"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from analysis import dlib_onnx  # noqa: E402
-from analysis.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops, default_workers, load_embedder  # noqa: E402
-from analysis.model_install import resolve_model_file  # noqa: E402
+from crowdsort.models import dlib_onnx  # noqa: E402
+from crowdsort.faces.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops, default_workers, load_embedder  # noqa: E402
+from crowdsort.models.install import resolve_model_file  # noqa: E402
 
 
 @pytest.fixture()
@@ -49,8 +49,8 @@ def test_onnx_vectors_equal_dlibs_on_real_faces(faces_store, shared_cache):
 
 
 def test_dlib_native_is_the_same_model_to_the_rest_of_the_code():
-    from analysis.identify import default_threshold
-    from analysis.pipeline import default_algorithm
+    from crowdsort.naming.identify import default_threshold
+    from crowdsort.pipeline import default_algorithm
 
     native = load_embedder("dlib-native")
     assert type(native) is DlibEmbedder and native.name == load_embedder("dlib").name == "dlib"
@@ -62,7 +62,7 @@ def test_dlib_native_is_the_same_model_to_the_rest_of_the_code():
 
 
 def test_cli_offers_dlib_native():
-    from analysis.cli import build_parser
+    from crowdsort.cli import build_parser
 
     args = build_parser().parse_args(["cluster", "-d", "x", "--model", "dlib-native"])
     assert args.model == "dlib-native"
@@ -107,7 +107,7 @@ def test_damaged_dat_is_one_line_naming_the_file(cache, tmp_path, monkeypatch, d
 
 def test_without_onnxruntime_dlib_falls_back_to_dlibs_own_network(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    with caplog.at_level(logging.WARNING, logger="analysis.embed"):
+    with caplog.at_level(logging.WARNING, logger="crowdsort.faces.embed"):
         emb = load_embedder("dlib")
     assert type(emb) is DlibEmbedder and emb.name == "dlib"
     assert len(caplog.records) == 1 and "onnxruntime" in caplog.text
@@ -116,8 +116,8 @@ def test_without_onnxruntime_dlib_falls_back_to_dlibs_own_network(monkeypatch, c
 def test_embed_faces_in_one_process_or_several_gives_the_same_vectors(faces_store, shared_cache, tmp_path):
     import shutil
 
-    from analysis.embed import embed_faces
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import embed_faces
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(tmp_path / "faces")
     shutil.copytree(faces_store.root, store.root)

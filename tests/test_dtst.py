@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def ffhq_run(tmp_path_factory, need_shared):
     """Two real photos, one of them cut so the face touches the edge, extracted with --crop ffhq."""
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     src = need_shared("faces") / "angelina" / "img2.jpg"  # a 454 px crop, clear of the edges
     root = tmp_path_factory.mktemp("ffhq")
@@ -40,7 +40,7 @@ def ffhq_run(tmp_path_factory, need_shared):
 
 
 def test_ffhq_crop_is_four_eye_distances_at_natural_resolution(ffhq_run):
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     _, ds = ffhq_run
     faces = FaceStore(ds / "faces").load_faces()
@@ -57,8 +57,8 @@ def test_ffhq_crop_is_four_eye_distances_at_natural_resolution(ffhq_run):
 
 
 def test_ffhq_crop_at_the_edge_is_padded_or_skipped(ffhq_run, tmp_path):
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     photos, ds = ffhq_run
     faces = FaceStore(ds / "faces").load_faces()
@@ -78,8 +78,8 @@ def test_ffhq_crop_at_the_edge_is_padded_or_skipped(ffhq_run, tmp_path):
 
 
 def test_max_size_caps_and_never_upscales(ffhq_run, tmp_path):
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     photos, _ = ffhq_run
     store = FaceStore(tmp_path / "cap" / "faces")
@@ -89,7 +89,7 @@ def test_max_size_caps_and_never_upscales(ffhq_run, tmp_path):
     crop.unlink()  # a dataset crop deleted by hand is made again
     extract_faces(str(photos / "whole.jpg"), store, ExtractParams(max_faces=1, crop="ffhq", max_size=128), progress=False)
     assert Image.open(crop).size == (128, 128)
-    from analysis.ffhq import ffhq_crop
+    from crowdsort.faces.ffhq import ffhq_crop
 
     small = np.zeros((60, 60, 3), np.uint8)
     crop, _ = ffhq_crop(small, np.array([[25, 25], [35, 25], [30, 30], [30, 37]], float), max_size=1024)
@@ -98,9 +98,9 @@ def test_max_size_caps_and_never_upscales(ffhq_run, tmp_path):
 
 def test_identity_vectors_ignore_the_dataset_crop(ffhq_run, tmp_path):
     """The embeddings read the aligned identity crop whatever dataset crop is written."""
-    from analysis.embed import DlibEmbedder, embed_faces
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import DlibEmbedder, embed_faces
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     photos, ds = ffhq_run
     plain = FaceStore(tmp_path / "plain" / "faces")
@@ -207,7 +207,7 @@ def test_dry_run_writes_nothing(scratch):
 
 
 def test_one_spelling_per_concept():
-    from analysis.cli import build_parser, main
+    from crowdsort.cli import build_parser, main
 
     parser = build_parser()
     # -q / -v after the subcommand
@@ -227,7 +227,7 @@ def test_one_spelling_per_concept():
 def test_every_option_shows_its_default(capsys):
     import argparse
 
-    from analysis.cli import build_parser
+    from crowdsort.cli import build_parser
 
     def parsers(p):
         yield p

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis import example, model_install
-from analysis.model_install import install
-from analysis.models import MODEL_FILES, ModelNotFoundError
+from crowdsort import example
+from crowdsort.models import install as model_install
+from crowdsort.models.install import install
+from crowdsort.models.files import MODEL_FILES, ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def counting(cmd, *a, **kw):
         calls.append(" ".join(map(str, cmd)))
     return real(cmd, *a, **kw)
 subprocess.run = counting
-from analysis.cli import main
+from crowdsort.cli import main
 rc = main(["example", sys.argv[1]])
 imported = [m for m in sys.modules if m.split(".")[0] in ("skimage", "matplotlib") and sys.modules[m] is not None]
 print(json.dumps({"rc": rc, "downloads": calls, "imported": imported}))
@@ -163,7 +164,7 @@ def test_failed_download_is_one_line_with_the_fix(tmp_path, cache, monkeypatch, 
 
 
 def test_offline_the_command_says_how_to_do_it_by_hand(tmp_path, cache, monkeypatch, capsys):
-    from analysis.cli import main
+    from crowdsort.cli import main
 
     for key in example.PHOTOS.values():  # as if neither package were installed
         monkeypatch.setitem(MODEL_FILES, key, dataclasses.replace(MODEL_FILES[key], package=None))

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cluster import make_clusterer
-from analysis.embed import embed_faces, load_embedder
-from analysis.extract import ExtractParams, extract_faces
-from analysis.metrics import bcubed
-from analysis.neighbors import knn_graph
-from analysis.pipeline import cluster_params, default_algorithm
-from analysis.store import FaceStore
+from crowdsort.clustering.cluster import make_clusterer
+from crowdsort.faces.embed import embed_faces, load_embedder
+from crowdsort.extract import ExtractParams, extract_faces
+from crowdsort.clustering.metrics import bcubed
+from crowdsort.clustering.neighbors import knn_graph
+from crowdsort.pipeline import cluster_params, default_algorithm
+from crowdsort.storage.store import FaceStore
 
 
 def iou(a, b):
@@ -49,7 +49,7 @@ def _identities(faces):
 def _cluster_score(store, model="dlib"):
     """BCubed of the default face clustering of ``model`` (what ``crowdsort cluster`` runs) over
     people with >= 3 photos and over all faces."""
-    from analysis.pipeline import model_cluster_params
+    from crowdsort.pipeline import model_cluster_params
 
     faces = store.load_faces()
     faces = faces[~faces["image_path"].str.contains("/group/")].reset_index(drop=True)
@@ -101,7 +101,7 @@ def test_default_model_clusters_the_dev_sets(request, name, floor):
 def test_no_cluster_holds_two_faces_of_one_photo(tmp_path, faces_dir):
     """faces/ with every face of its group photos: the cluster command never puts two faces of
     one photo in one cluster, whatever the algorithm."""
-    from analysis.pipeline import cluster_faces
+    from crowdsort.pipeline import cluster_faces
 
     ds = tmp_path / "ds"
     extract_faces(str(faces_dir), FaceStore(ds / "faces"), workers=2, progress=False)
@@ -214,8 +214,8 @@ def test_interrupted_run_resumes(tmp_path, faces_dir, monkeypatch):
 def test_real_prototypes_are_members_and_scores_reported(faces_store, algorithm):
     """Every algorithm on faces/: prototypes belong to their cluster; BCubed reported
     (snn-whispers, the default, and hdbscan ≥ 0.97 on identities with ≥ 3 photos)."""
-    from analysis.cluster import make_clusterer, prototypes
-    from analysis.pipeline import cluster_params
+    from crowdsort.clustering.cluster import make_clusterer, prototypes
+    from crowdsort.pipeline import cluster_params
 
     faces = faces_store.load_faces()
     faces = faces[~faces["image_path"].str.contains("/group/")].reset_index(drop=True)
@@ -234,7 +234,7 @@ def test_real_prototypes_are_members_and_scores_reported(faces_store, algorithm)
 
 def test_graph_is_cached_and_reused(tmp_path, faces_store):
     """The cluster command stores the kNN graph keyed by model, K and faces, and reuses it."""
-    from analysis.pipeline import cluster_faces
+    from crowdsort.pipeline import cluster_faces
 
     ds = faces_store.root.parent
     cluster_faces(ds, "faces", "c1", progress=False)

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis.frames import (FRAME_COLUMNS, VIDEO_COLUMNS, FrameStore, extract_frames, file_hash, find_videos,
+from crowdsort.video.frames import (FRAME_COLUMNS, VIDEO_COLUMNS, FrameStore, extract_frames, file_hash, find_videos,
                              in_pool)
-from analysis.images import content_hash
+from crowdsort.storage.images import content_hash
 
 HAMILTON = "hamilton_short.mp4"
 CROWD = "crowd_walk.mp4"
@@ -361,7 +361,7 @@ def test_interrupted_run_resumes(bad_dir, tmp_path, monkeypatch):
     """Each video is committed on its own: a run killed while committing the second video keeps
     the first, its half-written commit is ignored, and the next run does only the others;
     frame files a killed run left without rows are replaced or removed."""
-    import analysis.frames as frames_mod
+    import crowdsort.video.frames as frames_mod
 
     ds = tmp_path / "ds"
     store = FrameStore(ds / "images" / "frames")

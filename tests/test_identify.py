@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis.cli import main
-from analysis.embed import embed_faces, load_embedder
-from analysis.identify import (IMPOSTOR_QUANTILES, THRESHOLDS, UNKNOWN, References, decide, embed_references,
+from crowdsort.cli import main
+from crowdsort.faces.embed import embed_faces, load_embedder
+from crowdsort.naming.identify import (IMPOSTOR_QUANTILES, THRESHOLDS, UNKNOWN, References, decide, embed_references,
                                identify_clusters, identify_faces, load_references, one_per_image, open_set_threshold,
                                person_distances, pooled_identify, reference_files, save_references,
                                threshold_for)
@@ -311,7 +311,7 @@ def test_default_threshold_follows_library_size(monkeypatch):
     """A face 0.065 from its person is named against a library of one, unknown against 2,000
     references (where a stranger that close is common); an explicit threshold still rules.
     Small libraries keep the fixed threshold unless LOOSEN_SMALL_LIBRARIES."""
-    import analysis.identify as identify
+    import crowdsort.naming.identify as identify
 
     rng = np.random.default_rng(1)
     a = unit(rng.normal(size=128))
@@ -389,7 +389,7 @@ def wiki_server():
 
 
 def test_wikidata_builder_against_local_server(tmp_path, wiki_server, monkeypatch):
-    from analysis import wikidata
+    from crowdsort.naming import wikidata
 
     url, seen = wiki_server
     monkeypatch.setenv("CROWDSORT_WIKIDATA_URL", url)

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from analysis.cli import main  # noqa: E402
-from analysis.image_embed import EfficientNetLite0, create_image_embedder  # noqa: E402
-from analysis.models import ModelNotFoundError  # noqa: E402
+from crowdsort.cli import main  # noqa: E402
+from crowdsort.things.image_embed import EfficientNetLite0, create_image_embedder  # noqa: E402
+from crowdsort.models.files import ModelNotFoundError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_efficientnet_separates_people_photos_from_animals(tmp_path, mixed_photo
     assert len(items) == 32 and any("broken.jpg" in e for e in info["errors"])
     kind = items["source_image"].map(lambda p: "people" if "/people/" in p else Path(p).parent.name).to_numpy()
 
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     ids, X = FaceStore(ds / "images").load_embeddings("efficientnet-lite0")
     X = X[[list(ids).index(i) for i in items["item_id"]]]

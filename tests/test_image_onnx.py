@@ -13,10 +13,10 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from analysis import image_onnx  # noqa: E402
-from analysis.cli import main  # noqa: E402
-from analysis.image_embed import EfficientNetLite0, create_image_embedder  # noqa: E402
-from analysis.images import find_images, read_image  # noqa: E402
+from crowdsort.things import image_onnx  # noqa: E402
+from crowdsort.cli import main  # noqa: E402
+from crowdsort.things.image_embed import EfficientNetLite0, create_image_embedder  # noqa: E402
+from crowdsort.storage.images import find_images, read_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_failed_export_warns_once_and_runs_on_torch(cache, monkeypatch, caplog):
         raise RuntimeError("no ONNX form for this op")
 
     monkeypatch.setattr(image_onnx, "export", broken)
-    with caplog.at_level(logging.WARNING, logger="analysis.image_embed"):
+    with caplog.at_level(logging.WARNING, logger="crowdsort.things.image_embed"):
         emb = EfficientNetLite0().prepare()
         v = emb.embed_batch(np.zeros((2, 3, 224, 224), np.float32))
         emb.prepare()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.images import ImageError, decode_image, find_images
+from crowdsort.storage.images import ImageError, decode_image, find_images
 
 
 def _jpeg(im, **kw):

@@ -2,7 +2,7 @@
 repaint the clusters it did not touch."""
 import numpy as np
 
-from analysis.map_colors import cluster_centres, neighbour_colours, neighbours
+from crowdsort.review.map_colors import cluster_centres, neighbour_colours, neighbours
 
 PALETTE = 26
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.embed import DlibOnnxEmbedder, MobileFaceNetEmbedder, _read_crops, embed_faces, load_embedder
-from analysis.models import ModelNotFoundError
+from crowdsort.faces.embed import DlibOnnxEmbedder, MobileFaceNetEmbedder, _read_crops, embed_faces, load_embedder
+from crowdsort.models.files import ModelNotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_same_person_nearer_than_strangers_on_real_faces(mobilefacenet, faces_st
 def test_prefetched_embedding_equals_plain(mobilefacenet, faces_store, tmp_path):
     """The pipeline's path (ONet and chips made on a thread ahead of the network, written to the
     cache) gives the vectors of a plain call."""
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     shutil.copytree(faces_store.root, tmp_path / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs"))
     store = FaceStore(tmp_path / "faces")
@@ -104,9 +104,9 @@ def test_a_cluster_run_records_the_model_and_an_old_dlib_dataset_keeps_its_vecto
     dataset that holds only dlib vectors (made before) opens in review with them."""
     import json
 
-    from analysis.opening import reviewed_model
-    from analysis.pipeline import cluster_faces
-    from analysis.store import FaceStore
+    from crowdsort.review.opening import reviewed_model
+    from crowdsort.pipeline import cluster_faces
+    from crowdsort.storage.store import FaceStore
 
     shutil.copytree(faces_store.root, tmp_path / "ds" / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs"))
     store = FaceStore(tmp_path / "ds" / "faces")
@@ -125,7 +125,7 @@ def test_onnx_runtime_gives_litert_s_vectors(mobilefacenet, faces_store, tmp_pat
     """The .tflite files converted to ONNX (analysis/tflite_onnx.py: NCHW, PReLU fused) give the
     same points and vectors as LiteRT on real faces; the conversion is cached by the file's hash."""
     pytest.importorskip("ai_edge_litert")
-    from analysis.models import MODEL_FILES
+    from crowdsort.models.files import MODEL_FILES
 
     sources = {"mobilefacenet": mobilefacenet._net.path, "mtcnn-onet": mobilefacenet._onet._model.path}
     monkeypatch.setenv("CROWDSORT_CACHE", str(tmp_path / "cache"))

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis import model_install
-from analysis.model_install import (
+from crowdsort.models import install as model_install
+from crowdsort.models.install import (
     ChecksumMismatchError,
     ModelsCommand,
     install,
@@ -32,7 +32,7 @@ from analysis.model_install import (
     verify,
     verify_pack,
 )
-from analysis.models import (
+from crowdsort.models.files import (
     ARCFACE_PACK_FILES,
     ARCFACE_PACKS,
     INSIGHTFACE_LICENCE,
@@ -613,8 +613,8 @@ def test_pack_installs_from_a_local_server_and_embeds(home, monkeypatch, mirror)
     pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from analysis.align import CROP_TEMPLATE
-    from analysis.embed import load_embedder
+    from crowdsort.faces.align import CROP_TEMPLATE
+    from crowdsort.faces.embed import load_embedder
 
     model = arcface_onnx()
     data = make_zip(mirror[0] / "buffalo_l.zip", {"w600k_r50.onnx": model, "det_10g.onnx": b"junk detector"})

@@ -31,15 +31,15 @@ def make_photos(dataset: Path, faces_dir: Path) -> Path:
 
 
 def extract(dataset: Path) -> dict:
-    from analysis.extract import ExtractParams, extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import ExtractParams, extract_faces
+    from crowdsort.storage.store import FaceStore
 
     return extract_faces(str(dataset / "photos"), FaceStore(dataset / "faces"), ExtractParams(max_faces=1),
                          progress=False)
 
 
 def cluster(dataset: Path) -> pd.DataFrame:
-    from analysis.pipeline import cluster_faces
+    from crowdsort.pipeline import cluster_faces
 
     cluster_faces(dataset, progress=False)
     return pd.read_csv(dataset / "cluster" / "assignments.csv", dtype={"face_id": str})
@@ -69,8 +69,8 @@ def renamed(before: Path, after: Path) -> dict[str, str]:
 
 def review(dataset: Path):
     """The dashboard's session, clustered as the dashboard does first."""
-    from analysis.opening import open_review
-    from analysis.pipeline import default_algorithm
+    from crowdsort.review.opening import open_review
+    from crowdsort.pipeline import default_algorithm
 
     session = open_review(dataset, progress=False)
     session.recluster(default_algorithm(session.model), {})
@@ -102,15 +102,15 @@ def assert_names_attached(dataset: Path, powell: str, rejected: str) -> None:
 def format_1():
     """crowdsort as it was before issue 32 (dataset format 1): a photo recorded by its absolute
     path, its face ids made of that path, extract.json format 1, nothing migrated."""
-    import analysis.migrate
-    import analysis.paths
-    import analysis.store
+    import crowdsort.storage.migrate
+    import crowdsort.storage.paths
+    import crowdsort.storage.store
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(analysis.paths, "source_record", lambda dataset, path: os.path.abspath(path))
-    mp.setattr(analysis.store.FaceStore, "recorded", lambda self, paths: pd.Series(paths, dtype="string"))
-    mp.setattr(analysis.store, "FORMAT_VERSION", 1)
-    mp.setattr(analysis.migrate, "needs_migration", lambda store: False)
+    mp.setattr(crowdsort.storage.paths, "source_record", lambda dataset, path: os.path.abspath(path))
+    mp.setattr(crowdsort.storage.store.FaceStore, "recorded", lambda self, paths: pd.Series(paths, dtype="string"))
+    mp.setattr(crowdsort.storage.store, "FORMAT_VERSION", 1)
+    mp.setattr(crowdsort.storage.migrate, "needs_migration", lambda store: False)
     try:
         yield
     finally:
@@ -212,22 +212,22 @@ def test_an_older_versions_dataset_opened_where_it_was_is_migrated_once(tmp_path
 
 
 def test_an_interrupted_migration_is_finished_by_the_next_run(old_dataset, tmp_path, monkeypatch):
-    import analysis.migrate
+    import crowdsort.storage.migrate
 
     made, powell, rejected = old_dataset
     dataset = tmp_path / "moved"
     shutil.copytree(made, dataset)
-    real = analysis.migrate._rewrite_parquet
+    real = crowdsort.storage.migrate._rewrite_parquet
 
     def killed(path, maps):
         if path.name == "faces.parquet":
             raise KeyboardInterrupt("killed")
         real(path, maps)
-    monkeypatch.setattr(analysis.migrate, "_rewrite_parquet", killed)
+    monkeypatch.setattr(crowdsort.storage.migrate, "_rewrite_parquet", killed)
     with pytest.raises(KeyboardInterrupt):
         extract(dataset)
     assert (dataset / "faces" / "migration.json").exists()
-    monkeypatch.setattr(analysis.migrate, "_rewrite_parquet", real)
+    monkeypatch.setattr(crowdsort.storage.migrate, "_rewrite_parquet", real)
     s = extract(dataset)
     assert (s["processed"], s["gone"]) == (0, 0)
     assert not (dataset / "faces" / "migration.json").exists()

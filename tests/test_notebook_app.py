@@ -21,7 +21,7 @@ pytest.importorskip("jupyterlab", reason="JupyterLab is in crowdsort[notebooks] 
 
 @pytest.fixture
 def lab(tmp_path, faces_store):
-    cells = ["from analysis.app import ReviewApp\n"
+    cells = ["from crowdsort.review.app import ReviewApp\n"
              f"app = ReviewApp({str(faces_store.root.parent)!r})\napp"]
     nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
                     for c in cells],

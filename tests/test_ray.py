@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.cli import main
-from analysis.store import FaceStore
+from crowdsort.cli import main
+from crowdsort.storage.store import FaceStore
 from test_frames import HAMILTON, videos  # noqa: F401  (fixture: the clips)
 
 ray = pytest.importorskip("ray")
@@ -91,7 +91,7 @@ def _always_die(task):
 
 
 def test_a_killed_worker_loses_nothing(cluster, tmp_path):
-    from analysis.ray_backend import run_ordered
+    from crowdsort.scale.ray_backend import run_ordered
 
     tasks = [(str(tmp_path / f"seen-{i}"), i) for i in range(6)]
     got = list(run_ordered(tasks, _die_once, actors=2))
@@ -107,7 +107,7 @@ def _gpu_ids(task):
 
 
 def test_embedding_actors_share_the_clusters_gpus(cluster):
-    from analysis.ray_backend import gpus_per_actor, run_ordered
+    from crowdsort.scale.ray_backend import gpus_per_actor, run_ordered
 
     assert gpus_per_actor(ray, 2) == 0.5 and gpus_per_actor(ray, 1) == 1.0
     assert gpus_per_actor(ray, 2, requested=0) == 0.0
@@ -118,8 +118,8 @@ def test_embedding_actors_share_the_clusters_gpus(cluster):
 
 DRIVER = """
 import sys
-from analysis.extract import extract_faces
-from analysis.store import FaceStore
+from crowdsort.extract import extract_faces
+from crowdsort.storage.store import FaceStore
 extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, checkpoint_every=2,
               backend="ray", ray_address=sys.argv[3])
 """
@@ -128,7 +128,7 @@ extract_faces(sys.argv[1], FaceStore(sys.argv[2]), workers=2, progress=False, ch
 def test_a_killed_ray_run_resumes(cluster, inputs, tmp_path):
     """kill -9 of the driver once a checkpoint is written; the next run (Ray again) finishes the
     rest, and the dataset equals a local run's."""
-    from analysis.extract import extract_faces
+    from crowdsort.extract import extract_faces
 
     photos = [str(p) for p in sorted(Path(inputs).glob("*.jpg"))]
     local, remote = tmp_path / "local" / "faces", tmp_path / "ray" / "faces"

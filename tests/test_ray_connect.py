@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.cli import main
+from crowdsort.cli import main
 
 ray = pytest.importorskip("ray")
 
@@ -47,7 +47,7 @@ def test_a_leftover_cluster_file_is_not_followed():
     (ray_tmp / "ray").mkdir(parents=True)
     (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}")
     code = textwrap.dedent("""
-        from analysis.ray_backend import connect
+        from crowdsort.scale.ray_backend import connect
         ray = connect(None, num_cpus=1)
         print("started", ray.get_runtime_context().gcs_address)
         ray.shutdown()
@@ -65,7 +65,7 @@ def test_a_leftover_cluster_file_is_not_followed():
 def test_a_refusal_names_ray_token_settings(monkeypatch):
     """A cluster that answers but will not let us in: one line naming the address and Ray's
     token settings (RAY_AUTH_MODE, RAY_AUTH_TOKEN…)."""
-    from analysis import ray_backend
+    from crowdsort.scale import ray_backend
 
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))

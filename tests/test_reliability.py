@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cli import main
+from crowdsort.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_a_cluster_run_with_a_users_file_is_not_cleaned(ds, capsys):
 
 
 def test_labels_that_make_the_same_folder_stay_apart(ds, tmp_path):
-    from analysis.export import label_folders
+    from crowdsort.storage.export import label_folders
 
     folders = label_folders(["a/b", "a_b", "A_B"])
     assert len(set(f.lower() for f in folders.values())) == 3
@@ -110,7 +110,7 @@ def test_apply_labels_refuses_bad_tables(ds, tmp_path, capsys):
 
 # -- 3: a second source adds; only deleted files are gone; one writer at a time ------------------------
 def test_a_second_source_adds_to_the_dataset(example, tmp_path):
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     images = tmp_path / "images"
     shutil.copytree(example / "images", images)
@@ -134,7 +134,7 @@ def test_a_second_source_adds_to_the_dataset(example, tmp_path):
 
 def test_two_runs_on_one_dataset_are_refused_and_a_crashed_lock_is_not(ds, capsys):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[2]); from analysis.locks import DatasetLock; "
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from crowdsort.storage.locks import DatasetLock; "
         "DatasetLock(sys.argv[1], 'extract-faces').acquire(); print('locked', flush=True); time.sleep(60)"),
         str(ds), str(ROOT)], stdout=subprocess.PIPE, text=True)
     try:
@@ -163,7 +163,7 @@ def test_a_killed_build_folder_is_cleaned_by_the_next_run(ds):
 def test_temp_files_of_zombies_and_reused_pids_are_stale(tmp_path):
     """A killed run's worker lingers as a zombie where init does not reap it, and pids are
     reused: neither may keep a temporary file alive (CI left a crop's .tmp- file this way)."""
-    from analysis.store import remove_stale_temp
+    from crowdsort.storage.store import remove_stale_temp
 
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     time.sleep(0.5)  # ended, not yet waited for: a zombie
@@ -182,8 +182,8 @@ def test_temp_files_of_zombies_and_reused_pids_are_stale(tmp_path):
 
 # -- 4: two dashboards on one dataset ------------------------------------------------------------------
 def _session(path: Path, seed: int = 0):
-    from analysis.neighbors import knn_graph
-    from analysis.review import Annotations, ReviewSession
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.review.session import Annotations, ReviewSession
 
     rng = np.random.default_rng(seed)
     X = np.repeat(rng.normal(size=(4, 16)), 6, 0) + rng.normal(0, 0.05, (24, 16))
@@ -195,7 +195,7 @@ def _session(path: Path, seed: int = 0):
 
 
 def test_two_dashboards_keep_each_others_names(tmp_path):
-    from analysis.review import Annotations
+    from crowdsort.review.session import Annotations
 
     path = tmp_path / "annotations.jsonl"
     a, b = _session(path), _session(path)
@@ -210,8 +210,8 @@ def test_two_dashboards_keep_each_others_names(tmp_path):
 
 
 def test_annotations_killed_mid_write_and_damaged(tmp_path):
-    from analysis.review import Annotations
-    from analysis.store import DamagedFileError
+    from crowdsort.review.session import Annotations
+    from crowdsort.storage.store import DamagedFileError
 
     path = tmp_path / "annotations.jsonl"
     s = _session(path)
@@ -238,8 +238,8 @@ def test_annotations_killed_mid_write_and_damaged(tmp_path):
 def test_a_correction_of_the_wrong_shape_is_damage_named_with_the_backup(tmp_path, line):
     """Valid JSON of the wrong shape (a number, a string or a list where another belongs) is
     refused as a damaged line is: one message naming the file and its backup, the file kept."""
-    from analysis.review import Annotations
-    from analysis.store import DamagedFileError
+    from crowdsort.review.session import Annotations
+    from crowdsort.storage.store import DamagedFileError
 
     path = tmp_path / "annotations.jsonl"
     Annotations.load(path).record(names={"f00": "Ada"})
@@ -254,7 +254,7 @@ def test_a_correction_of_the_wrong_shape_is_damage_named_with_the_backup(tmp_pat
 
 
 def test_blank_lines_in_the_annotations_are_passed_over(tmp_path):
-    from analysis.review import Annotations
+    from crowdsort.review.session import Annotations
 
     path = tmp_path / "annotations.jsonl"
     path.write_bytes(b'\n{"id": "a", "names": {"f00": "Ada"}}\n\n  \r\n{"id": "b", "rejected": ["f01"]}\n\n')
@@ -293,7 +293,7 @@ def test_a_correction_the_disk_refuses_is_not_made_and_says_so(tmp_path, monkeyp
     import builtins
     import errno
 
-    from analysis import review
+    from crowdsort.review import session as review
 
     path = tmp_path / "annotations.jsonl"
     s = _session(path)
@@ -325,7 +325,7 @@ def test_a_correction_the_disk_refuses_is_not_made_and_says_so(tmp_path, monkeyp
 
 
 def test_old_annotations_are_carried_over(tmp_path):
-    from analysis.review import Annotations
+    from crowdsort.review.session import Annotations
 
     (tmp_path / "annotations.json").write_text(json.dumps({
         "format_version": 1, "names": {"f00": "Ada"}, "rejected": ["f01"], "not_face": [], "groups": [["f02", "f03"]]}))
@@ -344,7 +344,7 @@ def test_damaged_tables_give_one_line_naming_the_file(ds, capsys):
 
 
 def test_damaged_caches_are_rebuilt(ds, capsys, caplog):
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(ds / "faces")
     before = pd.read_csv(ds / "cluster" / "assignments.csv")
@@ -364,7 +364,7 @@ def test_damaged_caches_are_rebuilt(ds, capsys, caplog):
 
 
 def test_a_damaged_crop_names_itself_and_extraction_remakes_it(ds, example, capsys):
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     shutil.rmtree(ds / "faces" / "embeddings")
     crop = sorted((ds / "faces" / "crops").iterdir())[0]
@@ -381,7 +381,7 @@ def test_a_damaged_crop_names_itself_and_extraction_remakes_it(ds, example, caps
 def test_bad_reference_files_are_refused_in_one_line(tmp_path):
     import h5py
 
-    from analysis.identify import load_references
+    from crowdsort.naming.identify import load_references
 
     def write(name, vectors, label=True, sources="[]", model="dlib"):
         p = tmp_path / name
@@ -420,7 +420,7 @@ def test_reference_crops_left_by_a_kill_are_removed_by_the_next_run(example, tmp
     refs, scratch = _example_refs(example, tmp_path / "refs"), tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "analysis.cli", "-q", "refs", "embed", str(refs), str(tmp_path / "refs.h5")]
+    cmd = [sys.executable, "-m", "crowdsort.cli", "-q", "refs", "embed", str(refs), str(tmp_path / "refs.h5")]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(scratch.glob("crowdsort-refs-*")) and proc.poll() is None and time.time() < deadline:
@@ -446,9 +446,9 @@ def test_reference_crops_left_by_a_kill_are_removed_by_the_next_run(example, tmp
 EMBED_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[3])
-from analysis.embed import DlibEmbedder, embed_faces
-from analysis.store import FaceStore
-from analysis.workers import sigterm_as_interrupt
+from crowdsort.faces.embed import DlibEmbedder, embed_faces
+from crowdsort.storage.store import FaceStore
+from crowdsort.scale.workers import sigterm_as_interrupt
 sigterm_as_interrupt()
 store = FaceStore(sys.argv[1])
 faces = store.load_faces().iloc[:int(sys.argv[4])]
@@ -460,7 +460,7 @@ print("done", flush=True)
 @pytest.fixture
 def lfw_copy(lfw_store, tmp_path):
     """lfw-dev's faces (a thousand: long enough to stop in the middle), without vectors."""
-    from analysis.store import FaceStore
+    from crowdsort.storage.store import FaceStore
 
     root = tmp_path / "lfw" / "faces"
     shutil.copytree(lfw_store.root, root, ignore=shutil.ignore_patterns("embeddings", "graphs", "projections"))
@@ -520,8 +520,8 @@ def test_a_stop_during_a_checkpoint_waits_for_it(tmp_path):
     (seen on the CLI: a SIGTERM during the last part's write lost every vector of the run)."""
     import signal
 
-    from analysis.store import signals_deferred
-    from analysis.workers import sigterm_as_interrupt
+    from crowdsort.storage.store import signals_deferred
+    from crowdsort.scale.workers import sigterm_as_interrupt
 
     previous = signal.getsignal(signal.SIGTERM)
     sigterm_as_interrupt()
@@ -545,7 +545,7 @@ def test_sigterm_on_the_cli_keeps_its_work(lfw_copy):
     # dlib-native (same cache name, same stop handling): ONNX embeds all 1,035 faces before the
     # first 20 s checkpoint on a quiet machine, so no checkpoint would exist to stop after
     ds = lfw_copy.root.parent
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "-q", "cluster", "-d", str(ds), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "crowdsort.cli", "-q", "cluster", "-d", str(ds), "--workers", "2",
                              "--model", "dlib-native"],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     _wait_for_parts(lfw_copy.root / "embeddings" / "dlib.parts", 1)
@@ -556,8 +556,8 @@ def test_sigterm_on_the_cli_keeps_its_work(lfw_copy):
 
 
 def test_a_damaged_checkpoint_is_dropped_and_its_images_done_again(example, tmp_path, caplog):
-    from analysis.extract import extract_faces
-    from analysis.store import FaceStore
+    from crowdsort.extract import extract_faces
+    from crowdsort.storage.store import FaceStore
 
     clean = FaceStore(tmp_path / "clean" / "faces")
     extract_faces(str(example / "images"), clean, progress=False)
@@ -578,9 +578,9 @@ def test_a_damaged_checkpoint_is_dropped_and_its_images_done_again(example, tmp_
 
 
 def test_a_damaged_map_is_computed_again(tmp_path, caplog):
-    from analysis.neighbors import knn_graph
-    from analysis.project import cached_layout
-    from analysis.store import FaceStore
+    from crowdsort.clustering.neighbors import knn_graph
+    from crowdsort.review.project import cached_layout
+    from crowdsort.storage.store import FaceStore
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 8)).astype(np.float32)
@@ -601,8 +601,8 @@ def test_parts_left_by_a_kill_before_their_merge_are_merged_by_the_next_run(tmp_
 
     import pandas as pd
 
-    from analysis.embed import embed_faces
-    from analysis.store import FaceStore
+    from crowdsort.faces.embed import embed_faces
+    from crowdsort.storage.store import FaceStore
 
     store = FaceStore(tmp_path / "faces")
     X = np.eye(4, dtype=np.float32)
@@ -666,7 +666,7 @@ def test_extraction_writes_only_into_an_extraction_run(ds, example, tmp_path, ca
 def test_extract_frames_resumes_a_first_run_killed_before_its_tables(need_shared, tmp_path, capsys):
     """A first run stopped in its first video has left only frames of it: the run goes on; a
     frame-like file of another name is a user's, and refused."""
-    from analysis.frames import frame_stem
+    from crowdsort.video.frames import frame_stem
 
     video = sorted(need_shared("videos").glob("*.mp4"))[0]
     ds, frames = tmp_path / "ds", tmp_path / "ds" / "images" / "frames"
@@ -700,7 +700,7 @@ def test_csv_cells_are_never_formulas(ds, tmp_path):
         assert set(_cells(table, "label")) == {f"'{evil}", "'@SUM(A1)"}
         assert set(_cells(table, "cluster")) == {"0", "1"}
 
-    from analysis.export import csv_safe
+    from crowdsort.storage.export import csv_safe
 
     df = pd.DataFrame({"n": [-1, 2], "x": [-0.5, 1.0], "s": ["-1", "+a"], "t": ["\tx", "\rx"], "u": ["a-b", None]})
     safe = csv_safe(df)
@@ -713,7 +713,7 @@ def test_csv_cells_are_never_formulas(ds, tmp_path):
 def test_crowdsorts_own_csv_reads_back_as_it_was(ds, tmp_path):
     """A label,cluster CSV as label-clusters and the dashboard write it (cells quoted against
     formulas) is read by apply-labels as the names typed, and so is a name with its own quote."""
-    from analysis.export import csv_safe, read_own_csv
+    from crowdsort.storage.export import csv_safe, read_own_csv
 
     labels = ['=HYPERLINK("http://x","y")', "'=q"]
     names = tmp_path / "names.csv"

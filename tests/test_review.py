@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.neighbors import knn_graph
-from analysis.identify import References
-from analysis.review import NOT_FACE, Annotations, NameConflict, ReviewSession, cluster_names, keep_ids
+from crowdsort.clustering.neighbors import knn_graph
+from crowdsort.naming.identify import References
+from crowdsort.review.session import NOT_FACE, Annotations, NameConflict, ReviewSession, cluster_names, keep_ids
 
 
 def groups(n_groups=6, size=8, d=32, seed=0):

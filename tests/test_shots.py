@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.frames import VideoError
-from analysis.shots import (SCENES_HEADER, SHOT_COLUMNS, ShotsFileError, cut_scores, detect_cuts, detect_shots,
+from crowdsort.video.frames import VideoError
+from crowdsort.video.shots import (SCENES_HEADER, SHOT_COLUMNS, ShotsFileError, cut_scores, detect_cuts, detect_shots,
                             frame_signatures, read_scenes_csv, scenes_csv_name, shots_from_cuts, write_scenes_csv,
                             write_shots)
 from test_frames import _make_audio as make_audio  # one generator of audio-only files

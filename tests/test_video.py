@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cli import main
-from analysis.shots import read_scenes_csv
-from analysis.store import FaceStore
-from analysis.tracks import link_tracks
-from analysis.video import load_shots, sampling_rule, shots_dir
+from crowdsort.cli import main
+from crowdsort.video.shots import read_scenes_csv
+from crowdsort.storage.store import FaceStore
+from crowdsort.video.tracks import link_tracks
+from crowdsort.video.faces import load_shots, sampling_rule, shots_dir
 from test_frames import CROWD, HAMILTON, bad_dir, videos  # noqa: F401  (fixtures: broken files, the clips)
 from test_frames import _cut_end, _damage_middle
 
@@ -84,7 +84,7 @@ def test_small_faces_of_a_1080p_frame_are_found_in_tiles(videos):  # noqa: F811
     (each ~50–100 px); with the 3×3 tiles chosen for that width, each once."""
     import av
 
-    from analysis.detect import _overlap, auto_tiles, detect_tiled, load_detector
+    from crowdsort.faces.detect import _overlap, auto_tiles, detect_tiled, load_detector
 
     with av.open(str(videos / CROWD)) as c:
         rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == 50).to_ndarray(format="rgb24")
@@ -100,7 +100,7 @@ def test_tracks_stay_in_their_shot_and_hold_one_person(clips):
     """A track never crosses a cut, and never holds two faces of one frame. On crowd_walk the
     person who walks the whole clip is one track (checked with dlib vectors: every face of it
     near the track's mean), not one per frame."""
-    from analysis.embed import embed_faces, load_embedder
+    from crowdsort.faces.embed import embed_faces, load_embedder
 
     store, faces, _ = clips
     for name in (HAMILTON, CROWD):
@@ -218,7 +218,7 @@ def test_a_matroska_video_cut_short_by_under_a_second_keeps_its_faces_and_says_s
 def test_given_shots_replace_detected_cuts(videos, tmp_path, capsys):  # noqa: F811
     """--shots: a PySceneDetect scene list for one video, or a folder of <stem>-Scenes.csv (a
     video without one has its cuts detected); read inside the dataset; a bad file is one line."""
-    from analysis.shots import shots_from_cuts, write_scenes_csv
+    from crowdsort.video.shots import shots_from_cuts, write_scenes_csv
 
     ds = tmp_path / "ds"
     (ds / "given").mkdir(parents=True)
@@ -249,7 +249,7 @@ def test_skelshop_corpus_description(videos, tmp_path, capsys):  # noqa: F811
     group as its shots; a row whose video is missing is one line and the others go on; a re-run
     redoes nothing. Every video's cut list is written for skelshop (ffprobe shots, from 0).
     Progress counts the frames decoded inside a video."""
-    from analysis.shots import write_scenes_csv, shots_from_cuts
+    from crowdsort.video.shots import write_scenes_csv, shots_from_cuts
 
     ds, base = tmp_path / "ds", tmp_path / "corpus"
     (base / "shots").mkdir(parents=True)
@@ -282,7 +282,7 @@ def test_a_corpus_row_with_a_trailing_comma_is_read_and_one_with_cells_past_the_
     """A trailing comma (an empty cell past the header, as spreadsheets write) is read; a row
     with more values than the header has columns is refused in one line naming the file and
     the row (counted in the file's lines, blank ones too)."""
-    from analysis.corpus import CorpusError, read_corpus
+    from crowdsort.video.corpus import CorpusError, read_corpus
 
     corpus = tmp_path / "corpus.csv"
     corpus.write_text("video,group\nclips/a.mp4,\n\nclips/b.mp4,shots/b-Scenes.csv,\nclips/c.mp4,,,\n")
@@ -311,7 +311,7 @@ def test_clustering_by_track(clips, tmp_path):
     never in one cluster; assignments.csv has a row per face with its frame, shot and track."""
     import shutil
 
-    from analysis.pipeline import cluster_faces
+    from crowdsort.pipeline import cluster_faces
 
     ds = tmp_path / "ds"  # a copy without vectors: what this run embeds is seen below
     shutil.copytree(clips[0].root, ds / "faces", ignore=shutil.ignore_patterns("embeddings", "graphs"))
@@ -325,7 +325,7 @@ def test_clustering_by_track(clips, tmp_path):
     assert not clustered.duplicated(["cluster", "source_image", "frame"]).any()
     assert s["n_clusters"] >= 2
     # only each track's best faces were embedded (5 a track at most), every face still placed
-    from analysis.embed import load_embedder
+    from crowdsort.faces.embed import load_embedder
 
     ids, _ = store.load_embeddings(load_embedder().name)
     embedded = faces[faces["face_id"].isin(ids) & (faces["track"] >= 0)]
@@ -348,7 +348,7 @@ def test_clustering_by_track(clips, tmp_path):
 def test_the_tracker_s_identity_vectors_come_from_the_crops(clips):
     """What the tracker compares where boxes are ambiguous: dlib vectors of the saved crops, near
     the mean of one walker's faces for each of his, far from it for another person."""
-    from analysis.video import face_vectors
+    from crowdsort.video.faces import face_vectors
 
     store, faces, _ = clips
     crowd = _of(faces, CROWD)
@@ -369,9 +369,9 @@ def test_dashboard_shows_a_track_as_one_item(clips):
 
     from PIL import Image
 
-    from analysis.opening import open_review
-    from analysis.sources import source_jpeg
-    from analysis.video import video_frame
+    from crowdsort.review.opening import open_review
+    from crowdsort.review.sources import source_jpeg
+    from crowdsort.video.faces import video_frame
 
     store, faces, _ = clips
     session = open_review(store.root.parent, progress=False)

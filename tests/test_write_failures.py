@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.cli import main
+from crowdsort.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +94,13 @@ def test_outputs_follow_the_umask(small_dataset, tmp_path, mask):
     shutil.copytree(small_dataset, ds, symlinks=True)
     old = os.umask(mask)
     try:
-        import analysis.store
+        import crowdsort.storage.store
 
-        analysis.store._umask.cache_clear()
+        crowdsort.storage.store._umask.cache_clear()
         assert main(["-q", "cluster", "-d", str(ds), "--to", "c2"]) == 0
     finally:
         os.umask(old)
-        analysis.store._umask.cache_clear()
+        crowdsort.storage.store._umask.cache_clear()
     assert (ds / "c2" / "assignments.csv").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (ds / "c2").stat().st_mode & 0o777 == 0o777 & ~mask
     assert (ds / "faces" / "faces.parquet").stat().st_mode & 0o777 == 0o666 & ~0o022  # made at extraction

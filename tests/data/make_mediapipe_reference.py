@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(faces_dir: Path = ROOT.parent / "shared" / "data" / "faces") -> None:
-    from analysis.detect import load_detector
+    from crowdsort.faces.detect import load_detector
 
     theirs = load_detector("mediapipe-solution").prepare()
     out = {}

@@ -1,0 +1,1 @@
+"""Clustering: the kNN graph, the estimators (scikit-learn API), condensing, metrics."""

@@ -1,0 +1,1 @@
+"""One picture's faces: detect, align (landmarks, FFHQ crops), crop and embed."""

@@ -1,0 +1,1 @@
+"""Model files (sources, checksums, licences), their installer, and the runtimes that run them."""

@@ -1,0 +1,1 @@
+"""Naming: reference libraries, open-set identification per face, cluster and shot, Wikidata."""

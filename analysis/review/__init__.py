@@ -1,0 +1,1 @@
+"""Review: the session that holds corrections, and the Panel app over it."""

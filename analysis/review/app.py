@@ -1,0 +1,1018 @@
+"""The review app: see, tune, name and export clusters, in the browser or inside JupyterLab.
+
+    from crowdsort.review.app import ReviewApp
+    ReviewApp("my-dataset")                 # a notebook cell: the app, inline
+    ReviewApp("my-dataset").template()      # the full page (dashboard/app.py serves this)
+
+A thin param-driven layer over :class:`crowdsort.review.session.ReviewSession`: the vectors, kNN graph
+and UMAP map are loaded once per process (and stored in the dataset); widgets only re-cluster
+on the cached graph and redraw. :class:`Dashboard` holds one viewer's state (its own undo),
+so several tabs or notebooks can share one session.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import logging
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from ..storage.images import thumbnail_jpeg
+from .notebook_offline import keep_offline
+from .opening import open_image_review, open_review
+from ..pipeline import cluster_params, default_algorithm, model_cluster_params
+from .session import NOT_FACE, NameConflict
+
+# inline in a notebook: there Panel would fetch Bokeh's and its own scripts from their CDNs
+# (offline, the app shows nothing; online, the page tells them who looks at it); a server serves its own
+_served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+pn.extension("tabulator", notifications=True, inline=not _served)
+if not _served:
+    keep_offline()
+hv.extension("bokeh", inline=not _served)  # HoloViews would load Panel again from the CDN
+
+HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
+RASTER_MIN = 100_000
+MAP_RASTER = (640, 480)  # the rasterised map's pixels, about its size on a laptop screen
+GALLERY_MAX = 48
+TRACK_STRIP = 12  # faces of a track shown over its time
+TABLE_PAGE = 100  # clusters per page of the list
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+           "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
+NOISE_COLOR = "#cfcfcf"
+MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
+CHOOSE_TOOLS = ["lasso_select", "box_select"]
+ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
+           "unnamed", "save_error"]  # the Dashboard params a click changes: each change answers it
+MERGE_LISTED = 50  # clusters the merge box's drop-down shows at a time
+MERGE_OPTIONS = 1000  # clusters the merge box offers besides the named ones (the largest)
+QUEUE_NOISE = 8  # noise items offered at a time
+PEOPLE_PAGE = 24  # cards per page of the people view
+CARD_FACES = 4  # prototypes shown on a card
+SLIDERS = {  # the parameters each algorithm reads (params_for_algorithm): only these are shown
+    "hdbscan": ["min_cluster_size", "min_samples"], "dbscan": ["eps", "min_samples"],
+    "rnn-dbscan": ["n_neighbors"], "snn-whispers": ["eps", "min_cluster_size"]}
+WORDS = {  # what the items are called, by ReviewSession.kind
+    "faces": {"items": "faces", "name": "name this person", "exclude": "Not a face", "view": "Source photo of"},
+    "images": {"items": "images", "name": "name this group", "exclude": "Exclude", "view": "Larger view of"},
+}
+
+def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
+    """Names, file names, paths and error messages come from users and disks: shown as text, never
+    run as markup (Markdown panes pass HTML through)."""
+    return pn.pane.HTML(f"<{tag}>{html.escape(str(text))}</{tag}>", **params)
+
+
+log = logging.getLogger(__name__)
+_refused: set[str] = set()  # files already said in the log: once each, not per redraw
+
+
+def viewable(session, path: str) -> str:
+    """``path``, or "" (shown as a grey square) for a file the session's dataset does not hold
+    (:class:`paths.DatasetFiles`): a crop replaced by a link out of the dataset, or a path edited
+    in a table, is never served to the page. A session made by hand (no ``files``) shows its own."""
+    files = getattr(session, "files", None)
+    if files is None or files.allows(path):
+        return path
+    if path not in _refused:
+        _refused.add(path)
+        log.warning("not shown: %s", files.why_not(path))
+    return ""
+
+
+def thumbnail_uri(path: str, size: int = 64) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
+
+
+def hover_thumbs(session) -> list[str] | None:
+    """Hover pictures for the map, made once per server process and shared by every tab."""
+    if len(session.ids) > HOVER_THUMBS_MAX:
+        return None
+    key = ("crowdsort-thumbs", id(session))
+    if key not in pn.state.cache:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:  # decoding releases the GIL
+            pn.state.cache[key] = list(pool.map(lambda p: thumbnail_uri(viewable(session, p), 48),
+                                                session.table["crop_path"]))
+    return pn.state.cache[key]
+
+
+def face_imgs(session, rows, size: int = 48) -> str:
+    """``<img>`` tags of these rows' faces, side by side."""
+    return "".join(f'<img src="{card_thumb(session, int(r))}" width="{size}" height="{size}" style="margin:1px">'
+                   for r in rows)
+
+
+def card_thumb(session, row: int) -> str:
+    """A card's face, shared by every tab (a page of cards would otherwise decode 96 crops per redraw)."""
+    thumbs = hover_thumbs(session)
+    if thumbs is not None:
+        return thumbs[row]
+    key = ("crowdsort-card", id(session), row)
+    if key not in pn.state.cache:
+        pn.state.cache[key] = thumbnail_uri(viewable(session, session.table["crop_path"].iloc[row]), 48)
+    return pn.state.cache[key]
+
+
+class BusyGuard(pn.reactive.ReactiveHTML):
+    """A "working…" badge from a click until the server has answered it, and no lost clicks.
+
+    A click on a button, a list row or the map starts the badge; a click made meanwhile would
+    land on a button the answer is about to replace (and vanish with it), so it is held and
+    made again, at the same place on the page, once the answer is drawn (a Split pressed right
+    after opening a cluster splits the cluster just opened). ``ack`` is bumped by the server
+    with each change a click makes (see ANSWERS), and when it has processed the browser's
+    events (for a click that changed nothing)."""
+
+    ack = param.Integer(default=0)
+
+    _template = ('<div id="badge" class="cs-busy" style="display:none;position:fixed;top:12px;left:50%;'
+                 'z-index:10000;background:#333;color:#fff;padding:4px 12px;border-radius:12px;'
+                 'font-size:13px">working…</div>')
+    _scripts = {
+        "render": """
+          state.busy = false; state.held = [];
+          state.show = (on) => {
+            state.busy = on;
+            badge.style.display = on ? 'block' : 'none';
+            document.body.style.cursor = on ? 'progress' : '';
+            clearTimeout(state.timer);
+            if (on) state.timer = setTimeout(() => state.done(), 8000);  // an answer that never came
+          };
+          state.actionable = (path) => path.some((el) => el.tagName === 'BUTTON' || el.tagName === 'CANVAS' ||
+              (el.classList && (el.classList.contains('tabulator-row') || el.classList.contains('tabulator-cell'))));
+          state.deepest = (x, y) => {
+            let el = document.elementFromPoint(x, y);
+            while (el && el.shadowRoot) {
+              const inner = el.shadowRoot.elementFromPoint(x, y);
+              if (!inner || inner === el) break;
+              el = inner;
+            }
+            return el;
+          };
+          state.all = (root, sel, out = []) => {  // through Bokeh's shadow roots, in page order
+            for (const el of root.querySelectorAll('*')) {
+              if (el.matches(sel)) out.push(el);
+              if (el.shadowRoot) state.all(el.shadowRoot, sel, out);
+            }
+            return out;
+          };
+          state.target = (held) => {
+            if (held.cls) {  // the same widget of the redrawn view: the nth with the same class
+              const host = state.all(document, '.' + held.cls)[held.nth];
+              return host ? (host.shadowRoot || host).querySelector('button') : null;
+            }
+            const el = state.deepest(held.x, held.y);  // a row of the list (or a button without a class): what is now there
+            return el && el.closest ? el.closest('button, .tabulator-cell, .tabulator-row') : null;
+          };
+          state.replay = (held, waited = 0) => {
+            // the clicked element itself where the answer kept it; else its successor, which may
+            // be drawn a little after the answer arrives
+            const target = held.origin.isConnected ? held.origin.closest('button, .tabulator-cell, .tabulator-row')
+                                                   : state.target(held);
+            if (!target && waited < 2500) {
+              setTimeout(() => state.replay(held, waited + 50), 50);
+              return;
+            }
+            if (target && !target.disabled) {
+              target.click();
+            } else {
+              state.done();
+            }
+          };
+          state.done = () => {
+            state.show(false);
+            const next = state.held.shift();
+            if (next) { state.show(true); state.replay(next); }
+          };
+          document.addEventListener('click', (ev) => {
+            // a person's clicks only: a widget's own (a download's second step) and the replays pass
+            if (!ev.isTrusted) return;
+            const path = ev.composedPath();
+            if (!state.actionable(path)) return;
+            if (state.busy) {
+              ev.stopImmediatePropagation(); ev.preventDefault();
+              if (path.some((e) => e.tagName === 'CANVAS')) return;  // a tap on a map being redrawn: its place means nothing now
+              const cell = path.find((e) => e.classList && e.classList.contains('tabulator-cell'));
+              const host = cell ? null : path.find((e) => e.classList && [...e.classList].some((c) => c.startsWith('cs-')));
+              const cls = host ? [...host.classList].find((c) => c.startsWith('cs-')) : null;
+              const held = {x: ev.clientX, y: ev.clientY, origin: cell || path[0], cls: cls,
+                            nth: cls ? state.all(document, '.' + cls).indexOf(host) : -1};
+              if (state.held.length < 3) state.held.push(held);
+              return;
+            }
+            state.show(true);
+          }, true);
+        """,
+        "ack": "setTimeout(() => state.done(), 30)",  # the answer's views drawn first
+    }
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        # per page: pn.state.busy is the server's; an answer to another tab only ends this badge early
+        watcher = pn.state.param.watch(lambda e: None if e.new else self.param.update(ack=self.ack + 1), "busy")
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:  # served: the page's watcher goes with it
+            doc.on_session_destroyed(lambda ctx: pn.state.param.unwatch(watcher))
+
+
+class FaceGallery(pn.reactive.ReactiveHTML):
+    """A cluster's thumbnails, chosen by click: a click picks one (again: none), shift adds the run
+    from the last click, ctrl or cmd adds or removes one. ``selected`` holds gallery positions.
+    Captions and titles are set as text (file names come from disks)."""
+
+    thumbs = param.List(doc="data: URIs")
+    captions = param.List()
+    titles = param.List()
+    selected = param.List()
+
+    _template = '<div id="gallery" class="cs-gallery" style="display:flex;flex-wrap:wrap"></div>'
+    _scripts = {
+        "render": """
+          state.last = null;
+          state.draw = () => {
+            const chosen = new Set(data.selected);
+            gallery.replaceChildren(...data.thumbs.map((src, i) => {
+              const fig = document.createElement('figure');
+              fig.className = 'cs-face' + (chosen.has(i) ? ' cs-chosen' : '');
+              fig.style.cssText = 'margin:2px;padding:1px;cursor:pointer;border:3px solid ' +
+                                  (chosen.has(i) ? '#d62728' : 'transparent');
+              const img = document.createElement('img');
+              img.src = src; img.width = 96; img.height = 96; img.title = data.titles[i] || '';
+              const cap = document.createElement('figcaption');
+              cap.textContent = data.captions[i] || ''; cap.style.fontSize = '10px';
+              fig.append(img, cap);
+              fig.addEventListener('click', (ev) => state.pick(i, ev));
+              return fig;
+            }));
+          };
+          state.pick = (i, ev) => {
+            let sel = data.selected.slice();
+            if (ev.shiftKey && state.last !== null) {
+              for (let k = Math.min(state.last, i); k <= Math.max(state.last, i); k++)
+                if (!sel.includes(k)) sel.push(k);
+            } else if (ev.ctrlKey || ev.metaKey) {
+              sel = sel.includes(i) ? sel.filter((k) => k !== i) : sel.concat([i]);
+            } else {
+              sel = (sel.length === 1 && sel[0] === i) ? [] : [i];
+            }
+            state.last = i;
+            data.selected = sel.sort((a, b) => a - b);
+          };
+          state.draw();
+        """,
+        # refilled for another cluster, its fields may arrive one by one: each redraws
+        "selected": "state.draw()",
+        "thumbs": "state.draw()",
+        "captions": "state.draw()",
+        "titles": "state.draw()",
+    }
+
+
+
+
+def saves(method):
+    """A :class:`Dashboard` method that saves a correction, run by :meth:`Dashboard.saving`."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        return self.saving(functools.partial(method, self))(*args, **kwargs)
+    return run
+
+
+class Dashboard(param.Parameterized):
+    """State of one browser session; the views below depend on its parameters."""
+
+    algorithm = param.Selector(default="hdbscan", objects=["snn-whispers", "hdbscan", "rnn-dbscan", "dbscan"])
+    min_cluster_size = param.Integer(default=2, bounds=(2, 50), doc="HDBSCAN: smallest cluster")
+    min_samples = param.Integer(default=1, bounds=(1, 20), doc="HDBSCAN / DBSCAN: density")
+    n_neighbors = param.Integer(default=5, bounds=(2, 15), doc="RNN-DBSCAN: K")
+    eps = param.Number(default=0.06, bounds=(0.01, 1.0), step=0.005,
+                       doc="snn-whispers: threshold; DBSCAN: cosine radius")
+    selected = param.Integer(default=-1, doc="cluster shown in the detail panel")
+    version = param.Integer(default=0, doc="bumped after every change of labels or names")
+    people_sort = param.Selector(default="size", objects=["size", "name"], label="Sort people by")
+    unnamed = param.Selector(default="first", objects=["first", "last"], label="Unnamed")
+    people_page = param.Integer(default=1, bounds=(1, None), label="Page")
+    queue_opened = param.List(doc="clusters this tab's review queue has opened (not offered again)")
+    queue_left = param.List(doc="noise items this tab chose to leave in noise")
+    map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
+    save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
+
+    def __init__(self, session, **params):
+        params.setdefault("algorithm", default_algorithm(session.model, session.kind))
+        # the slider starts at the model's measured cut and moves the mutual cut with it
+        snn = model_cluster_params(session.model, "snn-whispers") if session.kind == "faces" else {}
+        params.setdefault("eps", snn.get("threshold", 0.06))
+        super().__init__(**params)
+        self._snn = snn
+        self.s = session
+        self.words = WORDS[session.kind]
+        self._colours: dict[int, int] = {}  # cluster id → palette index, kept across corrections
+        self.last_recluster_s = 0.0
+        self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
+        self._table = None  # the cluster list drawn last: its row follows the open cluster
+        self._detail = None  # the detail's widgets, once shown
+        self._shown = np.array([], int)  # the rows its gallery shows
+        self._min_samples_bounds()
+        self.recluster()
+
+    @param.depends("algorithm", watch=True)
+    def _min_samples_bounds(self):
+        # DBSCAN needs min_samples ≥ 2: the slider's range says so, rather than showing 1 while 2 is used
+        low = 2 if self.algorithm == "dbscan" else 1
+        self.param.min_samples.bounds = (low, 20)
+        if self.min_samples < low:
+            self.min_samples = low
+
+    # -- actions ------------------------------------------------------------------------------
+    def params_for_algorithm(self) -> dict:
+        if self.algorithm == "hdbscan":
+            return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
+        if self.algorithm == "rnn-dbscan":
+            return cluster_params("rnn-dbscan", knn=self.n_neighbors)
+        if self.algorithm == "snn-whispers":  # the slider moves both cuts, keeping their measured gap
+            gap = self._snn.get("mutual_threshold", 0.07) - self._snn.get("threshold", 0.06)
+            return {**self._snn, "threshold": self.eps, "mutual_threshold": round(self.eps + gap, 4),
+                    "min_cluster_size": self.min_cluster_size}
+        return {"eps": self.eps, "min_samples": max(2, self.min_samples)}
+
+    @param.depends("algorithm", "min_cluster_size", "min_samples", "n_neighbors", "eps", watch=True)
+    def recluster(self):
+        t = time.perf_counter()
+        self.s.recluster(self.algorithm, self.params_for_algorithm())
+        self.last_recluster_s = time.perf_counter() - t
+        self.changed(-1)
+
+    def saving(self, correction):
+        """``correction`` (an action that saves one), said in ``save_error`` when the disk refuses
+        the save (full, read-only, forbidden): the session is then unchanged, and without this the
+        page showed nothing while the server's log got a traceback. The next save clears it."""
+        @functools.wraps(correction)
+        def run(*args, **kwargs):
+            try:
+                out = correction(*args, **kwargs)
+            except OSError as err:
+                self.save_error = str(err)
+                return None
+            self.save_error = ""
+            return out
+        return run
+
+    def did(self, what: str) -> None:
+        """Remember the correction just made, for this tab's undo."""
+        if self.s.last_op:
+            self.history.append((self.s.last_op, what))
+
+    @saves
+    def undo(self) -> str | None:
+        """Take back this tab's last correction (never another tab's); what it undid, or None."""
+        while self.history:
+            op, what = self.history[-1]
+            undone = self.s.undo(op)  # one it could not save stays in the history
+            self.history.pop()
+            if undone:
+                self.changed()
+                return what
+        return None
+
+    def changed(self, selected: int | None = None):
+        """After a change of labels or names. (Opening a cluster sets ``selected`` alone: only the
+        detail, the list's mark and the map's outline follow it, where a version bump would redraw
+        and resend the whole map and list.)"""
+        # one batched update: views depending on both are redrawn once, not twice (a second redraw
+        # would replace the name box while someone types in it)
+        # the map is drawn again without the lasso's marks: what stays chosen is what is shown
+        self.param.update(version=self.version + 1, map_chosen=[], **({} if selected is None else {"selected": selected}))
+
+    # -- data for the views ---------------------------------------------------------------------
+    def colours(self, labels: np.ndarray) -> np.ndarray:
+        """Each point's colour: its cluster's, never a neighbouring cluster's on the map."""
+        from crowdsort.review.map_colors import neighbour_colours
+
+        self._colours = neighbour_colours(labels, self.s.layout, len(PALETTE), self._colours)
+        return np.array([PALETTE[self._colours[c]] if c >= 0 else NOISE_COLOR for c in labels], dtype=object)
+
+    def points_frame(self) -> pd.DataFrame:
+        lab = self.s.labels
+        names = self.s.names()
+        df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
+                           "name": [names.get(c, "") for c in lab]})
+        if len(lab) < RASTER_MIN:  # the rasterised map colours by cluster value, not by these
+            df["color"] = self.colours(lab)
+        thumbs = hover_thumbs(self.s)
+        if thumbs is not None:
+            df["thumb"] = thumbs
+        return df[lab != NOT_FACE]
+
+    # -- views ------------------------------------------------------------------------------------
+    @param.depends("version")
+    def status(self):
+        m = self.s.summary()
+        params = ", ".join(f"{k}={v}" for k, v in self.params_for_algorithm().items())
+        return pn.pane.Markdown(
+            f"{self.algorithm} ({params}): {m['clusters']} clusters, noise {m['noise']} of {m['items']} "
+            f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
+            css_classes=["cs-status"], name="status")
+
+    @param.depends("save_error")
+    def save_message(self):
+        return text_html(self.save_error, css_classes=["cs-save-error"], visible=bool(self.save_error),
+                         styles={"color": "#b00020"})
+
+    @param.depends("version")
+    def map_view(self):
+        from bokeh.models import HoverTool
+
+        df = self.points_frame()
+        vdims = [c for c in ("cluster", "name", "color", "thumb") if c in df]
+        points = hv.Points(df, ["x", "y"], vdims)
+        if len(df) >= RASTER_MIN:
+            import datashader as ds
+            from holoviews.operation.datashader import dynspread, rasterize
+
+            # a fixed resolution, re-aggregated on zoom only: following the plot's size costs a
+            # second render and a second image on every page load (1.2 s at 100k faces)
+            raster = rasterize(points, aggregator=ds.max("cluster"), width=MAP_RASTER[0], height=MAP_RASTER[1],
+                               streams=[hv.streams.RangeXY])
+            # float32 holds every cluster number exactly and halves the image datashader sends;
+            # spread by max: the default adds overlapping pixels, and 3 + 3 would draw cluster 6
+            plot = dynspread(raster, how="max").apply(lambda img: img.clone(img.data.astype(np.float32))).opts(
+                cmap=PALETTE, cnorm="eq_hist", responsive=True, height=560, tools=["tap", *CHOOSE_TOOLS],
+                active_tools=["lasso_select", "wheel_zoom"])
+        else:
+            tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
+                   + 'cluster @cluster @name</div>')
+            # drawn faint, so the open cluster (outlined on top, in full colour) stands out
+            plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
+                               tools=[HoverTool(tooltips=tip), "tap", *CHOOSE_TOOLS], responsive=True, height=560,
+                               active_tools=["lasso_select", "wheel_zoom"],
+                               xaxis=None, yaxis=None, title=f"UMAP of the {self.words['items']}, coloured by cluster (grey: noise)")
+        source = points if len(df) < RASTER_MIN else plot
+        hv.streams.Tap(source=source).add_subscriber(self._on_tap)
+        # the drawn shape, not Bokeh's selected indices: the rasterised map has no points to select
+        hv.streams.Lasso(source=source).add_subscriber(self._on_lasso)
+        hv.streams.BoundsXY(source=source).add_subscriber(self._on_box)
+        highlight = hv.DynamicMap(self.highlight, streams=dict(c=self.param.selected))
+        return pn.pane.HoloViews(plot * highlight * self.name_labels(df), sizing_mode="stretch_width", name="map")
+
+    def highlight(self, c: int = -1):
+        """The open cluster drawn over the map, outlined, so it stands out from the others."""
+        rows = self.s.labels == c if c >= 0 else np.zeros(len(self.s.labels), bool)
+        pts = pd.DataFrame({"x": self.s.layout[rows, 0], "y": self.s.layout[rows, 1]})
+        colour = PALETTE[self._colours.get(c, c % len(PALETTE))] if c >= 0 else NOISE_COLOR
+        return hv.Points(pts, ["x", "y"]).opts(color=colour,
+                                               size=10, line_color="black", line_width=1.5)
+
+    def name_labels(self, df: pd.DataFrame) -> hv.Labels:
+        """Named clusters' names at their centre (the median point, inside the cluster)."""
+        named = df[df["name"] != ""]
+        centres = named.groupby("cluster").agg(x=("x", "median"), y=("y", "median"), name=("name", "first"))
+        return hv.Labels(centres, ["x", "y"], "name").opts(text_font_size="9pt", text_color="black")
+
+    def _on_tap(self, x=None, y=None):
+        if x is None:
+            return
+        d = np.hypot(self.s.layout[:, 0] - x, self.s.layout[:, 1] - y)
+        d[self.s.labels < 0] = np.inf
+        if np.isfinite(d.min()):
+            self.selected = int(self.s.labels[d.argmin()])
+
+    def _on_lasso(self, geometry=None):
+        from crowdsort.review.map_select import in_polygon
+
+        if geometry is not None:
+            self.choose_on_map(in_polygon(self.s.layout, geometry))
+
+    def _on_box(self, bounds=None):
+        from crowdsort.review.map_select import in_box
+
+        if bounds is not None:
+            self.choose_on_map(in_box(self.s.layout, bounds))
+
+    def choose_on_map(self, inside: np.ndarray) -> None:
+        self.map_chosen = np.flatnonzero(inside & (self.s.labels != NOT_FACE)).tolist()
+
+    @param.depends("map_chosen", "version")
+    def map_selection(self):
+        """What the lasso or the box took on the map: how many, from which clusters, a few of
+        them, and what to do with them (the gallery's actions)."""
+        rows = np.asarray(self.map_chosen, int)
+        n_words = self.words["items"]
+        if not len(rows):
+            return pn.pane.HTML(f"Draw a lasso on the map (or a box: its tool above the map) to choose {n_words} there.",
+                                css_classes=["cs-map-chosen"])
+        clusters = np.unique(self.s.labels[rows])
+        ids = [self.s.ids[r] for r in rows]
+        faces = face_imgs(self.s, rows[:MAP_CHOSEN_SHOWN], 40)
+        what = (f"{len(rows)} {n_words} chosen on the map, from {(clusters >= 0).sum()} clusters"
+                f"{' and noise' if (clusters < 0).any() else ''}")
+        count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
+        after = lambda target: self.changed(target)  # noqa: E731  (the person they went to, if any)
+        return pn.Column(count, pn.pane.HTML(f"<div>{faces}</div>"),
+                         pn.Row(*self.face_actions(lambda: ids, lambda: "chosen on the map", after, count, "cs-map-")),
+                         css_classes=["cs-map-chosen"], sizing_mode="stretch_width")
+
+    @param.depends("version")
+    def cluster_table(self):
+        clusters = self.s.clusters()
+        # tens of thousands of rows would all go to the browser at each change: send pages instead
+        paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
+        table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
+                                     name="clusters", css_classes=["cs-clusters"], **paged)
+        table.on_click(lambda e: setattr(self, "selected", int(table.value.iloc[e.row]["cluster"])))
+        self._table = table
+        self._select_row()
+        return table
+
+    @param.depends("selected", watch=True)
+    def _select_row(self):
+        # a cluster opened from the map or a card is marked in the list too
+        if self._table is not None:
+            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
+            self._table.selection = rows[:1].tolist()
+
+    def detail(self) -> pn.Column:
+        """The open cluster: title, name box, suggestions, merge candidates, gallery, what to do
+        with the chosen faces, split, source photo. Its widgets are made once per tab and refilled
+        for each cluster, so opening one sends only what changed (faces, names, options), and a
+        click is never on a button a redraw took away."""
+        if self._detail is None:
+            self._detail = self._detail_widgets()
+            self._fill_detail()
+        return self._detail.panel
+
+    def _detail_widgets(self) -> SimpleNamespace:
+        n_words = self.words["items"]
+        w = SimpleNamespace()
+        w.hint = pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {n_words}.")
+        w.title = pn.pane.HTML("", css_classes=["cs-detail-title"])
+        w.name_in = pn.widgets.TextInput(placeholder=self.words["name"], width=220, name="Name")
+        w.name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
+        # value_input is what the box shows now; value waits for a blur that may come after the click
+        w.name_btn.on_click(lambda e: self._name(self.selected, w.name_in.value_input or ""))
+        w.name_in.param.watch(lambda e: self._name(self.selected, w.name_in.value_input or ""), "enter_pressed")
+        w.sugg, w.near = pn.Row(css_classes=["cs-suggestions"]), pn.Row(css_classes=["cs-near"])
+        w.gallery = FaceGallery(sizing_mode="stretch_width")
+        hint = f"Click {n_words} to choose (shift, ctrl: several)"
+        w.count = pn.pane.HTML(hint, css_classes=["cs-chosen-count"])
+        w.gallery.param.watch(lambda e: setattr(w.count, "object", f"{len(e.new)} chosen" if e.new else hint), "selected")
+
+        def after(target):
+            c = self.selected
+            self.changed(c if target is None or (self.s.labels == c).any() else target)
+        w.actions = self.face_actions(lambda: [self.s.ids[self._shown[i]] for i in w.gallery.selected],
+                                      lambda: f"of cluster {self.selected}", after, w.count)
+        w.split = pn.widgets.Button(name="Split in two", button_type="warning", css_classes=["cs-split"])
+        w.split.on_click(lambda e: self._split(self.selected))
+        # Bokeh's Select draws its labels as text; it gives back the position in the gallery
+        w.source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"], options={"": -1})
+        w.source_view = pn.Column(sizing_mode="stretch_width")
+
+        def show_source(e):
+            w.source_view.clear()
+            if e.new is not None and e.new >= 0:
+                w.source_view.extend(self.source_views(self._shown[e.new]))
+        w.source_sel.param.watch(show_source, "value")
+        # one face clicked: its source photo, where the others in the picture show who it is
+        w.gallery.param.watch(lambda e: setattr(w.source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
+        w.body = pn.Column(w.title, pn.Row(w.name_in, w.name_btn), w.sugg, w.near, w.gallery,
+                           pn.Row(w.count, *w.actions), pn.Row(w.split, w.source_sel), w.source_view,
+                           sizing_mode="stretch_width", visible=False)
+        w.panel = pn.Column(w.hint, w.body, sizing_mode="stretch_width")
+        return w
+
+    @param.depends("selected", "version", watch=True)
+    def _fill_detail(self):
+        # one message: a page that drew the new title before the new faces would let a click
+        # choose a face of the cluster shown before (and the faces' arrival then unchoose it)
+        with pn.io.hold():
+            self._refill_detail()
+
+    def _refill_detail(self):
+        w = self._detail
+        if w is None:  # not shown yet: nothing to fill
+            return
+        c = self.selected
+        there = c >= 0 and bool((self.s.labels == c).any())
+        w.hint.visible, w.body.visible = not there, there
+        if not there:
+            self._shown = np.array([], int)
+            return
+        rows = self.s.members(c)
+        name = self.s.names().get(c, "")
+        title = f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})"
+        w.title.object = f"<h3>{html.escape(title)}</h3>"
+        w.name_in.param.update(value=name, value_input=name)
+        self._shown = shown = rows[:GALLERY_MAX]
+        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
+        w.sugg.objects = self.suggestion_items(c)
+        w.near.objects = self.merge_items(c)
+        w.gallery.param.update(selected=[], **self.gallery_data(shown, files))
+        w.actions[2].options = sorted(set(self.s.names().values()))  # the move box completes known names
+        w.source_sel.param.update(options={"": -1, **{f"#{i} {f}": i for i, f in enumerate(files)}}, value=-1)
+
+    def gallery_data(self, shown: np.ndarray, files: list[str]) -> dict:
+        n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
+        captions = [f"#{i}{' proto' if i < 3 else ''}"
+                    f"{f' ({n_faces.iloc[r]} faces)' if n_faces is not None and n_faces.iloc[r] > 1 else ''}"
+                    for i, r in enumerate(shown)]
+        thumbs = [thumbnail_uri(viewable(self.s, self.s.table["crop_path"].iloc[r]), 192) for r in shown]
+        return {"thumbs": thumbs, "captions": captions, "titles": files}
+
+    def suggestion_items(self, c: int) -> list:
+        """The reference library's verdict first (a name, or "unknown"); the nearest names after it,
+        greyed: one click still names the cluster after one of them."""
+        sugg = self.s.suggestions(c)
+        if not len(sugg):
+            return []
+        items = []
+        for r in sugg.itertuples():
+            if r.label == "unknown" and r.suggested:
+                items.append(pn.pane.HTML("<b>unknown</b> (no reference close enough); nearest:",
+                                          css_classes=["cs-sugg-unknown"]))
+                continue
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"{r.label} ({r.distance:.3f})", button_type="primary" if r.suggested else "light",
+                                  css_classes=["cs-sugg-best" if r.suggested else "cs-sugg-other"],
+                                  styles={} if r.suggested else {"opacity": "0.6"})
+            b.on_click(lambda e, lab=r.label: self._name(c, lab))
+            items.append(b)
+        return [pn.pane.Markdown("Suggestions:"), *items]
+
+    def merge_items(self, c: int) -> list:
+        """The clusters most like this one, each with its best face: one click merges it in (a
+        person split in several clusters). Where both are named differently, it asks which name
+        to keep before merging."""
+        near = self.s.nearest_clusters(c)
+        if not len(near):
+            return []
+        items = []
+        for r in near.itertuples():
+            face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
+            items.append(pn.pane.HTML(f'<img src="{face}" width="48" height="48" alt="">', margin=(0, 2)))
+            # Bokeh draws a button's label as text: escaping it would show the entities
+            b = pn.widgets.Button(name=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
+                                  css_classes=["cs-merge-near"])
+            b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other))
+            items.append(b)
+        return [pn.pane.Markdown("Most like it:"), *items]
+
+    @saves
+    def _merge_in(self, c: int, other: int, name: str | None = None):
+        try:
+            merged = self.s.merge([c, other], name=name)
+        except NameConflict as err:  # the row asks which name stays; nothing is merged yet
+            keep = []
+            for n in err.names:
+                b = pn.widgets.Button(name=f"Keep {n}", button_type="primary", css_classes=["cs-merge-keep-name"])
+                b.on_click(lambda e, n=n: self._merge_in(c, other, n))
+                keep.append(b)
+            cancel = pn.widgets.Button(name="Cancel", css_classes=["cs-merge-cancel"])
+            cancel.on_click(lambda e: setattr(self._detail.near, "objects", self.merge_items(c)))
+            self._detail.near.objects = [pn.pane.Markdown(f"Merge {other:03d}: they are named differently, keep"),
+                                         *keep, cancel]
+            return
+        self.did(f"merge clusters {c}, {other}")
+        self.changed(merged)
+
+    def face_actions(self, chosen, where, after, count: pn.pane.HTML, css: str = "cs-") -> list:
+        """Reject, not a face, move to a person (a name box completing known names), new person,
+        for the items ``chosen()`` gives (``where()`` says where from, for undo); ``after(target)``
+        redraws (target: the cluster they went to)."""
+        n_words = self.words["items"]
+        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger", css_classes=[f"{css}reject"])
+        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=[f"{css}notface"])
+        known = sorted(set(self.s.names().values()))
+        to = pn.widgets.AutocompleteInput(options=known, restrict=False, min_characters=1, case_sensitive=False,
+                                          placeholder="move to person…", width=200, css_classes=[f"{css}move-name"])
+        move_btn = pn.widgets.Button(name="Move", css_classes=[f"{css}move"])
+        new_btn = pn.widgets.Button(name="New person", css_classes=[f"{css}new-person"])
+
+        @self.saving
+        def act(what, fn):
+            faces = chosen()
+            if not faces:
+                count.object = f"choose {n_words} first"
+                return
+            target = fn(faces)
+            self.did(f"{what} {len(faces)} {n_words} {where()}")
+            after(target)
+        reject_btn.on_click(lambda e: act("reject", self.s.reject))
+        notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
+        typed = lambda: (to.value_input or "").strip()  # noqa: E731  (what the box shows, before any blur)
+        move_btn.on_click(lambda e: act(f"move to '{typed()}'" if typed() else "move", lambda f: self.s.move(f, typed())))
+        new_btn.on_click(lambda e: act("new person from", self.s.move))
+        return [reject_btn, notface_btn, to, move_btn, new_btn]
+
+    @saves
+    def _split(self, c: int):
+        halves = self.s.split(c)
+        self.did(f"split cluster {c}")
+        self.changed(halves[0])
+
+    @param.depends("version", "queue_opened", "queue_left")
+    def review_queue(self):
+        """A walk through what is left to decide: the unnamed clusters, largest first, opened one
+        at a time in the detail; then the noise items beside the named person nearest them."""
+        n_words = self.words["items"]
+        todo = self.s.unnamed_clusters()
+        todo = todo[~todo["cluster"].isin(self.queue_opened)]
+        if len(todo):
+            r = todo.iloc[0]
+            faces = face_imgs(self.s, self.s.members(int(r.cluster))[:CARD_FACES])
+            nxt = pn.widgets.Button(name=f"Open {r.cluster:03d} ({r['size']} {n_words})", button_type="primary",
+                                    css_classes=["cs-queue-open"])
+            nxt.on_click(lambda e, c=int(r.cluster): self._open_from_queue(c))
+            clusters = [text_html(f"{len(todo)} unnamed clusters to look at, largest first; next:", "b"),
+                        pn.Row(pn.pane.HTML(f"<div>{faces}</div>"), nxt)]
+        else:
+            clusters = [text_html("Every cluster is named or has been looked at.", "b")]
+        noise = self.s.noise_to_review()
+        noise = noise[~noise["item_id"].isin(self.queue_left)]
+        rows = [self.noise_row(r) for r in noise.head(QUEUE_NOISE).itertuples()]
+        close = f" ({int(noise['likely'].sum())} close enough to be them)" if self.s.kind == "faces" else ""
+        head = (f"{len(noise)} noise {n_words} beside the named person nearest them{close}, nearest first:" if len(noise)
+                else f"No noise {n_words} to place (none, or nobody named yet).")
+        return pn.Column(*clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
+                         *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
+
+    def _open_from_queue(self, c: int) -> None:
+        self.param.update(queue_opened=self.queue_opened + [c], selected=c)
+
+    def noise_row(self, r):
+        """One noise item, the person nearest it, and what to do: add it to them, exclude it, leave it."""
+        person = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
+        # beyond the identification threshold the item is most likely a stranger: offered, greyed
+        add = pn.widgets.Button(name=f"Add to {r.name}", button_type="primary" if r.likely else "light",
+                                styles={} if r.likely else {"opacity": "0.6"}, css_classes=["cs-queue-add"])
+        add.on_click(lambda e: self._place(r.item_id, r.name))
+        out = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=["cs-queue-notface"])
+        out.on_click(lambda e: self._place(r.item_id, None))
+        leave = pn.widgets.Button(name="Leave in noise", css_classes=["cs-queue-leave"])
+        leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
+        return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
+                      text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
+                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span"),
+                      pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
+                      css_classes=["cs-queue-item"])
+
+    @saves
+    def _place(self, item_id: str, name: str | None) -> None:
+        n_words = self.words["items"]
+        if name is None:
+            self.s.reject([item_id], not_face=True)
+            self.did(f"mark as not a face 1 {n_words} from noise")
+        else:
+            self.s.move([item_id], name)
+            self.did(f"move to '{name}' 1 {n_words} from noise")
+        self.changed()
+
+    @param.depends("version", "people_sort", "unnamed", "people_page")
+    def people(self):
+        """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
+        rows = self.people_order()
+        pages = max(1, -(-len(rows) // PEOPLE_PAGE))
+        page = min(self.people_page, pages) - 1
+        cards = [self.card(r.cluster, r.size, r.name) for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
+        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120),
+                     pn.widgets.Select.from_param(self.param.unnamed, width=100),
+                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=90),
+                     text_html(f"page {page + 1} of {pages} · {len(rows)} clusters", "span"))
+        return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
+
+    def people_order(self) -> pd.DataFrame:
+        rows = self.s.clusters()
+        rows["unnamed"] = rows["name"] == ""
+        by = ["size", "cluster"] if self.people_sort == "size" else ["name", "size"]
+        rows = rows.sort_values(by, ascending=[self.people_sort != "size", self.people_sort == "size"], kind="stable")
+        return rows.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
+
+    def card(self, c: int, size: int, name: str):
+        faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
+        open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
+                                     button_type="primary" if name else "default", css_classes=["cs-card-open"])
+        open_btn.on_click(lambda e: setattr(self, "selected", c))
+        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
+                         css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
+
+    def source_views(self, row: int) -> list:
+        """Where the item was seen: its photo or video frame with the face's box; for a track,
+        also a strip of its faces over time."""
+        from crowdsort.review.sources import source_jpeg
+
+        t = self.s.table.iloc[row]
+        box = t["box"] if "box" in t else None
+        when = t["time_s"] if "time_s" in t and pd.notna(t["time_s"]) else None
+        views = [pn.pane.JPG(source_jpeg(viewable(self.s, t["source_image"]), box, when, 960), width=480,
+                             css_classes=["cs-source-view"])]
+        if self.s.item_faces is not None and t.get("track", -1) >= 0:
+            faces = self.s.item_faces[self.s.item_faces["item_id"] == self.s.ids[row]].sort_values("frame")
+            pick = faces.iloc[np.unique(np.linspace(0, len(faces) - 1, min(len(faces), TRACK_STRIP)).round().astype(int))]
+            views.insert(0, pn.FlexBox(*[
+                pn.Column(pn.pane.JPG(thumbnail_jpeg(viewable(self.s, f.crop_path), 128), width=64, height=64),
+                          pn.pane.Str(f"{f.time_s:.1f} s", styles={"font-size": "10px"}), margin=1)
+                for f in pick.itertuples()], css_classes=["cs-track-strip"]))
+        return views
+
+    @saves
+    def _name(self, c: int, name: str):
+        self.s.name(c, name)
+        self.did(f"name cluster {c} '{name.strip()}'" if name.strip() else f"unname cluster {c}")
+        self.changed(c)
+
+    def merge_widget(self):
+        # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
+        # the drop-down lists a few at a time (typing finds the others): tens of thousands of
+        # entries drawn at once took seconds of the page's load at 100k faces
+        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"],
+                                        option_limit=MERGE_LISTED, search_option_limit=MERGE_LISTED)
+        keep = pn.widgets.RadioBoxGroup(name="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
+        btn = pn.widgets.Button(name="Merge", button_type="primary", css_classes=["cs-merge"])
+        msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
+
+        @param.depends(self.param.version, watch=True)
+        def refresh(_=None):
+            rows = self.s.clusters()
+            kept = set(rows["cluster"])
+            # named ones and the largest (every option travels to the page: 12k of them added 0.9 s
+            # to its load at 100k faces); the others merge from the detail's suggestions
+            offered = rows[(rows["name"] != "") | (np.arange(len(rows)) < MERGE_OPTIONS) | rows["cluster"].isin(choice.value)]
+            choice.options = {html.escape(f"{r.cluster:03d} {r.name} ({r.size})".replace("  ", " ")): int(r.cluster)
+                              for r in offered.itertuples()}
+            choice.value = [c for c in choice.value if c in kept]
+        refresh()
+
+        @self.saving
+        def merge(e):
+            if len(choice.value) < 2:
+                msg.object = "choose two clusters or more"
+                return
+            try:
+                c = self.s.merge(list(choice.value), name=keep.value if keep.visible else None)
+            except NameConflict as err:  # the user says which name stays
+                keep.options, keep.value, keep.visible = err.names, err.names[0], True
+                msg.object = "they are named differently: choose the name to keep, then Merge"
+                return
+            what = f"merge clusters {', '.join(map(str, choice.value))}"
+            keep.visible, msg.object, choice.value = False, "", []
+            self.did(what)
+            self.changed(c)
+        btn.on_click(merge)
+        undo = pn.widgets.Button(name="Nothing to undo", disabled=True, css_classes=["cs-undo"])
+
+        @param.depends(self.param.version, watch=True)
+        def label_undo(_=None):
+            undo.name = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
+            undo.disabled = not self.history
+        undo.on_click(lambda e: self.undo())
+        return pn.Column(btn, keep, msg, choice, undo)
+
+    def export_widgets(self, dataset: Path):
+        from crowdsort.storage.export import csv_text  # names typed here open in spreadsheets: never as formulas
+
+        download = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labelled_table())),
+                                           filename="labels.csv", label="Download labels CSV",
+                                           button_type="success", css_classes=["cs-download"])
+        labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labels_csv())),
+                                            filename="cluster.identifications.csv", label="Download label,cluster CSV")
+        # value_input too: Panel leaves it empty until something is typed, and the export reads it (what is
+        # typed counts before Enter), so an untouched box exported to '' (issue 30)
+        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export", value_input="export",
+                                      css_classes=["cs-export-folder"])
+        btn = pn.widgets.Button(name="Export folders", button_type="primary", css_classes=["cs-export"])
+        msg = pn.pane.HTML("", css_classes=["cs-export-msg"])
+
+        def export(e):
+            from crowdsort.storage.export import write_named_folders
+
+            try:
+                out = export_folder(dataset, folder.value_input)
+                write_named_folders(out, self.s.labelled_table(), clean=True, files=getattr(self.s, "files", None))
+                msg.object = html.escape(f"wrote {out}")
+            except (OSError, ValueError) as err:
+                msg.object = html.escape(f"not written: {err}")
+        btn.on_click(export)
+        return pn.Column(download, labels_dl, folder, btn, msg)
+
+
+def export_folder(dataset: Path, typed: str) -> Path:
+    """The folder an export replaces: one plain name inside the dataset, since the export
+    empties it (``..``, ``/x``, ``a/b``, ``.`` or a hidden name would reach past or into the
+    dataset's own files)."""
+    name = typed.strip()
+    if not name or name.startswith(".") or any(ch in name for ch in "/\\\0"):  # ".", ".." are hidden names too
+        raise ValueError(f"{typed!r} is not a folder name: type one plain name, like export")
+    out = dataset / name
+    if out.is_symlink():  # would write (and clean) wherever it points
+        raise ValueError(f"{out} is a link: type the name of a folder of the dataset")
+    return out
+
+
+def page_title(dataset: Path) -> str:
+    return f"crowdsort — {Path(dataset).name}"
+
+
+def open_session(dataset, faces: str = "faces", model: str | None = None, weights=None, refs=None, run: str | None = None):
+    """The ReviewSession of a dataset's faces (or of an image cluster run), once per process:
+    every tab, notebook cell or app over the same dataset shares it (the heavy part)."""
+    key = ("crowdsort-review", str(Path(dataset).resolve()), faces, model, weights, refs, run)
+    with _OPENING:  # sessions built at once (crowdsort dashboard builds them off the event loop): one load
+        if key not in pn.state.cache:
+            pn.state.cache[key] = (open_image_review(dataset, run) if run else
+                                   open_review(dataset, faces, model, weights, refs, progress=False))
+        return pn.state.cache[key]
+
+
+_OPENING = threading.Lock()
+
+
+class ReviewApp(pn.viewable.Viewer):
+    """The review app over one dataset: ``ReviewApp(dataset)`` in a notebook cell shows it inline;
+    :meth:`template` is the full browser page. Each ReviewApp has its own :class:`Dashboard`
+    state (selection, undo) over the shared session. ``session`` replaces the dataset's own
+    (for a session made by hand); ``settings`` are the first clustering's (``algorithm="hdbscan",
+    min_cluster_size=3``...)."""
+
+    def __init__(self, dataset, faces: str = "faces", model: str | None = None, weights=None, refs=None,
+                 run: str | None = None, session=None, **settings):
+        super().__init__()
+        self.dataset = Path(dataset)
+        self.session = session if session is not None else open_session(dataset, faces, model, weights, refs, run)
+        self.dashboard = Dashboard(self.session, **settings)
+
+    def _parts(self):
+        dash = self.dashboard
+        views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"),
+                                          dash.map_selection, sizing_mode="stretch_width")),
+                        # made and drawn when first opened, not on every page load (0.25 s at 100k faces)
+                        ("People", pn.param.ParamMethod(dash.people, lazy=True)),
+                        ("Review", pn.param.ParamMethod(dash.review_queue, lazy=True)),
+                        sizing_mode="stretch_width", css_classes=["cs-views"], dynamic=True)
+        guard = BusyGuard()
+        sidebar = [guard, controls(dash), dash.status, dash.save_message, pn.layout.Divider(), dash.merge_widget(),
+                   pn.layout.Divider(), dash.export_widgets(self.dataset)]
+        main = [views, dash.detail()]
+        # after the views' own watchers (made above): the answer and its ack leave together
+        dash.param.watch(lambda *events: guard.param.update(ack=guard.ack + 1), ANSWERS)
+        return sidebar, main
+
+    def open(self, cluster: int) -> None:
+        """Show ``cluster`` in the detail (and redraw after corrections made in code)."""
+        self.dashboard.changed(cluster)
+
+    def __panel__(self):
+        sidebar, main = self._parts()
+        return pn.Row(pn.Column(*sidebar, width=300), pn.Column(*main, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", css_classes=["cs-app"])
+
+    def template(self) -> Page:
+        sidebar, main = self._parts()
+        return Page(
+            title=html.escape(page_title(self.dataset)),  # the template puts it in the page as HTML
+            sidebar=sidebar, main=main)
+
+
+class Page(pn.template.VanillaTemplate):
+    """The page. Vanilla, not FastListTemplate: Microsoft FAST's web components took 0.6–0.9 s
+    of every page load at 1k faces (README, Speed). No web font: the template links Google's,
+    and a page of private photos would tell another server who looks at it (and wait for it
+    offline). Its parts are added to the page in one go: Bokeh walks the whole document again
+    after each of its 15 roots otherwise."""
+
+    _resources = {"css": {}}
+
+    def _init_doc(self, doc=None, *args, **kwargs):
+        from panel.io.document import create_doc_if_none_exists
+
+        doc = create_doc_if_none_exists(doc or pn.state.curdoc)
+        with doc.models.freeze():
+            return super()._init_doc(doc, *args, **kwargs)
+
+
+def controls(dash: Dashboard) -> pn.Param:
+    """The algorithm and its own parameters only (the others would do nothing)."""
+    names = ["min_cluster_size", "min_samples", "n_neighbors", "eps"]
+    panel = pn.Param(dash, parameters=["algorithm", *names],
+                     widgets={n: {"type": pn.widgets.FloatSlider if n == "eps" else pn.widgets.IntSlider,
+                                  "throttled": True} for n in names},
+                     show_name=False, name="controls")
+
+    def show(_=None):
+        for n in names:
+            panel._widgets[n].visible = n in SLIDERS[dash.algorithm]
+    dash.param.watch(show, "algorithm")
+    show()
+    return panel
+

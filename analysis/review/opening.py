@@ -1,0 +1,94 @@
+"""The dashboard's data: a :class:`~crowdsort.review.session.ReviewSession` opened over a dataset's faces
+(vectors, kNN graph and map cached in the dataset, corrections from its annotations) or over an
+image cluster run's images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..faces.embed import DEFAULT_FACE_MODEL, embed_faces, load_embedder
+from ..naming.identify import load_references
+from ..storage.migrate import migrate_if_free
+from ..storage.paths import DatasetFiles
+from ..pipeline import GRAPH_NEIGHBORS, cached_graph, extraction_store, load_image_run, stored_vectors, track_items
+from .project import cached_layout
+from .session import Annotations, ReviewSession
+from ..storage.store import FaceStore, read_cache
+from ..video.tracks import item_keys, picture_keys
+
+
+def open_review(dataset, source: str = "faces", model: str | None = None, weights=None, refs=None,
+                progress: bool = True, per_track: int = 5):
+    """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
+    (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
+    dataset's saved corrections (``dataset/annotations.jsonl``). A video's faces come as one item
+    per track (its ``per_track`` best faces' mean vector; ``session.item_faces`` lists every face of
+    every item), so naming or moving a track does so for all its faces."""
+    dataset = Path(dataset)
+    store = extraction_store(dataset, source)
+    migrate_if_free(store, dataset)  # a dataset of absolute paths (format 1), moved or not: its names kept
+    faces = store.load_faces()
+    if len(faces) < 2:
+        raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
+    embedder = load_embedder(model or reviewed_model(store), weights)
+    table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
+                          "face_index": faces["face_index"],
+                          "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
+                          "picture": picture_keys(faces), "frame": faces["frame"], "time_s": faces["time_s"],
+                          "shot": faces["shot"], "track": faces["track"],
+                          "box": list(faces[["x0", "y0", "x1", "y1"]].to_numpy(np.float64))})
+    members = None
+    if (faces["track"] >= 0).any():  # a video's track is one item, shown by its best face
+        keys = item_keys(faces)
+        ids, X, groups, best = track_items(store, faces, keys, embedder, per_track, progress)
+        members = table.drop(columns="picture").assign(item_id=keys)
+        table = table.iloc[best].reset_index(drop=True).assign(
+            item_id=ids, picture=groups, n_faces=pd.Series(keys).value_counts().reindex(ids).to_numpy())
+        table = table[["item_id", *[c for c in table.columns if c != "item_id"]]]
+    else:
+        X = embed_faces(store, faces, embedder, progress=progress)
+    if refs is not None and not hasattr(refs, "vectors"):
+        refs = load_references(refs, model, weights, progress=progress)
+        refs.check_model(embedder.name)
+    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
+    session.item_faces = members
+    session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
+    return session
+
+
+def reviewed_model(store: FaceStore) -> str | None:
+    """The identity model a dataset is reviewed with when none is named: the default model once
+    its vectors are there, else dlib's where a dataset made before holds only those (its
+    corrections are by face id, so they carry over when the default model's run comes)."""
+    return "dlib" if store.has_embeddings("dlib") and not store.has_embeddings(DEFAULT_FACE_MODEL) else None
+
+
+def open_image_review(dataset, run: str = "cluster"):
+    """A :class:`review.ReviewSession` over the images of an image cluster run
+    (``crowdsort cluster --model efficientnet|clip``): its vectors come from the dataset's image
+    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.jsonl``."""
+    items, info = load_image_run(dataset, run)
+    store = FaceStore(Path(dataset) / "images")
+    X = stored_vectors(store, info["model"], items["item_id"].tolist())
+    table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
+                          "crop_path": items["source_image"]})
+    session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    # the run's table may be edited: its pictures are the indexed ones, or still hold what was clustered
+    session.files = DatasetFiles(dataset, indexed_images(store),
+                                 contents=dict(zip(items["source_image"], items["item_id"])))
+    return session
+
+
+def indexed_images(store: FaceStore) -> list[str]:
+    """The images an image clustering found (``images/index.parquet``): those the page may show."""
+    index = read_cache(store.root / "index.parquet", pd.read_parquet)
+    return [] if index is None else index["path"].tolist()
+
+
+def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str):
+    ids = table.iloc[:, 0].tolist()
+    graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+    layout = cached_layout(store, model, ids, X, graph)
+    return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)

@@ -1,0 +1,1 @@
+"""Scale: the local process pool and Ray."""

@@ -1,0 +1,1 @@
+"""The dataset on disk: the face store, scanning, paths, locks, exports, image files."""

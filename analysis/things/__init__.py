@@ -1,0 +1,1 @@
+"""Whole images by visual similarity (EfficientNet-Lite0, CLIP)."""
