@@ -675,7 +675,7 @@ class ApplyLabels:
 class Dashboard:
     name = "dashboard"
     help = "open the dashboard over a dataset (bound to 127.0.0.1)"
-    token_env = "CROWDSORT_DASHBOARD_TOKEN"  # analysis/serve.py admits other machines with this token only
+    token_env = "CROWDSORT_DASHBOARD_TOKEN"  # analysis/review/serve.py admits other machines with this token only
 
     @staticmethod
     def register_subcommand(sub):
@@ -730,7 +730,7 @@ class Dashboard:
         import secrets
 
         hosts = Dashboard.host_names(args.address)
-        # panel serve with crowdsort's gate in front of every route (analysis/serve.py)
+        # panel serve with crowdsort's gate in front of every route (analysis/review/serve.py)
         cmd = [sys.executable, "-m", "crowdsort.review.serve", str(app), "--address", args.address, "--port", str(args.port)]
         for host in hosts:
             cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]

@@ -1,5 +1,5 @@
 """Network speed of the ``.tflite`` models crowdsort runs, on ONNX Runtime (their conversion,
-analysis/tflite_onnx.py) and on LiteRT (where ai-edge-litert is installed): faces (or pictures) a
+analysis/models/tflite_onnx.py) and on LiteRT (where ai-edge-litert is installed): faces (or pictures) a
 second through the network alone, batch as the pipeline gives it, the best of ``--repeat`` runs.
 
     python benchmarks/bench_tflite.py [--threads 1] [--repeat 5]

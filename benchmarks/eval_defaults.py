@@ -9,7 +9,7 @@ set and scores every candidate with BCubed P/R/F over people with >= 3 photos an
 the largest min(worse F>=3 - 0.97, worse F all - 0.95), the smaller margin to issue 13's goal.
 
 Candidates are small numpy/scipy functions over (X, graph) defined here, so that the best can be
-moved into analysis/cluster.py as an estimator:
+moved into analysis/clustering/cluster.py as an estimator:
 
 * baselines through crowdsort.clustering.cluster.make_clusterer (HDBSCAN, average linkage, Chinese whispers)
   and the shared-neighbour Chinese whispers (``snn-whispers``, the default) around its setting,

@@ -10,7 +10,7 @@ process died or raised something else). Peak RSS is that subprocess's own peak (
 ``ru_maxrss`` where there is no /proc: on Linux it carries the parent's peak over exec), imports
 included (the first line gives the imports alone).
 
-``--limits`` also decodes, per format, the worst image the limits of ``analysis/images.py``
+``--limits`` also decodes, per format, the worst image the limits of ``analysis/storage/images.py``
 let through (``MAX_DECODE_PIXELS`` and ``DECODE_MEMORY_BUDGET`` for the formats decoded at full
 size, ``MAX_JPEG_COEFFICIENT_BYTES`` for a progressive JPEG) and one just past them: the
 measurements behind those limits (about 2 minutes, 1 GB of temporary files).

@@ -34,7 +34,7 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 def request_admitted(request, expected: str | None) -> bool:
-    """The gate's rule (analysis/serve.py, in front of every route when served by `crowdsort
+    """The gate's rule (analysis/review/serve.py, in front of every route when served by `crowdsort
     dashboard`) once more for the session itself: also under a plain ``panel serve``."""
     if request is None:  # not served to anyone (a script building the page)
         return True

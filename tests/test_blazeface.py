@@ -1,4 +1,4 @@
-"""BlazeFace without MediaPipe (analysis/blazeface.py): its graphs converted to ONNX (sparse float16
+"""BlazeFace without MediaPipe (analysis/faces/blazeface.py): its graphs converted to ONNX (sparse float16
 weights included) against LiteRT, anchors, letterbox, weighted NMS, and the detector against
 MediaPipe's own solution on real photos, where those are installed."""
 from __future__ import annotations

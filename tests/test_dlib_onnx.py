@@ -1,4 +1,4 @@
-"""dlib's face ResNet on ONNX Runtime (analysis/dlib_onnx.py): same vectors as dlib, converted
+"""dlib's face ResNet on ONNX Runtime (analysis/models/dlib_onnx.py): same vectors as dlib, converted
 once into the model cache, and a damaged .dat refused in one line naming it."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Whole-image models on ONNX Runtime (analysis/image_onnx.py): the same vectors as PyTorch on
+"""Whole-image models on ONNX Runtime (analysis/things/image_onnx.py): the same vectors as PyTorch on
 real photos, exported once into the model cache, a damaged export made again, and PyTorch
 kept where the export fails."""
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_a_cluster_run_records_the_model_and_an_old_dlib_dataset_keeps_its_vecto
 
 
 def test_onnx_runtime_gives_litert_s_vectors(mobilefacenet, faces_store, tmp_path, monkeypatch):
-    """The .tflite files converted to ONNX (analysis/tflite_onnx.py: NCHW, PReLU fused) give the
+    """The .tflite files converted to ONNX (analysis/models/tflite_onnx.py: NCHW, PReLU fused) give the
     same points and vectors as LiteRT on real faces; the conversion is cached by the file's hash."""
     pytest.importorskip("ai_edge_litert")
     from crowdsort.models.files import MODEL_FILES
