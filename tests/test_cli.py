@@ -174,14 +174,14 @@ def _noise(stderr: str) -> list[str]:
 
 
 def _mediapipe_detects() -> bool:
-    """Whether the default detector is still mediapipe's, whose C++ (TFLite's and absl's logging)
-    writes to file descriptor 2 from its own threads: nothing in the CLI entry reaches it."""
+    """Whether a detector is still mediapipe's, whose C++ (TFLite's and absl's logging) writes to
+    file descriptor 2 from its own threads: nothing in the CLI entry reaches it."""
     import importlib.util
+    import sys
 
-    import analysis.detect
-
+    package = Path(sys.modules[main.__module__].__file__).parent
     return (importlib.util.find_spec("mediapipe") is not None
-            and "mediapipe.python" in Path(analysis.detect.__file__).read_text())
+            and any("mediapipe.python" in f.read_text() for f in package.rglob("*.py")))
 
 
 @pytest.mark.parametrize("engine", [None, "dlib"])
@@ -202,7 +202,7 @@ def test_a_clean_run_prints_no_third_party_warnings_or_log_lines(example_ds, tmp
              *(["--engine", engine] if engine else [])],
             ["cluster", "-d", str(ds), "--from", "faces", "--to", "cluster"]]
     for argv in runs:
-        done = subprocess.run([sys.executable, "-m", "analysis.cli", "-q", *argv], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", main.__module__, "-q", *argv], capture_output=True, text=True,
                               env=env, timeout=600, check=False)
         assert done.returncode == 0, done.stderr
         assert _noise(done.stderr) == [], f"crowdsort {argv[0]} wrote to stderr:\n{done.stderr}"
