@@ -1,5 +1,6 @@
 """The crowdsort command on the example photos (built from scikit-image's and matplotlib's sample photos)."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -201,3 +202,34 @@ def test_a_hand_edited_assignments_csv_is_refused_in_one_line(example_ds, tmp_pa
     finally:
         path.write_bytes(good)
     assert main(["-q", "protos", "write", "-d", str(example_ds), "--cluster-run", "edited", "--to", "p-edited"]) == 0
+
+
+# What a clean run may write to stderr with -q: our own one-line notes (the example's broken files
+# are "skipped: ..."). Anything else is noise: a Python warning ("...Warning: "), absl/glog lines
+# ("W0000 00:00:...", "I1207 ..."), TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate",
+# onnxruntime's "[W:onnxruntime:...]", a logger's "WARNING ..." (issue 29).
+OUR_STDERR = ("skipped: ", "note: ")
+
+
+def _noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(OUR_STDERR)]
+
+
+@pytest.mark.parametrize("engine", [None, "dlib"])
+def test_a_clean_run_prints_no_third_party_warnings_or_log_lines(example_ds, tmp_path, engine):
+    """``crowdsort extract-faces`` then ``cluster`` as a user runs them (a new process, Python's
+    own warning filters): stderr holds our notes only."""
+    import subprocess
+    import sys
+
+    images = example_ds.parent / "images"
+    ds = tmp_path / "ds"
+    runs = [["extract-faces", "-d", str(ds), "--from", f"{images}/*", "--to", "faces",
+             *(["--engine", engine] if engine else [])],
+            ["cluster", "-d", str(ds), "--from", "faces", "--to", "cluster"]]
+    for argv in runs:
+        done = subprocess.run([sys.executable, "-m", main.__module__, "-q", *argv], capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        assert _noise(done.stderr) == [], f"crowdsort {argv[0]} wrote to stderr:\n{done.stderr}"
+        assert done.stdout.strip()  # its one-line summary

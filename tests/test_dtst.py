@@ -12,6 +12,11 @@ import pytest
 from PIL import Image
 
 
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as im:  # closed: no unclosed-file ResourceWarning
+        return im.size
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,13 +52,13 @@ def test_ffhq_crop_is_four_eye_distances_at_natural_resolution(ffhq_run):
     whole = faces[faces["image_path"].str.endswith("whole.jpg")].iloc[0]
     lm = np.asarray(whole["landmarks"]).reshape(-1, 2)
     eye_distance = np.hypot(*(lm[1] - lm[0]))
-    crop = Image.open(ds / "faces" / whole["dataset_crop_path"])
-    side = crop.size[0]
-    assert crop.size[0] == crop.size[1] == whole["dataset_crop_size"]
+    width, height = _size(ds / "faces" / whole["dataset_crop_path"])
+    side = width
+    assert width == height == whole["dataset_crop_size"]
     assert 3.9 <= side / eye_distance <= 4.8, (side, eye_distance)
     assert whole["crop_style"] == "ffhq" and not whole["partial"]
     # natural resolution: more pixels than the 256 px identity crop when the face is big
-    assert side > 256 and Image.open(ds / "faces" / whole["crop_path"]).size == (256, 256)
+    assert side > 256 and _size(ds / "faces" / whole["crop_path"]) == (256, 256)
 
 
 def test_ffhq_crop_at_the_edge_is_padded_or_skipped(ffhq_run, tmp_path):
@@ -85,10 +90,10 @@ def test_max_size_caps_and_never_upscales(ffhq_run, tmp_path):
     store = FaceStore(tmp_path / "cap" / "faces")
     extract_faces(str(photos / "whole.jpg"), store, ExtractParams(max_faces=1, crop="ffhq", max_size=128), progress=False)
     crop = store.root / store.load_faces().iloc[0]["dataset_crop_path"]
-    assert Image.open(crop).size == (128, 128)
+    assert _size(crop) == (128, 128)
     crop.unlink()  # a dataset crop deleted by hand is made again
     extract_faces(str(photos / "whole.jpg"), store, ExtractParams(max_faces=1, crop="ffhq", max_size=128), progress=False)
-    assert Image.open(crop).size == (128, 128)
+    assert _size(crop) == (128, 128)
     from crowdsort.faces.ffhq import ffhq_crop
 
     small = np.zeros((60, 60, 3), np.uint8)

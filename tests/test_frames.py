@@ -21,6 +21,11 @@ HAMILTON = "hamilton_short.mp4"
 CROWD = "crowd_walk.mp4"
 
 
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as im:  # closed: no unclosed-file ResourceWarning
+        return im.size
+
+
 def _run(src, ds, **kw):
     return extract_frames(str(src), ds, progress=False, **kw)
 
@@ -249,7 +254,7 @@ def test_changed_video_redone_and_deleted_marked_gone(videos, tmp_path):
     s = _run(src, ds, keyframes=1)
     assert s["processed"] == 1 and s["unchanged"] == 1 and s["to_process"] == [str(src / "clip.mp4")]
     assert sorted(p.name for p in root.glob("clip_*")) == ["clip_0000.jpg"]
-    assert Image.open(root / "clip_0000.jpg").size == (1920, 1080)
+    assert _size(root / "clip_0000.jpg") == (1920, 1080)
     assert _files(root / "small_0000.jpg") == small_before
     frames = FrameStore(root).load_frames()
     clip = frames[frames["video_path"] == str(src / "clip.mp4")]
@@ -406,7 +411,7 @@ def test_non_square_pixels_stretched(tmp_path):
     """Anamorphic video (pixels twice as wide as tall, as on DVDs) is written at display aspect."""
     _make_video(tmp_path / "dvd.mkv", seconds=1, pixel_aspect=Fraction(2, 1))
     _run(tmp_path / "dvd.mkv", tmp_path / "ds")
-    assert Image.open(tmp_path / "ds" / "images" / "frames" / "dvd_0000.jpg").size == (128, 48)
+    assert _size(tmp_path / "ds" / "images" / "frames" / "dvd_0000.jpg") == (128, 48)
 
 
 def test_cover_art_is_not_a_video(tmp_path):

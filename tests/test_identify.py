@@ -386,6 +386,7 @@ def wiki_server():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", seen
     server.shutdown()
+    server.server_close()  # its listening socket, else an unclosed-socket ResourceWarning
 
 
 def test_wikidata_builder_against_local_server(tmp_path, wiki_server, monkeypatch):

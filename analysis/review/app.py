@@ -530,7 +530,7 @@ class Dashboard(param.Parameterized):
         # tens of thousands of rows would all go to the browser at each change: send pages instead
         paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
-                                     name="clusters", css_classes=["cs-clusters"], **paged)
+                                     label="clusters", css_classes=["cs-clusters"], **paged)
         table.on_click(lambda e: setattr(self, "selected", int(table.value.iloc[e.row]["cluster"])))
         self._table = table
         self._select_row()
@@ -558,8 +558,8 @@ class Dashboard(param.Parameterized):
         w = SimpleNamespace()
         w.hint = pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {n_words}.")
         w.title = pn.pane.HTML("", css_classes=["cs-detail-title"])
-        w.name_in = pn.widgets.TextInput(placeholder=self.words["name"], width=220, name="Name")
-        w.name_btn = pn.widgets.Button(name="Save name", button_type="primary", css_classes=["cs-name-save"])
+        w.name_in = pn.widgets.TextInput(placeholder=self.words["name"], width=220, label="Name")
+        w.name_btn = pn.widgets.Button(label="Save name", color="primary", css_classes=["cs-name-save"])
         # value_input is what the box shows now; value waits for a blur that may come after the click
         w.name_btn.on_click(lambda e: self._name(self.selected, w.name_in.value_input or ""))
         w.name_in.param.watch(lambda e: self._name(self.selected, w.name_in.value_input or ""), "enter_pressed")
@@ -574,10 +574,10 @@ class Dashboard(param.Parameterized):
             self.changed(c if target is None or (self.s.labels == c).any() else target)
         w.actions = self.face_actions(lambda: [self.s.ids[self._shown[i]] for i in w.gallery.selected],
                                       lambda: f"of cluster {self.selected}", after, w.count)
-        w.split = pn.widgets.Button(name="Split in two", button_type="warning", css_classes=["cs-split"])
+        w.split = pn.widgets.Button(label="Split in two", color="warning", css_classes=["cs-split"])
         w.split.on_click(lambda e: self._split(self.selected))
         # Bokeh's Select draws its labels as text; it gives back the position in the gallery
-        w.source_sel = pn.widgets.Select(name=self.words["view"], width=300, css_classes=["cs-source"], options={"": -1})
+        w.source_sel = pn.widgets.Select(label=self.words["view"], width=300, css_classes=["cs-source"], options={"": -1})
         w.source_view = pn.Column(sizing_mode="stretch_width")
 
         def show_source(e):
@@ -644,7 +644,7 @@ class Dashboard(param.Parameterized):
                                           css_classes=["cs-sugg-unknown"]))
                 continue
             # Bokeh draws a button's label as text: escaping it would show the entities
-            b = pn.widgets.Button(name=f"{r.label} ({r.distance:.3f})", button_type="primary" if r.suggested else "light",
+            b = pn.widgets.Button(label=f"{r.label} ({r.distance:.3f})", color="primary" if r.suggested else "light",
                                   css_classes=["cs-sugg-best" if r.suggested else "cs-sugg-other"],
                                   styles={} if r.suggested else {"opacity": "0.6"})
             b.on_click(lambda e, lab=r.label: self._name(c, lab))
@@ -663,7 +663,7 @@ class Dashboard(param.Parameterized):
             face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
             items.append(pn.pane.HTML(f'<img src="{face}" width="48" height="48" alt="">', margin=(0, 2)))
             # Bokeh draws a button's label as text: escaping it would show the entities
-            b = pn.widgets.Button(name=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
+            b = pn.widgets.Button(label=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
                                   css_classes=["cs-merge-near"])
             b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other))
             items.append(b)
@@ -676,10 +676,10 @@ class Dashboard(param.Parameterized):
         except NameConflict as err:  # the row asks which name stays; nothing is merged yet
             keep = []
             for n in err.names:
-                b = pn.widgets.Button(name=f"Keep {n}", button_type="primary", css_classes=["cs-merge-keep-name"])
+                b = pn.widgets.Button(label=f"Keep {n}", color="primary", css_classes=["cs-merge-keep-name"])
                 b.on_click(lambda e, n=n: self._merge_in(c, other, n))
                 keep.append(b)
-            cancel = pn.widgets.Button(name="Cancel", css_classes=["cs-merge-cancel"])
+            cancel = pn.widgets.Button(label="Cancel", css_classes=["cs-merge-cancel"])
             cancel.on_click(lambda e: setattr(self._detail.near, "objects", self.merge_items(c)))
             self._detail.near.objects = [pn.pane.Markdown(f"Merge {other:03d}: they are named differently, keep"),
                                          *keep, cancel]
@@ -692,13 +692,13 @@ class Dashboard(param.Parameterized):
         for the items ``chosen()`` gives (``where()`` says where from, for undo); ``after(target)``
         redraws (target: the cluster they went to)."""
         n_words = self.words["items"]
-        reject_btn = pn.widgets.Button(name="Reject from cluster", button_type="danger", css_classes=[f"{css}reject"])
-        notface_btn = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=[f"{css}notface"])
+        reject_btn = pn.widgets.Button(label="Reject from cluster", color="danger", css_classes=[f"{css}reject"])
+        notface_btn = pn.widgets.Button(label=self.words["exclude"], color="danger", css_classes=[f"{css}notface"])
         known = sorted(set(self.s.names().values()))
         to = pn.widgets.AutocompleteInput(options=known, restrict=False, min_characters=1, case_sensitive=False,
                                           placeholder="move to person…", width=200, css_classes=[f"{css}move-name"])
-        move_btn = pn.widgets.Button(name="Move", css_classes=[f"{css}move"])
-        new_btn = pn.widgets.Button(name="New person", css_classes=[f"{css}new-person"])
+        move_btn = pn.widgets.Button(label="Move", css_classes=[f"{css}move"])
+        new_btn = pn.widgets.Button(label="New person", css_classes=[f"{css}new-person"])
 
         @self.saving
         def act(what, fn):
@@ -732,7 +732,7 @@ class Dashboard(param.Parameterized):
         if len(todo):
             r = todo.iloc[0]
             faces = face_imgs(self.s, self.s.members(int(r.cluster))[:CARD_FACES])
-            nxt = pn.widgets.Button(name=f"Open {r.cluster:03d} ({r['size']} {n_words})", button_type="primary",
+            nxt = pn.widgets.Button(label=f"Open {r.cluster:03d} ({r['size']} {n_words})", color="primary",
                                     css_classes=["cs-queue-open"])
             nxt.on_click(lambda e, c=int(r.cluster): self._open_from_queue(c))
             clusters = [text_html(f"{len(todo)} unnamed clusters to look at, largest first; next:", "b"),
@@ -755,12 +755,12 @@ class Dashboard(param.Parameterized):
         """One noise item, the person nearest it, and what to do: add it to them, exclude it, leave it."""
         person = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
         # beyond the identification threshold the item is most likely a stranger: offered, greyed
-        add = pn.widgets.Button(name=f"Add to {r.name}", button_type="primary" if r.likely else "light",
+        add = pn.widgets.Button(label=f"Add to {r.name}", color="primary" if r.likely else "light",
                                 styles={} if r.likely else {"opacity": "0.6"}, css_classes=["cs-queue-add"])
         add.on_click(lambda e: self._place(r.item_id, r.name))
-        out = pn.widgets.Button(name=self.words["exclude"], button_type="danger", css_classes=["cs-queue-notface"])
+        out = pn.widgets.Button(label=self.words["exclude"], color="danger", css_classes=["cs-queue-notface"])
         out.on_click(lambda e: self._place(r.item_id, None))
-        leave = pn.widgets.Button(name="Leave in noise", css_classes=["cs-queue-leave"])
+        leave = pn.widgets.Button(label="Leave in noise", css_classes=["cs-queue-leave"])
         leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
         return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
                       text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
@@ -801,8 +801,8 @@ class Dashboard(param.Parameterized):
 
     def card(self, c: int, size: int, name: str):
         faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
-        open_btn = pn.widgets.Button(name=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
-                                     button_type="primary" if name else "default", css_classes=["cs-card-open"])
+        open_btn = pn.widgets.Button(label=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
+                                     color="primary" if name else "default", css_classes=["cs-card-open"])
         open_btn.on_click(lambda e: setattr(self, "selected", c))
         return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
                          css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
@@ -836,10 +836,10 @@ class Dashboard(param.Parameterized):
         # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
         # the drop-down lists a few at a time (typing finds the others): tens of thousands of
         # entries drawn at once took seconds of the page's load at 100k faces
-        choice = pn.widgets.MultiChoice(name="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"],
+        choice = pn.widgets.MultiChoice(label="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"],
                                         option_limit=MERGE_LISTED, search_option_limit=MERGE_LISTED)
-        keep = pn.widgets.RadioBoxGroup(name="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
-        btn = pn.widgets.Button(name="Merge", button_type="primary", css_classes=["cs-merge"])
+        keep = pn.widgets.RadioBoxGroup(label="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
+        btn = pn.widgets.Button(label="Merge", color="primary", css_classes=["cs-merge"])
         msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
 
         @param.depends(self.param.version, watch=True)
@@ -870,11 +870,11 @@ class Dashboard(param.Parameterized):
             self.did(what)
             self.changed(c)
         btn.on_click(merge)
-        undo = pn.widgets.Button(name="Nothing to undo", disabled=True, css_classes=["cs-undo"])
+        undo = pn.widgets.Button(label="Nothing to undo", disabled=True, css_classes=["cs-undo"])
 
         @param.depends(self.param.version, watch=True)
         def label_undo(_=None):
-            undo.name = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
+            undo.label = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
             undo.disabled = not self.history
         undo.on_click(lambda e: self.undo())
         return pn.Column(btn, keep, msg, choice, undo)
@@ -884,14 +884,14 @@ class Dashboard(param.Parameterized):
 
         download = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labelled_table())),
                                            filename="labels.csv", label="Download labels CSV",
-                                           button_type="success", css_classes=["cs-download"])
+                                           color="success", css_classes=["cs-download"])
         labels_dl = pn.widgets.FileDownload(callback=lambda: io.StringIO(csv_text(self.s.labels_csv())),
                                             filename="cluster.identifications.csv", label="Download label,cluster CSV")
         # value_input too: Panel leaves it empty until something is typed, and the export reads it (what is
         # typed counts before Enter), so an untouched box exported to '' (issue 30)
-        folder = pn.widgets.TextInput(name="Export folder (inside the dataset)", value="export", value_input="export",
+        folder = pn.widgets.TextInput(label="Export folder (inside the dataset)", value="export", value_input="export",
                                       css_classes=["cs-export-folder"])
-        btn = pn.widgets.Button(name="Export folders", button_type="primary", css_classes=["cs-export"])
+        btn = pn.widgets.Button(label="Export folders", color="primary", css_classes=["cs-export"])
         msg = pn.pane.HTML("", css_classes=["cs-export-msg"])
 
         def export(e):
@@ -954,7 +954,10 @@ class ReviewApp(pn.viewable.Viewer):
 
     def _parts(self):
         dash = self.dashboard
-        views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, dash.cluster_table, sizing_mode="stretch_width"),
+        # the list is fixed-size: the box Panel redraws it in must be too, with its size (Bokeh warns
+        # "W-1005 (FIXED_SIZING_MODE)" in the server log for a fixed box without one); 260×560 and its margins
+        table = pn.param.ParamMethod(dash.cluster_table, width=260 + 2 * 10, height=560 + 2 * 5)
+        views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, table, sizing_mode="stretch_width"),
                                           dash.map_selection, sizing_mode="stretch_width")),
                         # made and drawn when first opened, not on every page load (0.25 s at 100k faces)
                         ("People", pn.param.ParamMethod(dash.people, lazy=True)),

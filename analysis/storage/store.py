@@ -518,7 +518,8 @@ class FaceStore:
         from ..clustering.neighbors import KNNGraph
 
         def load(p):
-            with np.load(p) as z:
+            # our own handle: np.load leaves its file open when a damaged .npz fails to open as a zip
+            with open(p, "rb") as f, np.load(f) as z:
                 g = KNNGraph(z["indices"], z["distances"], str(z["method"]))
             if g.indices.shape != g.distances.shape or len(g.indices) != len(face_ids):
                 raise ValueError(f"shape {g.indices.shape} does not fit {len(face_ids)} items")
