@@ -833,7 +833,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    os.environ.setdefault("GLOG_minloglevel", "2")  # keep mediapipe's C++ logging quiet
+    progress = logging.getLogger("crowdsort.progress")  # lines that are progress: bare, hidden by -q
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress.handlers[:] = [handler]  # main() runs more than once in a process (tests, notebooks)
+    progress.propagate = False
+    progress.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     from .storage.locks import DatasetBusyError
     from .scale.workers import sigterm_as_interrupt
 

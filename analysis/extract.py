@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .faces.crops import process_image
 from .faces.detect import engine_name, load_detector
+from .models.install import resolve_model_file
 from .video.frames import VideoError, file_hash
 from .storage.images import ImageError, content_hash, read_image_bytes
 from .video.shots import ShotsFileError
@@ -241,9 +242,12 @@ def extract_faces(
 
     skipped: list = []
     paths = find_media(patterns, skipped=skipped)
-    load_detector(params.engine)  # unknown engine: fail before any work
+    detector = load_detector(params.engine)  # unknown engine: fail before any work
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if not dry_run:
+        for key in detector.model_keys:  # installed here on first use, announced once, not by each worker
+            resolve_model_file(key)
     if dry_run:
         tasks, gone = (plan(paths, store.load_images(), _signature_of(params), prune, _missing_crops(store))
                        if store.exists() else ([(str(p), None) for p in paths], set()))

@@ -47,6 +47,8 @@ class BlazeFaceDetector:
         self.threads = threads
         self._models = None
 
+    model_keys = ("blazeface-full", "blazeface-short")  # model files prepare() needs
+
     def prepare(self):
         if self._models is None:
             from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
@@ -87,6 +89,8 @@ class MediaPipeDetector:
     def __init__(self, min_score: float | None = None):
         self.min_score = self.default_min_score if min_score is None else min_score
         self._models = None
+
+    model_keys = ()  # the solution API loads the files inside the mediapipe package
 
     def prepare(self):
         if self._models is None:
@@ -132,6 +136,8 @@ class DlibDetector:
         self.min_score = self.default_min_score if min_score is None else min_score
         self.upsample = upsample
         self._hog = self._shape = None
+
+    model_keys = ("dlib-shape-5",)
 
     def prepare(self):
         if self._hog is None:

@@ -274,7 +274,7 @@ def downloads_allowed(download: bool | None = None) -> bool:
 
 def mobilefacenet_embedder(download: bool | None = None) -> MobileFaceNetEmbedder:
     """MobileFaceNet, its two files installed first where missing and downloads are allowed."""
-    from ..models.install import install
+    from ..models.install import install_on_first_use
 
     for key in ("mobilefacenet", "mtcnn-onet"):
         try:
@@ -282,8 +282,7 @@ def mobilefacenet_embedder(download: bool | None = None) -> MobileFaceNetEmbedde
         except ModelNotFoundError:
             if not downloads_allowed(download):
                 raise
-            log.warning("installing %s (first use; `crowdsort models install` does it ahead)", key)
-            install(key, progress=True)
+            install_on_first_use(key)
     return MobileFaceNetEmbedder()
 
 

