@@ -387,11 +387,11 @@ def read_assignments(path: Path, kind: str, dataset, run: str) -> pd.DataFrame:
         raise ValueError(f"{path}: line {line(int(np.flatnonzero(blank)[0]))} has no {key}; {fix}")
     dup = items[key].duplicated()
     if dup.any():
-        raise ValueError(f"{path}: {key} {items[key][dup].iloc[0]!r} is listed twice; {fix}")
+        raise ValueError(f"{path}: {key} {_cell(items[key][dup], 0)!r} is listed twice; {fix}")
     number = pd.to_numeric(items["cluster"], errors="coerce")
     bad = np.flatnonzero((number.isna() | (number != number.round()) | (number < -1)).to_numpy())
     if len(bad):
-        raise ValueError(f"{path}: line {line(int(bad[0]))}: cluster {items['cluster'].iloc[bad[0]]!r} is not a cluster "
+        raise ValueError(f"{path}: line {line(int(bad[0]))}: cluster {_cell(items['cluster'], bad[0])!r} is not a cluster "
                          f"number (0, 1, … or -1 for noise); {fix}")
     items["cluster"] = number.astype(int)
     if "prototype" in items and items["prototype"].dtype != bool:
@@ -399,10 +399,15 @@ def read_assignments(path: Path, kind: str, dataset, run: str) -> pd.DataFrame:
             str(v).strip().lower()))
         bad = np.flatnonzero(flags.isna().to_numpy())
         if len(bad):
-            raise ValueError(f"{path}: line {line(int(bad[0]))}: prototype {items['prototype'].iloc[bad[0]]!r} is not "
+            raise ValueError(f"{path}: line {line(int(bad[0]))}: prototype {_cell(items['prototype'], bad[0])!r} is not "
                              f"True or False; {fix}")
         items["prototype"] = flags.astype(bool)
     return items
+
+
+def _cell(column: pd.Series, i: int):
+    """Row ``i``'s value as Python writes it (numpy 2's repr of a float is ``np.float64(1.5)``)."""
+    return column.astype(object).iloc[int(i)]
 
 
 def run_source(dataset: str | os.PathLike, info: dict) -> Path:
