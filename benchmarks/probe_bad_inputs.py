@@ -15,6 +15,17 @@ let through (``MAX_DECODE_PIXELS`` and ``DECODE_MEMORY_BUDGET`` for the formats 
 size, ``MAX_JPEG_COEFFICIENT_BYTES`` for a progressive JPEG) and one just past them: the
 measurements behind those limits (about 2 minutes, 1 GB of temporary files).
 Prints figures; asserts nothing.
+
+Issue 32's cases follow the decoded files in the same table (``CLI: ...`` rows, from
+``benchmarks/probe_cli_cases.py``): the real CLI run in subprocesses on a small dataset built
+from the example (a moved or copied dataset, output files that would replace a user's file,
+commands from another folder, a damaged video, a read-only dataset, wrong-typed annotation
+lines, a non-UTF-8 reference folder, hand-edited assignments.csv, CSV cells that look like
+formulas, a 0-byte --shots file, misshapen config files, a stale Ray cluster file, the
+dashboard's routes from another machine). Their outcome is the exit code, the first line of
+stderr, whether a traceback appeared and whether data was lost; the verdict column reads ``ok``
+or ``DEFECT`` for every row (``--no-cli`` leaves them out, ``--cli-only`` prints only them; they
+take about a minute).
 """
 from __future__ import annotations
 
@@ -90,7 +101,7 @@ def as_expected(case: Case, res: dict) -> bool:
     return True
 
 
-def probe_corpus(folder: Path, faces: list[Path]) -> None:
+def probe_corpus(folder: Path, faces: list[Path]) -> list[tuple[str, str, float, bool]]:
     from crowdsort.storage.images import find_images
 
     t = time.perf_counter()
@@ -116,16 +127,16 @@ def probe_corpus(folder: Path, faces: list[Path]) -> None:
                 res = decode_in_subprocess(case.path)
             text = describe(res, case.path)
         rows.append((case.kind, text, res["rss_mb"], as_expected(case, res)))
-    print_table(rows, ("kind", "outcome", "peak RSS MB", "as expected"))
     bad = [r for r in rows if not r[3]]
     worst = max((r for r in rows if r[2] == r[2]), key=lambda r: r[2])
-    print(f"\n{len(rows)} kinds, {len(rows) - len(bad)} as expected; "
+    print(f"{len(rows)} kinds, {len(rows) - len(bad)} as expected; "
           f"{sum('FATAL' in r[1] for r in rows)} FATAL; highest peak RSS {worst[2]:.0f} MB ({worst[0]})")
+    return rows
 
 
 def print_table(rows, header) -> None:
-    cells = [header] + [(k, o[:110], "-" if rss != rss else f"{rss:.0f}", "yes" if ok else "NO")
-                        for k, o, rss, ok in rows]
+    cells = [header] + [(k, o if k.startswith("CLI: ") else o[:110], "-" if rss != rss else f"{rss:.0f}",
+                         "ok" if ok else "DEFECT") for k, o, rss, ok in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for j, r in enumerate(cells):
         print(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
@@ -138,10 +149,14 @@ def _limit_files(folder: Path) -> list[tuple[str, Path, str]]:
     each format, and two just past them."""
     import numpy as np
     from bad_inputs import exif_bytes, write_tiff
+    from crowdsort.storage.images import (
+        _DECODE_BYTES_PER_PIXEL,
+        DECODE_MEMORY_BUDGET,
+        MAX_DECODE_PIXELS,
+        MAX_JPEG_COEFFICIENT_BYTES,
+        MAX_PIXELS,
+    )
     from PIL import Image, features
-
-    from crowdsort.storage.images import (_DECODE_BYTES_PER_PIXEL, DECODE_MEMORY_BUDGET, MAX_DECODE_PIXELS,
-                                 MAX_JPEG_COEFFICIENT_BYTES, MAX_PIXELS)
 
     side = math.isqrt(MAX_DECODE_PIXELS)
     out = []
@@ -199,7 +214,7 @@ def probe_limits(folder: Path) -> None:
         res = decode_in_subprocess(path)
         path.unlink()
         rows.append((label, describe(res, path), res["rss_mb"], res["outcome"] == expect))
-    print_table(rows, ("at the limits", "outcome", "peak RSS MB", "as expected"))
+    print_table(rows, ("at the limits", "outcome", "peak RSS MB", "verdict"))
 
 
 def main(argv=None) -> None:
@@ -207,10 +222,25 @@ def main(argv=None) -> None:
     ap.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "data" / "faces" / "biden",
                     help="folder whose first two photos join the corpus as good photos (skipped if absent)")
     ap.add_argument("--limits", action="store_true", help="also decode images at the memory limits")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--no-cli", action="store_true", help="leave out issue 32's CLI cases")
+    which.add_argument("--cli-only", action="store_true", help="only issue 32's CLI cases")
     args = ap.parse_args(argv)
     faces = sorted(args.faces.glob("*.jpg"))[:2] if args.faces.is_dir() else []
     with tempfile.TemporaryDirectory(prefix="bad-inputs-") as tmp:
-        probe_corpus(Path(tmp) / "corpus", faces)
+        rows = [] if args.cli_only else probe_corpus(Path(tmp) / "corpus", faces)
+        if not args.no_cli:
+            from probe_cli_cases import cli_rows
+
+            t = time.perf_counter()
+            cli = cli_rows(Path(tmp) / "cli")
+            print(f"issue 32's CLI cases: {len(cli)} run in {time.perf_counter() - t:.0f} s, "
+                  f"{sum(not r[3] for r in cli)} DEFECT")
+            rows += cli
+        print()
+        print_table(rows, ("kind / case", "outcome / what happened", "peak RSS MB", "verdict"))
+        if not args.no_cli:
+            print("(CLI rows: T is the probe's temporary folder; exit, first line of stderr, traceback, data lost)")
         if args.limits:
             probe_limits(Path(tmp) / "limits")
 
