@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from crowdsort.clustering.neighbors import knn_graph
 from crowdsort.review.session import Annotations, ReviewSession
 
@@ -41,9 +40,8 @@ def test_the_oracle_reaches_the_goal_and_counts_its_actions(tmp_path):
     assert sum(oracle.seconds.values()) > 0
 
 
-@pytest.mark.xfail(strict=True, reason="Annotations._add_group drops every group of one face at the next "
-                                       "group, so a face moved alone to a new person falls back (issue 30)")
 def test_a_face_moved_alone_to_a_new_person_stays_after_another_merge(tmp_path):
+    """Annotations._add_group dropped every group of one face at the next group (issue 30)."""
     s, group = made_up(tmp_path)
     face = s.ids[group == 0][0]
     new = s.move([face], "Solo")

@@ -188,9 +188,16 @@ class Annotations:
         self._append([{"id": uuid.uuid4().hex, "undo": op_id}])
 
     def _add_group(self, face_ids) -> None:
-        """Keep these faces together; they leave the groups they were in (groups stay disjoint)."""
+        """Keep these faces together; they leave the groups they were in (groups stay disjoint).
+        A group this leaves with one face is dissolved; a group it does not touch stays, a face
+        moved alone to a new person included (it fell back into its old cluster at the next move)."""
         new = set(face_ids)
-        self.groups = [g for g in ([f for f in g if f not in new] for g in self.groups) if len(g) > 1]
+        kept = []
+        for g in self.groups:
+            rest = [f for f in g if f not in new]
+            if len(rest) == len(g) or len(rest) > 1:
+                kept.append(rest)
+        self.groups = kept
         self.groups.append(sorted(new))
 
 
