@@ -520,7 +520,7 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     number = pd.to_numeric(df["cluster"], errors="coerce")
     bad = df[number.isna() | (number != number.round())]
     if len(bad):
-        raise ValueError(f"{path}: cluster {bad['cluster'].iloc[0]!r} (label {bad['label'].iloc[0]!r}) is not a "
+        raise ValueError(f"{path}: cluster {_cell(bad['cluster'], 0)!r} (label {_cell(bad['label'], 0)!r}) is not a "
                          "cluster number; use the numbers of the run's folders (000, 001, …) or -1 for noise")
     df["cluster"] = number.astype(int)
     dup = df[df["cluster"].duplicated(keep=False)]
