@@ -63,13 +63,13 @@ def test_undo_is_per_tab_and_says_what_it_undoes(session):
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     a._name(ca, "Ada")
     b._name(cb, "Bea")
-    assert a.history[-1][1] == f"name cluster {ca} 'Ada'"
+    assert a.history[-1][1] == f"name cluster {ca:03d} 'Ada'"
     undo = next(o for o in a.merge_widget().objects if "cs-undo" in o.css_classes)
     a.changed()
-    assert undo.name == f"Undo: name cluster {ca} 'Ada'"
-    assert a.undo() == f"name cluster {ca} 'Ada'"  # a's own, though b's came later
+    assert undo.name == f"Undo: name cluster {ca:03d} 'Ada'"
+    assert a.undo() == f"name cluster {ca:03d} 'Ada'"  # a's own, though b's came later
     assert session.names() == {cb: "Bea"} and a.undo() is None  # nothing of b's for a to undo
-    assert b.undo() == f"name cluster {cb} 'Bea'" and session.names() == {}
+    assert b.undo() == f"name cluster {cb:03d} 'Bea'" and session.names() == {}
 
 
 def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatch):
@@ -82,7 +82,7 @@ def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatc
     d = dashboard(session)
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     d._name(ca, "Ada")
-    btn, keep, msg, choice, _ = d.merge_widget().objects
+    choice, keep, btn, msg, _ = d.merge_widget().objects
     assert not d.save_message().visible
 
     def full(fd):
@@ -96,12 +96,12 @@ def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatc
     text = html.unescape(shown.object)
     assert shown.visible and "cs-save-error" in shown.css_classes
     assert f"{session.ann.path}: the correction was not saved (No space left on device)" in text
-    assert session.names() == {ca: "Ada"} and d.history[-1][1] == f"name cluster {ca} 'Ada'"
+    assert session.names() == {ca: "Ada"} and d.history[-1][1] == f"name cluster {ca:03d} 'Ada'"
     choice.value = [ca, cb]
     btn.clicks += 1  # a merge is refused the same way
     assert session.summary()["clusters"] == 5 and d.save_message().visible
     assert d.undo() is None and session.names() == {ca: "Ada"}  # nor can Ada's name be taken back now
-    assert d.history[-1][1] == f"name cluster {ca} 'Ada'" and d.save_message().visible
+    assert d.history[-1][1] == f"name cluster {ca:03d} 'Ada'" and d.save_message().visible
     monkeypatch.undo()
     d._detail.name_btn.clicks += 1
     assert session.names() == {ca: "Ada", cb: "Bea"} and not d.save_message().visible
@@ -112,7 +112,7 @@ def test_merging_two_named_clusters_asks_which_name_to_keep(session):
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     d._name(ca, "Ada")
     d._name(cb, "Bea")
-    btn, keep, msg, choice, _ = d.merge_widget().objects
+    choice, keep, btn, msg, _ = d.merge_widget().objects
     choice.value = [ca, cb]
     btn.clicks += 1
     assert keep.visible and keep.options == ["Ada", "Bea"] and "choose the name" in msg.object
@@ -142,7 +142,7 @@ def test_a_merge_from_a_suggestion_asks_which_name_to_keep_when_both_are_named(s
     button("cs-merge-near").clicks += 1
     next(o for o in near.objects if getattr(o, "name", "") == "Keep Bea").clicks += 1
     assert session.summary()["clusters"] == 4 and session.names() == {d.selected: "Bea"}
-    assert d.history[-1][1] == f"merge clusters {ca}, {cb}"
+    assert d.history[-1][1] == f"merge cluster {ca:03d}, cluster {cb:03d}"
 
 
 def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
@@ -158,6 +158,7 @@ def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
     assert len(cards) == 5
     cards[-1].objects[1].clicks += 1  # the card's button opens the detail
     assert d.selected == ca
+    assert [o.name for o in cards[-1].objects if "cs-card-open" in o.css_classes] == ["cluster %03d · 6 faces" % ca]
 
 
 def test_the_map_outlines_the_open_cluster_and_names_clusters_at_their_centre(session):
@@ -189,7 +190,7 @@ def test_chosen_faces_move_to_a_person(session):
     name_box.value_input = "Ada"
     move.clicks += 1
     assert (session.labels == ca).sum() == 8 and (session.labels == cb).sum() == 4
-    assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb}"
+    assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb:03d}"
 
 
 def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
@@ -197,7 +198,7 @@ def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
     table = d.cluster_table()
     c = int(session.labels[session.truth == 3][0])
     d.selected = c
-    assert table.value["cluster"].iloc[table.selection[0]] == c
+    assert table.value["cluster"].iloc[table.selection[0]] == f"{c:03d}"  # spelled as on the whole page
 
 
 def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
@@ -265,7 +266,7 @@ def test_opening_another_cluster_refills_the_same_widgets_and_redraws_nothing_el
     d.selected = cb
     assert d.detail() is detail and list(detail.objects[1].objects) == widgets
     assert f"Cluster {cb:03d}" in d._detail.title.object and d._detail.gallery.thumbs != thumbs_a
-    assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == cb
+    assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == f"{cb:03d}"
 
 
 def test_the_app_in_a_notebook_sends_no_link_to_an_outside_server(session, tmp_path, monkeypatch):
