@@ -320,3 +320,114 @@ def test_the_rasterised_map_is_one_image_at_a_fixed_size_redrawn_on_zoom_not_on_
     zoomed = image.data["image"][0]
     assert zoomed.shape == first.shape and image.data["x"][0] == pytest.approx(cx)
     assert set(np.unique(zoomed[np.isfinite(zoomed)]).astype(int)) == set(session.labels[(xy[:, 0] >= cx) & (xy[:, 1] >= cy)]) - {-2}
+
+
+def test_a_card_named_in_place_keeps_its_place_and_a_suggestion_is_one_click(session, monkeypatch):
+    """The people view: unnamed first, largest first; a name typed on a card (Enter) names it and
+    the card stays where it was (no jump); with references, the card offers the suggested name."""
+    d = dashboard(session)
+    cards = d.people().objects[1].objects
+    order = [c.objects[1].name for c in cards]
+    box = next(o for o in cards[0].objects[2].objects if "cs-card-name" in o.css_classes)
+    save = next(o for o in cards[0].objects[2].objects if "cs-card-save" in o.css_classes)
+    assert save.disabled  # nothing typed: nothing to save
+    box.value_input = "Ada"
+    assert not save.disabled
+    box.param.trigger("enter_pressed")
+    assert "Ada" in session.names().values()
+    after = d.people().objects[1].objects
+    assert [c.objects[1].name for c in after] == order  # the named card did not move to the end
+    assert next(o for o in after[0].objects[2].objects if "cs-card-name" in o.css_classes).value == "Ada"
+
+    import pandas as pd
+    monkeypatch.setattr(session, "suggestions", lambda c, n=3: pd.DataFrame(
+        {"label": ["Bea", "Cy"], "distance": [0.2, 0.3], "suggested": [True, False]}))
+    d.changed()
+    cards = d.people().objects[1].objects
+    accept = [o for c in cards for o in c.objects if "cs-card-accept" in o.css_classes]
+    assert len(accept) == 4 and accept[0].name == "Accept: Bea"  # the unnamed ones only
+    accept[0].clicks += 1
+    assert sorted(session.names().values()) == ["Ada", "Bea"]
+
+
+def test_people_come_a_page_at_a_time(session, monkeypatch):
+    import crowdsort.review.app as app
+
+    monkeypatch.setattr(app, "PEOPLE_PAGE", 2)
+    d = dashboard(session)
+    view = d.people()
+    assert len(view.objects[1].objects) == 2
+    nav = view.objects[0].objects
+    prev, nxt = (next(o for o in nav if css in o.css_classes) for css in ("cs-people-prev", "cs-people-next"))
+    assert prev.disabled and not nxt.disabled and "page 1 of 3 · 1–2 of 5 clusters" in nav[-1].object
+    nxt.clicks += 1
+    assert d.people_page == 2
+    d.people_page = 3
+    view = d.people()
+    assert len(view.objects[1].objects) == 1 and next(o for o in view.objects[0].objects
+                                                      if "cs-people-next" in o.css_classes).disabled
+
+
+def test_buttons_are_disabled_while_they_cannot_act_and_counts_are_plural(session):
+    from crowdsort.review.app import plural
+
+    assert (plural(1, "faces"), plural(2, "faces"), plural(0, "clusters"), plural(1, "clusters")) == (
+        "1 face", "2 faces", "0 clusters", "1 cluster")
+    d = dashboard(session)
+    choice, keep, btn, msg, undo = d.merge_widget().objects
+    assert btn.disabled and undo.disabled
+    choice.value = [int(session.clusters()["cluster"].iloc[0])]
+    assert btn.disabled
+    choice.value = session.clusters()["cluster"].iloc[:2].astype(int).tolist()
+    assert not btn.disabled and btn.name == "Merge 2 clusters"
+    detail = d.detail()
+    d.selected = int(session.clusters()["cluster"].iloc[0])
+    reject, notface, to, move, new = d._detail.actions
+    assert reject.disabled and notface.disabled and move.disabled and new.disabled and d._detail.name_btn.disabled
+    d._detail.gallery.selected = [0, 1]
+    assert not reject.disabled and not new.disabled and move.disabled  # no name typed
+    to.value_input = "Ada"
+    assert not move.disabled
+    reject.clicks += 1
+    assert d.history[-1][1] == f"reject 2 faces of cluster {d.selected:03d}"
+    assert "Draw a lasso on the map to choose faces there" in d.map_selection().object
+    assert "to the right of the map" in d.map_selection().object
+    assert detail is d.detail()
+
+
+def test_the_review_is_driven_by_keys(session, monkeypatch):
+    """n opens the next cluster of the queue, x rejects the faces chosen in it, u undoes, a
+    accepts the suggestion: the suggested name for the open cluster, else the first noise face
+    goes to the person beside it."""
+    import pandas as pd
+
+    from crowdsort.review.app import KeyboardReview
+
+    assert {"n", "a", "x", "u"} <= set(KeyboardReview._scripts["render"].split("new Set(")[1].split(")")[0][1:-1]
+                                       .replace('"', "").split(", "))
+    d = dashboard(session)
+    d.detail()
+    first, second = session.clusters()["cluster"].iloc[:2].astype(int)
+    d.on_key("n")
+    assert d.selected == first and d.key_message == f"n: opened cluster {first:03d}"
+    d.on_key("n")
+    assert d.selected == second
+    d.on_key("x")
+    assert "choose faces" in d.key_message and not d.history
+    size = (session.labels == second).sum()
+    d._detail.gallery.selected = [0, 1]
+    d.on_key("x")
+    assert (session.labels == second).sum() == size - 2 and d.history[-1][1] == f"reject 2 faces of cluster {second:03d}"
+    d.on_key("u")
+    assert (session.labels == second).sum() == size and not d.history and d.key_message.startswith("u: undid reject")
+    d.on_key("a")  # nobody named, no references: nothing to accept
+    assert "no suggestion" in d.key_message and not d.history
+    monkeypatch.setattr(session, "suggestions", lambda c, n=3: pd.DataFrame(
+        {"label": ["Bea"], "distance": [0.2], "suggested": [True]}))
+    d.on_key("a")
+    assert session.names() == {second: "Bea"} and d.history[-1][1] == f"name cluster {second:03d} 'Bea'"
+    face = session.ids[session.members(first)[0]]  # as if it were a noise face beside Bea
+    monkeypatch.setattr(session, "noise_to_review", lambda: pd.DataFrame(
+        {"row": [0], "item_id": [face], "cluster": [second], "name": ["Bea"], "distance": [0.3], "likely": [True]}))
+    d.on_key("a")  # the open cluster is named: the first noise face goes to the person beside it
+    assert d.history[-1][1] == "move to 'Bea' 1 face from noise"

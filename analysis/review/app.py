@@ -312,14 +312,14 @@ class KeyboardReview(pn.reactive.ReactiveHTML):
     key = param.String(default="")
     presses = param.Integer(default=0)
 
-    _template = ('<div id="keys" class="cs-keys" style="font-size:12px;color:#555">Keys: '
+    _template = ('<div id="keyhelp" class="cs-keys" style="font-size:12px;color:#555">Keys: '
                  + " · ".join(f"<kbd>{k}</kbd> {html.escape(what)}" for k, what in KEYS) + "</div>")
     _scripts = {
         "render": """
-          const keys = new Set(%s);
+          const wanted = new Set(%s);
           if (window._csKeys) document.removeEventListener('keydown', window._csKeys);  // a redrawn page: one listener
           window._csKeys = (ev) => {
-            if (ev.ctrlKey || ev.metaKey || ev.altKey || !keys.has(ev.key)) return;
+            if (ev.ctrlKey || ev.metaKey || ev.altKey || !wanted.has(ev.key)) return;
             const el = ev.composedPath()[0];
             if (el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName))) return;
             ev.preventDefault();
