@@ -541,6 +541,7 @@ def test_the_page_opens_on_the_people_and_a_card_named_in_place_stays(chromium_b
         page.screenshot(path=str(ARTIFACTS / "dashboard-first-view.png"))
         save = page.locator(".cs-card-save button").first
         sync_api.expect(save).to_be_disabled()  # nothing typed: nothing to save
+        where = page.locator(".cs-card-open button").first.bounding_box()
         box = page.locator(".cs-card-name input").first
         box.fill("Ada")
         box.press("Enter")
@@ -548,6 +549,12 @@ def test_the_page_opens_on_the_people_and_a_card_named_in_place_stays(chromium_b
         sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: name cluster 000 'Ada'", timeout=30000)
         sync_api.expect(page.locator(".cs-card-open button").first).to_have_text(first)  # no jump
         sync_api.expect(page.locator(".cs-card-name input").first).to_have_value("Ada", timeout=30000)
+        page.wait_for_timeout(1000)
+        assert page.locator(".cs-card-open button").first.bounding_box()["y"] == where["y"]  # nor the page scrolled
+        page.locator(".cs-card-open button").nth(1).click()  # Open: the detail comes into view
+        title = page.locator(".cs-detail-title").first
+        sync_api.expect(title).to_contain_text("Cluster 001", timeout=30000)
+        assert until(lambda: 0 <= title.bounding_box()["y"] < 1000, 10)
         page.close()
 
 
@@ -602,14 +609,25 @@ def test_every_default_pressed_untouched_does_what_it_says(chromium_browser, fac
         page.close()
 
 
-def test_the_review_is_driven_by_the_keyboard(chromium_browser, faces_store, tmp_path):
+def test_the_review_is_driven_by_the_keyboard(chromium_browser, faces_store, tmp_path, need_shared):
     """The keys shown on the page: n opens the next cluster, x rejects the face chosen in it, u
-    undoes, a (after a name is typed: typing is not a command) adds the nearest noise face to
-    the person named."""
+    undoes (typed in a box, the letters are text, not commands), a accepts the reference
+    library's name for the open cluster, the name each card offers with an Accept button."""
     sync_api = _browser_or_skip()
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
+
+    refs = str(need_shared("references"))
     dataset = dataset_copy(faces_store, tmp_path)
-    with Server(dataset) as server:
+    session = open_review(dataset, refs=refs, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    verdict = {c: session.suggestions(c)["label"].iloc[0] for c in rows}
+    known = next(c for c in rows if verdict[c] != "unknown")
+
+    with Server(dataset, "--refs", refs) as server:
         page = open_page(chromium_browser, server)
+        page.locator(".cs-card-accept button").filter(has_text=f"Accept: {verdict[known]}").first.wait_for(timeout=30000)
         keys = page.locator(".cs-keys").first
         sync_api.expect(keys).to_contain_text("n open the next cluster to review")
         page.get_by_text("Review", exact=True).first.click()
@@ -631,13 +649,19 @@ def test_the_review_is_driven_by_the_keyboard(chromium_browser, faces_store, tmp
         assert until(lambda: detail_size(page, 1) == size)
 
         box = page.get_by_placeholder("name this person")
-        box.fill("Ada")  # an "a" typed in a box is a letter, not the accept key
-        box.press("Enter")
-        sync_api.expect(undo).to_have_text("Undo: name cluster 001 'Ada'", timeout=30000)
-        keys.click()  # out of the box
+        box.click()
+        page.keyboard.type("nax")  # letters in a box: text, not commands
+        sync_api.expect(box).to_have_value("nax")
+        page.wait_for_timeout(1500)
+        sync_api.expect(undo).to_have_text("Nothing to undo")
+        page.get_by_text(re.compile(r"Cluster 001 \(\d+ faces\)")).first.wait_for()
+
+        open_cluster(page, rows.index(known), rf"Cluster {known:03d} \(\d+ faces\)")
+        keys.click()  # out of any box
         page.keyboard.press("a")
-        sync_api.expect(undo).to_have_text("Undo: move to 'Ada' 1 face from noise", timeout=30000)
-        sync_api.expect(page.locator(".cs-key-message").first).to_contain_text("added to Ada")
+        sync_api.expect(undo).to_have_text(f"Undo: name cluster {known:03d} '{verdict[known]}'", timeout=30000)
+        page.get_by_text(re.compile(rf"Cluster {known:03d} — {re.escape(verdict[known])} \(")).first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-key-message").first).to_contain_text(f"a: named cluster {known:03d}")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-keys.png"), full_page=True)
         page.close()

@@ -428,6 +428,10 @@ def test_the_review_is_driven_by_keys(session, monkeypatch):
     assert session.names() == {second: "Bea"} and d.history[-1][1] == f"name cluster {second:03d} 'Bea'"
     face = session.ids[session.members(first)[0]]  # as if it were a noise face beside Bea
     monkeypatch.setattr(session, "noise_to_review", lambda: pd.DataFrame(
+        {"row": [0], "item_id": [face], "cluster": [second], "name": ["Bea"], "distance": [0.3], "likely": [False]}))
+    d.on_key("a")  # too far to be Bea: not added by a key
+    assert "probably someone else" in d.key_message and d.history[-1][1] == f"name cluster {second:03d} 'Bea'"
+    monkeypatch.setattr(session, "noise_to_review", lambda: pd.DataFrame(
         {"row": [0], "item_id": [face], "cluster": [second], "name": ["Bea"], "distance": [0.3], "likely": [True]}))
     d.on_key("a")  # the open cluster is named: the first noise face goes to the person beside it
     assert d.history[-1][1] == "move to 'Bea' 1 face from noise"

@@ -311,6 +311,7 @@ class KeyboardReview(pn.reactive.ReactiveHTML):
 
     key = param.String(default="")
     presses = param.Integer(default=0)
+    reveal = param.Integer(default=0, doc="bumped to bring the open cluster's detail into view")
 
     _template = ('<div id="keyhelp" class="cs-keys" style="font-size:12px;color:#555">Keys: '
                  + " · ".join(f"<kbd>{k}</kbd> {html.escape(what)}" for k, what in KEYS) + "</div>")
@@ -327,7 +328,18 @@ class KeyboardReview(pn.reactive.ReactiveHTML):
             data.presses = data.presses + 1;
           };
           document.addEventListener('keydown', window._csKeys);
+          state.find = (root) => {  // the detail's title, through Bokeh's shadow roots
+            for (const el of root.querySelectorAll('*')) {
+              if (el.classList.contains('cs-detail-title')) return el;
+              const inner = el.shadowRoot ? state.find(el.shadowRoot) : null;
+              if (inner) return inner;
+            }
+            return null;
+          };
         """ % json.dumps([k for k, _ in KEYS]),
+        "reveal": """
+          setTimeout(() => { const t = state.find(document); if (t) t.scrollIntoView({block: 'start', behavior: 'smooth'}); }, 100);
+        """,
     }
 
 
@@ -358,6 +370,7 @@ class Dashboard(param.Parameterized):
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
     save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
     key_message = param.String(default="", doc="what the last key of the review did, or why it did nothing")
+    reveal = param.Integer(default=0, doc="bumped when a card or the review opens a cluster: the page shows its detail")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model, session.kind))
@@ -820,7 +833,7 @@ class Dashboard(param.Parameterized):
                          *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
 
     def _open_from_queue(self, c: int) -> None:
-        self.param.update(queue_opened=self.queue_opened + [c], selected=c)
+        self.param.update(queue_opened=self.queue_opened + [c], selected=c, reveal=self.reveal + 1)
 
     def next_to_review(self) -> int | None:
         """The review queue's next cluster: the largest unnamed one this tab has not opened."""
@@ -831,7 +844,8 @@ class Dashboard(param.Parameterized):
     def on_key(self, key: str) -> None:
         """A key of the review (:data:`KEYS`): n opens the next cluster of the queue; a accepts the
         suggestion (the reference library's name for the open cluster, else the first noise face
-        goes to the person beside it); x rejects the faces chosen in the open cluster; u undoes."""
+        goes to the person beside it where it is close enough to be them); x rejects the faces
+        chosen in the open cluster; u undoes."""
         n_words = self.words["items"]
         msg = ""
         if key == "n":
@@ -850,10 +864,13 @@ class Dashboard(param.Parameterized):
             else:
                 noise = self.s.noise_to_review()
                 noise = noise[~noise["item_id"].isin(self.queue_left)]
-                if len(noise):
+                if len(noise) and noise["likely"].iloc[0]:
                     r = noise.iloc[0]
                     self._place(r.item_id, r["name"])
                     msg = f"a: {plural(1, n_words)} from noise added to {r['name']}"
+                elif len(noise):  # a stranger, most likely: its greyed Add button still adds it
+                    msg = (f"a: the nearest noise {SINGULAR[n_words]} is too far from {noise['name'].iloc[0]} "
+                           "(probably someone else): its Add button adds it anyway")
                 else:
                     msg = "a: no suggestion to accept (no name suggested, no noise beside a named person)"
         elif key == "x":
@@ -952,7 +969,7 @@ class Dashboard(param.Parameterized):
         faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
         open_btn = pn.widgets.Button(label=f"{cluster_label(c)} · {plural(size, self.words['items'])}", width=200,
                                      color="light", css_classes=["cs-card-open"], margin=(0, 4))
-        open_btn.on_click(lambda e: setattr(self, "selected", c))
+        open_btn.on_click(lambda e: self.param.update(selected=c, reveal=self.reveal + 1))
         box = pn.widgets.TextInput(value=name, value_input=name, placeholder="type a name, Enter", width=136,
                                    css_classes=["cs-card-name"], margin=(2, 4))
         save = pn.widgets.Button(label="Save", width=56, disabled=True, color="primary", css_classes=["cs-card-save"],
@@ -1145,6 +1162,7 @@ class ReviewApp(pn.viewable.Viewer):
         guard = BusyGuard()
         keys = KeyboardReview()
         keys.param.watch(lambda e: dash.on_key(keys.key), "presses")
+        dash.param.watch(lambda e: keys.param.update(reveal=keys.reveal + 1), "reveal")
         sidebar = [guard, controls(dash), dash.status, dash.save_message, pn.layout.Divider(), dash.merge_widget(),
                    pn.layout.Divider(), keys, dash.key_view, pn.layout.Divider(), dash.export_widgets(self.dataset)]
         main = [pn.Row(views, table, sizing_mode="stretch_width"), dash.detail()]
