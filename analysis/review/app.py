@@ -947,7 +947,7 @@ class Dashboard(param.Parameterized):
                      text_html(f"page {page + 1} of {pages} · {shown}{plural(len(rows), 'clusters')}", "span",
                                css_classes=["cs-people-count"], margin=(22, 10, 0, 10)))
         if not cards:
-            cards = [text_html(f"No clusters at these settings: lower the sizes on the left.", "p")]
+            cards = [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
         return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
 
     def people_order(self) -> pd.DataFrame:
