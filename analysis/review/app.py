@@ -910,7 +910,8 @@ class Dashboard(param.Parameterized):
         leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
         return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
                       text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
-                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span"),
+                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span",
+                                width=220),  # wraps: the row stays beside the list, not under it
                       pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
                       css_classes=["cs-queue-item"])
 
