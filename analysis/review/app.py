@@ -474,6 +474,8 @@ class Dashboard(param.Parameterized):
                            "name": [names.get(c, "") for c in lab]})
         if len(lab) < RASTER_MIN:  # the rasterised map colours by cluster value, not by these
             df["color"] = self.colours(lab)
+            spelled = {c: cluster_label(c, names.get(c, "")) for c in np.unique(lab)}  # as the page spells it
+            df["label"] = [spelled[c] for c in lab]
         thumbs = hover_thumbs(self.s)
         if thumbs is not None:
             df["thumb"] = thumbs
@@ -499,7 +501,7 @@ class Dashboard(param.Parameterized):
         from bokeh.models import HoverTool
 
         df = self.points_frame()
-        vdims = [c for c in ("cluster", "name", "color", "thumb") if c in df]
+        vdims = [c for c in ("cluster", "name", "color", "thumb", "label") if c in df]
         points = hv.Points(df, ["x", "y"], vdims)
         if len(df) >= RASTER_MIN:
             import datashader as ds
@@ -516,7 +518,7 @@ class Dashboard(param.Parameterized):
                 active_tools=["lasso_select", "wheel_zoom"])
         else:
             tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
-                   + 'cluster @cluster @name</div>')
+                   + '@label</div>')
             # drawn faint, so the open cluster (outlined on top, in full colour) stands out
             plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
                                tools=[HoverTool(tooltips=tip), "tap", *CHOOSE_TOOLS], responsive=True, height=560,
