@@ -139,8 +139,9 @@ def new_page(chromium_browser):
     """A page that keeps, from its first request, the URLs it asked for and the messages of the
     dialogs it opened (dismissed: a script running where only text belongs)."""
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page.requests, page.dialogs = [], []
+    page.requests, page.dialogs, page.errors = [], [], []
     page.on("request", lambda r: page.requests.append(r.url))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     return page
 
@@ -158,8 +159,9 @@ def test_dashboard_in_a_browser(chromium_browser, faces_store, tmp_path):
     dataset = dataset_copy(faces_store, tmp_path)
     with Server(dataset) as server:
         page = open_page(chromium_browser, server)
-        # the map is drawn
-        assert page.locator(".bk-Canvas, canvas").count() > 0
+        # the map is drawn, in its tab
+        page.get_by_text("Map", exact=True).first.click()
+        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)
         n0 = status_clusters(page)
         assert n0 >= 15
 
@@ -290,7 +292,7 @@ def test_faces_chosen_by_click_move_to_a_person_and_the_people_view_opens_them(c
         page.get_by_placeholder("name this person").fill("Ada")
         page.locator(".cs-name-save button").first.click()
         page.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
-        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: name cluster 0 'Ada'", timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: name cluster 000 'Ada'", timeout=30000)
 
         open_cluster(page, 1, r"Cluster 001 \(\d+ faces\)")
         size1 = detail_size(page, 1)
@@ -306,10 +308,10 @@ def test_faces_chosen_by_click_move_to_a_person_and_the_people_view_opens_them(c
         page.locator(".cs-move button").first.click()
         page.get_by_text(re.compile(rf"Cluster 001 \({size1 - 2} faces\)")).first.wait_for(timeout=30000)
         sync_api.expect(page.locator(".cs-undo button")).to_have_text(
-            "Undo: move to 'Ada' 2 faces of cluster 1", timeout=30000)
+            "Undo: move to 'Ada' 2 faces of cluster 001", timeout=30000)
 
         page.get_by_text("People", exact=True).first.click()
-        card = page.locator(".cs-card-open button").filter(has_text=f"000 Ada ({size0 + 2})")
+        card = page.locator(".cs-card-open button").filter(has_text=f"cluster 000 · {size0 + 2} faces")
         card.first.wait_for(timeout=30000)
         assert page.locator(".cs-card").count() >= 10 and page.locator(".cs-card img").count() >= 20
         ARTIFACTS.mkdir(exist_ok=True)
@@ -394,9 +396,9 @@ def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, f
         near.first.wait_for(timeout=30000)
         assert page.locator(".cs-near img").count() == near.count() >= 1
         label = near.first.inner_text()
-        other = int(label.split()[1])
+        other = int(label.split()[2])  # Merge cluster 003 — name (distance)
         near.first.click()
-        sync_api.expect(page.locator(".cs-undo button")).to_have_text(f"Undo: merge clusters 0, {other}",
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(f"Undo: merge cluster 000, cluster {other:03d}",
                                                                        timeout=30000)
         assert until(lambda: status_clusters(page) == before - 1 and detail_size(page, 0) > size0)
 
@@ -405,7 +407,7 @@ def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, f
         named = page.locator(".cs-clusters .tabulator-row").filter(has_text="Ada")
         named.first.wait_for(timeout=30000)
         page.locator(".cs-split button").first.click()
-        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 0", timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 000", timeout=30000)
         assert until(lambda: status_clusters(page) == before)
         sync_api.expect(named).to_have_count(1, timeout=30000)
         page.close()
@@ -418,7 +420,11 @@ def test_a_lasso_on_the_map_makes_a_new_person(chromium_browser, faces_store, tm
     dataset = dataset_copy(faces_store, tmp_path)
     with Server(dataset) as server:
         page = open_page(chromium_browser, server)
-        page.get_by_text("Draw a lasso on the map").first.wait_for(timeout=30000)
+        page.get_by_text("Map", exact=True).first.click()
+        help_text = page.get_by_text("Draw a lasso on the map").first
+        help_text.wait_for(timeout=30000)
+        assert "toolbar to the right of the map" in help_text.inner_text()  # where the tools are
+        page.locator(".bk-Canvas").first.wait_for(timeout=30000)
         box = page.locator(".bk-Canvas").first.bounding_box()
         x, y, w, h = box["x"], box["y"], box["width"], box["height"]
         corners = [(x + 0.08 * w, y + 0.12 * h), (x + 0.55 * w, y + 0.12 * h), (x + 0.55 * w, y + 0.92 * h),
@@ -458,10 +464,10 @@ def test_the_review_queue_walks_unnamed_clusters_then_places_noise(chromium_brow
         page.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
         page.get_by_text("Review", exact=True).first.click()
         nxt = page.locator(".cs-queue-open button").first
-        sync_api.expect(nxt).to_contain_text("Open 001", timeout=30000)
+        sync_api.expect(nxt).to_contain_text("Open cluster 001", timeout=30000)
         nxt.click()
         page.get_by_text(re.compile(r"Cluster 001 \(\d+ faces\)")).first.wait_for(timeout=30000)
-        sync_api.expect(nxt).to_contain_text("Open 002", timeout=30000)  # the next one, largest first
+        sync_api.expect(nxt).to_contain_text("Open cluster 002", timeout=30000)  # the next one, largest first
 
         noise = page.get_by_text(re.compile(r"\d+ noise faces beside the named person nearest them \(\d+ close")).first
         noise.wait_for(timeout=30000)
@@ -469,9 +475,9 @@ def test_the_review_queue_walks_unnamed_clusters_then_places_noise(chromium_brow
         add = page.locator(".cs-queue-add button").first
         sync_api.expect(add).to_have_text("Add to Ada")
         add.click()
-        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: move to 'Ada' 1 faces from noise",
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: move to 'Ada' 1 face from noise",
                                                                        timeout=30000)
-        page.get_by_text(re.compile(rf"^{before - 1} noise faces beside")).first.wait_for(timeout=30000)
+        page.get_by_text(re.compile(rf"^{before - 1} noise faces? beside")).first.wait_for(timeout=30000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"), full_page=True)
         page.close()
@@ -490,7 +496,172 @@ def test_a_click_made_while_the_server_redraws_is_not_lost(chromium_browser, fac
         page.locator(".cs-clusters .tabulator-row").nth(1).click()
         sync_api.expect(page.locator(".cs-busy")).to_be_visible()  # at once, before the server answers
         page.locator(".cs-split button").first.click()  # still cluster 0's button on the screen
-        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 1", timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: split cluster 001", timeout=30000)
         assert until(lambda: status_clusters(page) == before + 1)
         sync_api.expect(page.locator(".cs-busy")).to_be_hidden(timeout=30000)
+        page.close()
+
+
+def faces_in_view(page, viewport_height: int = 1000) -> int:
+    """Face pictures of the people cards drawn inside the window, without scrolling."""
+    return page.evaluate("""(h) => {
+      const all = (root, inside, out = []) => {  // through Bokeh's shadow roots: a card's pictures are in its panes'
+        for (const el of root.querySelectorAll('*')) {
+          const inCard = inside || !!el.closest('.cs-card');
+          if (el.tagName === 'IMG' && inCard) out.push(el);
+          if (el.shadowRoot) all(el.shadowRoot, inCard, out);
+        }
+        return out;
+      };
+      return all(document, false).filter((img) => {
+        const r = img.getBoundingClientRect();
+        return img.complete && img.naturalWidth > 0 && r.width > 0 && r.top >= 0 && r.bottom <= h;
+      }).length;
+    }""", viewport_height)
+
+
+def test_the_page_opens_on_the_people_and_a_card_named_in_place_stays(chromium_browser, faces_store, tmp_path):
+    """The first view, without a click: the people as cards with their faces (at least 10 face
+    pictures in the window), largest first, the map not even made; a name typed on the first
+    card (Enter) names that cluster everywhere, and the card stays where it was."""
+    sync_api = _browser_or_skip()
+    dataset = dataset_copy(faces_store, tmp_path)
+    with Server(dataset) as server:
+        page = open_page(chromium_browser, server)
+        page.locator(".cs-card img").first.wait_for(timeout=30000)
+        assert until(lambda: faces_in_view(page) >= 10), faces_in_view(page)
+        assert page.locator(".bk-Canvas").count() == 0  # the map waits for its tab
+        assert not [e for e in page.errors if "rendering Bokeh items" in e], page.errors  # every part drawn
+        opens = page.locator(".cs-card-open button")
+        sizes = [int(re.search(r"· (\d+) faces?", opens.nth(i).inner_text()).group(1)) for i in range(3)]
+        assert sizes == sorted(sizes, reverse=True)
+        first = opens.first.inner_text()
+        assert first.startswith("cluster 000 · ")  # spelled as the list's 000 and the exports' "cluster 000"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-first-view.png"))
+        save = page.locator(".cs-card-save button").first
+        sync_api.expect(save).to_be_disabled()  # nothing typed: nothing to save
+        where = page.locator(".cs-card-open button").first.bounding_box()
+        box = page.locator(".cs-card-name input").first
+        box.fill("Ada")
+        box.press("Enter")
+        page.locator(".cs-clusters >> text=Ada").first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: name cluster 000 'Ada'", timeout=30000)
+        sync_api.expect(page.locator(".cs-card-open button").first).to_have_text(first)  # no jump
+        sync_api.expect(page.locator(".cs-card-name input").first).to_have_value("Ada", timeout=30000)
+        page.wait_for_timeout(1000)
+        assert page.locator(".cs-card-open button").first.bounding_box()["y"] == where["y"]  # nor the page scrolled
+        page.locator(".cs-card-open button").nth(1).click()  # Open: the detail comes into view
+        title = page.locator(".cs-detail-title").first
+        sync_api.expect(title).to_contain_text("Cluster 001", timeout=30000)
+        assert until(lambda: 0 <= title.bounding_box()["y"] < 1000, 10)
+        page.close()
+
+
+def test_every_default_pressed_untouched_does_what_it_says(chromium_browser, faces_store, tmp_path):
+    """Each button pressed with its fields as the page shows them: the downloads download, Export
+    writes the export folder, the people's filters and pages show people, the review's Open opens;
+    Merge, Save and the gallery's actions are disabled until there is something to act on."""
+    sync_api = _browser_or_skip()
+    dataset = dataset_copy(faces_store, tmp_path)
+    with Server(dataset) as server:
+        page = open_page(chromium_browser, server)
+        n = status_clusters(page)
+        total = int(re.search(r"noise \d+ of (\d+)", page.get_by_text(STATUS).first.inner_text()).group(1))
+        sync_api.expect(page.locator(".cs-merge button")).to_be_disabled()  # nothing chosen to merge
+
+        with page.expect_download() as dl:
+            page.locator(".cs-download").first.click()
+        csv = pd.read_csv(dl.value.path())
+        assert len(csv) == total and (csv.loc[csv["cluster"] == 0, "label"] == "cluster 000").all()
+        with page.expect_download() as dl:
+            page.get_by_text("Download label,cluster CSV").first.click()
+        assert list(pd.read_csv(dl.value.path()).columns) == ["label", "cluster"]  # nobody named yet: no rows
+
+        page.locator(".cs-export button").first.click()
+        sync_api.expect(page.locator(".cs-export-msg").first).to_have_text(f"wrote {dataset / 'export'}",
+                                                                          timeout=60000)
+        assert (dataset / "export" / "labels.csv").exists() and (dataset / "export" / "cluster 000").is_dir()
+
+        count = page.locator(".cs-people-count").first
+        sync_api.expect(count).to_contain_text(f"page 1 of {-(-n // 24)}")
+        assert page.locator(".cs-card").count() == min(n, 24)
+        sync_api.expect(page.locator(".cs-people-prev button")).to_be_disabled()
+        if n > 24:
+            page.locator(".cs-people-next button").first.click()
+            sync_api.expect(count).to_contain_text("page 2 of", timeout=30000)
+            sync_api.expect(page.locator(".cs-card")).to_have_count(min(n - 24, 24), timeout=30000)
+            page.locator(".cs-people-prev button").first.click()
+            sync_api.expect(count).to_contain_text("page 1 of", timeout=30000)
+
+        page.get_by_text("Review", exact=True).first.click()
+        nxt = page.locator(".cs-queue-open button").first
+        sync_api.expect(nxt).to_contain_text("Open cluster 000", timeout=30000)
+        nxt.click()
+        page.get_by_text(re.compile(r"Cluster 000 \(\d+ faces\)")).first.wait_for(timeout=30000)
+        page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-name-save button")).to_be_disabled()  # nothing typed
+        for css in ("reject", "notface", "move", "new-person"):  # nothing chosen
+            sync_api.expect(page.locator(f".cs-{css} button").first).to_be_disabled()
+        page.locator(".cs-face").first.click()
+        sync_api.expect(page.locator(".cs-reject button").first).to_be_enabled(timeout=30000)
+        sync_api.expect(page.locator(".cs-move button").first).to_be_disabled()  # no name typed
+        page.close()
+
+
+def test_the_review_is_driven_by_the_keyboard(chromium_browser, faces_store, tmp_path, need_shared):
+    """The keys shown on the page: n opens the next cluster, x rejects the face chosen in it, u
+    undoes (typed in a box, the letters are text, not commands), a accepts the reference
+    library's name for the open cluster, the name each card offers with an Accept button."""
+    sync_api = _browser_or_skip()
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
+
+    refs = str(need_shared("references"))
+    dataset = dataset_copy(faces_store, tmp_path)
+    session = open_review(dataset, refs=refs, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    verdict = {c: session.suggestions(c)["label"].iloc[0] for c in rows}
+    known = next(c for c in rows if verdict[c] != "unknown")
+
+    with Server(dataset, "--refs", refs) as server:
+        page = open_page(chromium_browser, server)
+        page.locator(".cs-card-accept button").filter(has_text=f"Accept: {verdict[known]}").first.wait_for(timeout=30000)
+        keys = page.locator(".cs-keys").first
+        sync_api.expect(keys).to_contain_text("n open the next cluster to review")
+        page.get_by_text("Review", exact=True).first.click()
+        page.locator(".cs-queue-keys").first.wait_for(timeout=30000)
+        page.keyboard.press("n")
+        page.get_by_text(re.compile(r"Cluster 000 \(\d+ faces\)")).first.wait_for(timeout=30000)
+        page.locator(".cs-gallery img").first.wait_for(timeout=30000)
+        page.keyboard.press("n")
+        page.get_by_text(re.compile(r"Cluster 001 \(\d+ faces\)")).first.wait_for(timeout=30000)
+        size = detail_size(page, 1)
+        page.locator(".cs-face").nth(1).click()
+        sync_api.expect(page.locator(".cs-face.cs-chosen")).to_have_count(1, timeout=10000)
+        page.keyboard.press("x")
+        undo = page.locator(".cs-undo button")
+        sync_api.expect(undo).to_have_text("Undo: reject 1 face of cluster 001", timeout=30000)
+        assert until(lambda: detail_size(page, 1) == size - 1)
+        page.keyboard.press("u")
+        sync_api.expect(undo).to_have_text("Nothing to undo", timeout=30000)
+        assert until(lambda: detail_size(page, 1) == size)
+
+        box = page.get_by_placeholder("name this person")
+        box.click()
+        page.keyboard.type("nax")  # letters in a box: text, not commands
+        sync_api.expect(box).to_have_value("nax")
+        page.wait_for_timeout(1500)
+        sync_api.expect(undo).to_have_text("Nothing to undo")
+        page.get_by_text(re.compile(r"Cluster 001 \(\d+ faces\)")).first.wait_for()
+
+        open_cluster(page, rows.index(known), rf"Cluster {known:03d} \(\d+ faces\)")
+        keys.click()  # out of any box
+        page.keyboard.press("a")
+        sync_api.expect(undo).to_have_text(f"Undo: name cluster {known:03d} '{verdict[known]}'", timeout=30000)
+        page.get_by_text(re.compile(rf"Cluster {known:03d} — {re.escape(verdict[known])} \(")).first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-key-message").first).to_contain_text(f"a: named cluster {known:03d}")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-keys.png"), full_page=True)
         page.close()

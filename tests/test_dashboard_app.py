@@ -63,13 +63,13 @@ def test_undo_is_per_tab_and_says_what_it_undoes(session):
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     a._name(ca, "Ada")
     b._name(cb, "Bea")
-    assert a.history[-1][1] == f"name cluster {ca} 'Ada'"
+    assert a.history[-1][1] == f"name cluster {ca:03d} 'Ada'"
     undo = next(o for o in a.merge_widget().objects if "cs-undo" in o.css_classes)
     a.changed()
-    assert undo.name == f"Undo: name cluster {ca} 'Ada'"
-    assert a.undo() == f"name cluster {ca} 'Ada'"  # a's own, though b's came later
+    assert undo.name == f"Undo: name cluster {ca:03d} 'Ada'"
+    assert a.undo() == f"name cluster {ca:03d} 'Ada'"  # a's own, though b's came later
     assert session.names() == {cb: "Bea"} and a.undo() is None  # nothing of b's for a to undo
-    assert b.undo() == f"name cluster {cb} 'Bea'" and session.names() == {}
+    assert b.undo() == f"name cluster {cb:03d} 'Bea'" and session.names() == {}
 
 
 def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatch):
@@ -82,7 +82,7 @@ def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatc
     d = dashboard(session)
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     d._name(ca, "Ada")
-    btn, keep, msg, choice, _ = d.merge_widget().objects
+    choice, keep, btn, msg, _ = d.merge_widget().objects
     assert not d.save_message().visible
 
     def full(fd):
@@ -96,12 +96,12 @@ def test_a_correction_the_disk_refuses_is_shown_and_not_made(session, monkeypatc
     text = html.unescape(shown.object)
     assert shown.visible and "cs-save-error" in shown.css_classes
     assert f"{session.ann.path}: the correction was not saved (No space left on device)" in text
-    assert session.names() == {ca: "Ada"} and d.history[-1][1] == f"name cluster {ca} 'Ada'"
+    assert session.names() == {ca: "Ada"} and d.history[-1][1] == f"name cluster {ca:03d} 'Ada'"
     choice.value = [ca, cb]
     btn.clicks += 1  # a merge is refused the same way
     assert session.summary()["clusters"] == 5 and d.save_message().visible
     assert d.undo() is None and session.names() == {ca: "Ada"}  # nor can Ada's name be taken back now
-    assert d.history[-1][1] == f"name cluster {ca} 'Ada'" and d.save_message().visible
+    assert d.history[-1][1] == f"name cluster {ca:03d} 'Ada'" and d.save_message().visible
     monkeypatch.undo()
     d._detail.name_btn.clicks += 1
     assert session.names() == {ca: "Ada", cb: "Bea"} and not d.save_message().visible
@@ -112,7 +112,7 @@ def test_merging_two_named_clusters_asks_which_name_to_keep(session):
     ca, cb = (int(session.labels[session.truth == g][0]) for g in (0, 1))
     d._name(ca, "Ada")
     d._name(cb, "Bea")
-    btn, keep, msg, choice, _ = d.merge_widget().objects
+    choice, keep, btn, msg, _ = d.merge_widget().objects
     choice.value = [ca, cb]
     btn.clicks += 1
     assert keep.visible and keep.options == ["Ada", "Bea"] and "choose the name" in msg.object
@@ -142,7 +142,7 @@ def test_a_merge_from_a_suggestion_asks_which_name_to_keep_when_both_are_named(s
     button("cs-merge-near").clicks += 1
     next(o for o in near.objects if getattr(o, "name", "") == "Keep Bea").clicks += 1
     assert session.summary()["clusters"] == 4 and session.names() == {d.selected: "Bea"}
-    assert d.history[-1][1] == f"merge clusters {ca}, {cb}"
+    assert d.history[-1][1] == f"merge cluster {ca:03d}, cluster {cb:03d}"
 
 
 def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
@@ -158,6 +158,7 @@ def test_people_view_sorts_and_puts_unnamed_first_or_last(session):
     assert len(cards) == 5
     cards[-1].objects[1].clicks += 1  # the card's button opens the detail
     assert d.selected == ca
+    assert [o.name for o in cards[-1].objects if "cs-card-open" in o.css_classes] == ["cluster %03d · 6 faces" % ca]
 
 
 def test_the_map_outlines_the_open_cluster_and_names_clusters_at_their_centre(session):
@@ -189,7 +190,7 @@ def test_chosen_faces_move_to_a_person(session):
     name_box.value_input = "Ada"
     move.clicks += 1
     assert (session.labels == ca).sum() == 8 and (session.labels == cb).sum() == 4
-    assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb}"
+    assert d.history[-1][1] == f"move to 'Ada' 2 faces of cluster {cb:03d}"
 
 
 def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
@@ -197,7 +198,7 @@ def test_the_list_marks_the_cluster_opened_from_the_map_or_a_card(session):
     table = d.cluster_table()
     c = int(session.labels[session.truth == 3][0])
     d.selected = c
-    assert table.value["cluster"].iloc[table.selection[0]] == c
+    assert table.value["cluster"].iloc[table.selection[0]] == f"{c:03d}"  # spelled as on the whole page
 
 
 def test_review_app_is_a_component_a_notebook_shows(session, tmp_path):
@@ -265,7 +266,7 @@ def test_opening_another_cluster_refills_the_same_widgets_and_redraws_nothing_el
     d.selected = cb
     assert d.detail() is detail and list(detail.objects[1].objects) == widgets
     assert f"Cluster {cb:03d}" in d._detail.title.object and d._detail.gallery.thumbs != thumbs_a
-    assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == cb
+    assert d.version == version and table.value["cluster"].iloc[table.selection[0]] == f"{cb:03d}"
 
 
 def test_the_app_in_a_notebook_sends_no_link_to_an_outside_server(session, tmp_path, monkeypatch):
@@ -319,3 +320,141 @@ def test_the_rasterised_map_is_one_image_at_a_fixed_size_redrawn_on_zoom_not_on_
     zoomed = image.data["image"][0]
     assert zoomed.shape == first.shape and image.data["x"][0] == pytest.approx(cx)
     assert set(np.unique(zoomed[np.isfinite(zoomed)]).astype(int)) == set(session.labels[(xy[:, 0] >= cx) & (xy[:, 1] >= cy)]) - {-2}
+
+
+def test_a_card_named_in_place_keeps_its_place_and_a_suggestion_is_one_click(session, monkeypatch):
+    """The people view: unnamed first, largest first; a name typed on a card (Enter) names it and
+    the card stays where it was (no jump); with references, the card offers the suggested name."""
+    d = dashboard(session)
+    cards = d.people().objects[1].objects
+    order = [c.objects[1].name for c in cards]
+    box = next(o for o in cards[0].objects[2].objects if "cs-card-name" in o.css_classes)
+    save = next(o for o in cards[0].objects[2].objects if "cs-card-save" in o.css_classes)
+    assert save.disabled  # nothing typed: nothing to save
+    box.value_input = "Ada"
+    assert not save.disabled
+    box.param.trigger("enter_pressed")
+    assert "Ada" in session.names().values()
+    after = d.people().objects[1].objects
+    assert [c.objects[1].name for c in after] == order  # the named card did not move to the end
+    assert next(o for o in after[0].objects[2].objects if "cs-card-name" in o.css_classes).value == "Ada"
+
+    import pandas as pd
+    monkeypatch.setattr(session, "suggestions", lambda c, n=3: pd.DataFrame(
+        {"label": ["Bea", "Cy"], "distance": [0.2, 0.3], "suggested": [True, False]}))
+    d.changed()
+    cards = d.people().objects[1].objects
+    accept = [o for c in cards for o in c.objects if "cs-card-accept" in o.css_classes]
+    assert len(accept) == 4 and accept[0].name == "Accept: Bea"  # the unnamed ones only
+    accept[0].clicks += 1
+    assert sorted(session.names().values()) == ["Ada", "Bea"]
+
+
+def test_people_come_a_page_at_a_time(session, monkeypatch):
+    import crowdsort.review.app as app
+
+    monkeypatch.setattr(app, "PEOPLE_PAGE", 2)
+    d = dashboard(session)
+    view = d.people()
+    assert len(view.objects[1].objects) == 2
+    nav = view.objects[0].objects
+    prev, nxt = (next(o for o in nav if css in o.css_classes) for css in ("cs-people-prev", "cs-people-next"))
+    assert prev.disabled and not nxt.disabled and "page 1 of 3 · 1–2 of 5 clusters" in nav[-1].object
+    nxt.clicks += 1
+    assert d.people_page == 2
+    d.people_page = 3
+    view = d.people()
+    assert len(view.objects[1].objects) == 1 and next(o for o in view.objects[0].objects
+                                                      if "cs-people-next" in o.css_classes).disabled
+
+
+def test_buttons_are_disabled_while_they_cannot_act_and_counts_are_plural(session):
+    from crowdsort.review.app import plural
+
+    assert (plural(1, "faces"), plural(2, "faces"), plural(0, "clusters"), plural(1, "clusters")) == (
+        "1 face", "2 faces", "0 clusters", "1 cluster")
+    d = dashboard(session)
+    choice, keep, btn, msg, undo = d.merge_widget().objects
+    assert btn.disabled and undo.disabled
+    choice.value = [int(session.clusters()["cluster"].iloc[0])]
+    assert btn.disabled
+    choice.value = session.clusters()["cluster"].iloc[:2].astype(int).tolist()
+    assert not btn.disabled and btn.name == "Merge 2 clusters"
+    detail = d.detail()
+    d.selected = int(session.clusters()["cluster"].iloc[0])
+    reject, notface, to, move, new = d._detail.actions
+    assert reject.disabled and notface.disabled and move.disabled and new.disabled and d._detail.name_btn.disabled
+    d._detail.gallery.selected = [0, 1]
+    assert not reject.disabled and not new.disabled and move.disabled  # no name typed
+    to.value_input = "Ada"
+    assert not move.disabled
+    reject.clicks += 1
+    assert d.history[-1][1] == f"reject 2 faces of cluster {d.selected:03d}"
+    assert "Draw a lasso on the map to choose faces there" in d.map_selection().object
+    assert "to the right of the map" in d.map_selection().object
+    assert detail is d.detail()
+
+
+def test_the_review_is_driven_by_keys(session, monkeypatch):
+    """n opens the next cluster of the queue, x rejects the faces chosen in it, u undoes, a
+    accepts the suggestion: the suggested name for the open cluster, else the first noise face
+    goes to the person beside it."""
+    import pandas as pd
+
+    from crowdsort.review.app import KeyboardReview
+
+    assert {"n", "a", "x", "u"} <= set(KeyboardReview._scripts["render"].split("new Set(")[1].split(")")[0][1:-1]
+                                       .replace('"', "").split(", "))
+    d = dashboard(session)
+    d.detail()
+    first, second = session.clusters()["cluster"].iloc[:2].astype(int)
+    d.on_key("n")
+    assert d.selected == first and d.key_message == f"n: opened cluster {first:03d}"
+    d.on_key("n")
+    assert d.selected == second
+    d.on_key("x")
+    assert "choose faces" in d.key_message and not d.history
+    size = (session.labels == second).sum()
+    d._detail.gallery.selected = [0, 1]
+    d.on_key("x")
+    assert (session.labels == second).sum() == size - 2 and d.history[-1][1] == f"reject 2 faces of cluster {second:03d}"
+    d.on_key("u")
+    assert (session.labels == second).sum() == size and not d.history and d.key_message.startswith("u: undid reject")
+    d.on_key("a")  # nobody named, no references: nothing to accept
+    assert "no suggestion" in d.key_message and not d.history
+    monkeypatch.setattr(session, "suggestions", lambda c, n=3: pd.DataFrame(
+        {"label": ["Bea"], "distance": [0.2], "suggested": [True]}))
+    d.on_key("a")
+    assert session.names() == {second: "Bea"} and d.history[-1][1] == f"name cluster {second:03d} 'Bea'"
+    face = session.ids[session.members(first)[0]]  # as if it were a noise face beside Bea
+    monkeypatch.setattr(session, "noise_to_review", lambda: pd.DataFrame(
+        {"row": [0], "item_id": [face], "cluster": [second], "name": ["Bea"], "distance": [0.3], "likely": [False]}))
+    d.on_key("a")  # too far to be Bea: not added by a key
+    assert "probably someone else" in d.key_message and d.history[-1][1] == f"name cluster {second:03d} 'Bea'"
+    monkeypatch.setattr(session, "noise_to_review", lambda: pd.DataFrame(
+        {"row": [0], "item_id": [face], "cluster": [second], "name": ["Bea"], "distance": [0.3], "likely": [True]}))
+    d.on_key("a")  # the open cluster is named: the first noise face goes to the person beside it
+    assert d.history[-1][1] == "move to 'Bea' 1 face from noise"
+
+
+def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatch):
+    """1,000 clusters: the people view draws one page of cards (not 1,000), in well under a second
+    (the faces' thumbnails, cached per process, left out)."""
+    import time
+
+    import crowdsort.review.app as app
+
+    d = dashboard(session)
+    monkeypatch.setattr(app, "card_thumb", lambda s, row: "data:,")
+    rng = np.random.default_rng(1)
+    n = 2000
+    X = rng.normal(size=(n, 32)).astype(np.float32)
+    session.X, session.ids = X / np.linalg.norm(X, axis=1, keepdims=True), np.array([f"g{i}" for i in range(n)], object)
+    session.labels = np.repeat(np.arange(1000), 2)
+    session.table = session.table.iloc[np.zeros(n, int)].reset_index(drop=True)
+    d.changed()
+    t = time.perf_counter()
+    view = d.people()
+    took = time.perf_counter() - t
+    assert len(view.objects[1].objects) == app.PEOPLE_PAGE and "page 1 of 42" in view.objects[0].objects[-1].object
+    assert took < 1.0, took

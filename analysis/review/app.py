@@ -15,6 +15,7 @@ import base64
 import functools
 import html
 import io
+import json
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from ..storage.export import unnamed_label
 from ..storage.images import thumbnail_jpeg
 from .notebook_offline import keep_offline
 from .opening import open_image_review, open_review
@@ -67,6 +69,26 @@ WORDS = {  # what the items are called, by ReviewSession.kind
     "faces": {"items": "faces", "name": "name this person", "exclude": "Not a face", "view": "Source photo of"},
     "images": {"items": "images", "name": "name this group", "exclude": "Exclude", "view": "Larger view of"},
 }
+
+SINGULAR = {"faces": "face", "images": "image", "clusters": "cluster", "people": "person"}
+KEYS = [("n", "open the next cluster to review"), ("a", "accept the suggestion"),
+        ("x", "reject the chosen faces"), ("u", "undo")]  # the review's keys (KeyboardReview)
+
+
+def plural(n: int, words: str) -> str:
+    """``1 face``, ``2 faces``: ``words`` is the plural (faces, images, clusters)."""
+    return f"{n} {SINGULAR.get(words, words) if n == 1 else words}"
+
+
+def cluster_label(c: int, name: str = "") -> str:
+    """The one spelling of a cluster on the page, as the exports name its folder and labels:
+    ``cluster 007``, followed by its name where it has one (``cluster 007 — Ada``)."""
+    return unnamed_label(int(c)) + (f" — {name}" if name else "")
+
+
+def capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
 
 def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
     """Names, file names, paths and error messages come from users and disks: shown as text, never
@@ -282,6 +304,44 @@ class FaceGallery(pn.reactive.ReactiveHTML):
 
 
 
+class KeyboardReview(pn.reactive.ReactiveHTML):
+    """The review's keys (:data:`KEYS`), shown as a line of text, heard anywhere on the page but
+    in a text box (typing a name is not a command). ``key`` is the last one pressed; ``presses``
+    counts them, so the same key twice is two changes."""
+
+    key = param.String(default="")
+    presses = param.Integer(default=0)
+    reveal = param.Integer(default=0, doc="bumped to bring the open cluster's detail into view")
+
+    _template = ('<div id="keyhelp" class="cs-keys" style="font-size:12px;color:#555">Keys: '
+                 + " · ".join(f"<kbd>{k}</kbd> {html.escape(what)}" for k, what in KEYS) + "</div>")
+    _scripts = {
+        "render": """
+          const wanted = new Set(%s);
+          if (window._csKeys) document.removeEventListener('keydown', window._csKeys);  // a redrawn page: one listener
+          window._csKeys = (ev) => {
+            if (ev.ctrlKey || ev.metaKey || ev.altKey || !wanted.has(ev.key)) return;
+            const el = ev.composedPath()[0];
+            if (el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName))) return;
+            ev.preventDefault();
+            data.key = ev.key;
+            data.presses = data.presses + 1;
+          };
+          document.addEventListener('keydown', window._csKeys);
+          state.find = (root) => {  // the detail's title, through Bokeh's shadow roots
+            for (const el of root.querySelectorAll('*')) {
+              if (el.classList.contains('cs-detail-title')) return el;
+              const inner = el.shadowRoot ? state.find(el.shadowRoot) : null;
+              if (inner) return inner;
+            }
+            return null;
+          };
+        """ % json.dumps([k for k, _ in KEYS]),
+        "reveal": """
+          setTimeout(() => { const t = state.find(document); if (t) t.scrollIntoView({block: 'start', behavior: 'smooth'}); }, 100);
+        """,
+    }
+
 
 def saves(method):
     """A :class:`Dashboard` method that saves a correction, run by :meth:`Dashboard.saving`."""
@@ -309,6 +369,8 @@ class Dashboard(param.Parameterized):
     queue_left = param.List(doc="noise items this tab chose to leave in noise")
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
     save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
+    key_message = param.String(default="", doc="what the last key of the review did, or why it did nothing")
+    reveal = param.Integer(default=0, doc="bumped when a card or the review opens a cluster: the page shows its detail")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model, session.kind))
@@ -324,6 +386,7 @@ class Dashboard(param.Parameterized):
         self.history: list[tuple[str, str]] = []  # this tab's corrections (id, what it did): its own undo
         self._table = None  # the cluster list drawn last: its row follows the open cluster
         self._detail = None  # the detail's widgets, once shown
+        self._people = None  # (what it was made for, cluster ids): the cards' order
         self._shown = np.array([], int)  # the rows its gallery shows
         self._min_samples_bounds()
         self.recluster()
@@ -411,6 +474,8 @@ class Dashboard(param.Parameterized):
                            "name": [names.get(c, "") for c in lab]})
         if len(lab) < RASTER_MIN:  # the rasterised map colours by cluster value, not by these
             df["color"] = self.colours(lab)
+            spelled = {c: cluster_label(c, names.get(c, "")) for c in np.unique(lab)}  # as the page spells it
+            df["label"] = [spelled[c] for c in lab]
         thumbs = hover_thumbs(self.s)
         if thumbs is not None:
             df["thumb"] = thumbs
@@ -422,7 +487,7 @@ class Dashboard(param.Parameterized):
         m = self.s.summary()
         params = ", ".join(f"{k}={v}" for k, v in self.params_for_algorithm().items())
         return pn.pane.Markdown(
-            f"{self.algorithm} ({params}): {m['clusters']} clusters, noise {m['noise']} of {m['items']} "
+            f"{self.algorithm} ({params}): {plural(m['clusters'], 'clusters')}, noise {m['noise']} of {m['items']} "
             f"({100 * m['noise_share']:.1f}%) · re-clustered in {1000 * self.last_recluster_s:.0f} ms",
             css_classes=["cs-status"], name="status")
 
@@ -436,7 +501,7 @@ class Dashboard(param.Parameterized):
         from bokeh.models import HoverTool
 
         df = self.points_frame()
-        vdims = [c for c in ("cluster", "name", "color", "thumb") if c in df]
+        vdims = [c for c in ("cluster", "name", "color", "thumb", "label") if c in df]
         points = hv.Points(df, ["x", "y"], vdims)
         if len(df) >= RASTER_MIN:
             import datashader as ds
@@ -453,7 +518,7 @@ class Dashboard(param.Parameterized):
                 active_tools=["lasso_select", "wheel_zoom"])
         else:
             tip = ('<div>' + ('<img src="@thumb" width="48" height="48"><br>' if "thumb" in df else "")
-                   + 'cluster @cluster @name</div>')
+                   + '@label</div>')
             # drawn faint, so the open cluster (outlined on top, in full colour) stands out
             plot = points.opts(color="color", alpha=0.45, size=6 if len(df) < 5000 else 3, line_color=None,
                                tools=[HoverTool(tooltips=tip), "tap", *CHOOSE_TOOLS], responsive=True, height=560,
@@ -511,12 +576,13 @@ class Dashboard(param.Parameterized):
         rows = np.asarray(self.map_chosen, int)
         n_words = self.words["items"]
         if not len(rows):
-            return pn.pane.HTML(f"Draw a lasso on the map (or a box: its tool above the map) to choose {n_words} there.",
+            return pn.pane.HTML(f"Draw a lasso on the map to choose {n_words} there (the lasso and the box are "
+                                "tools of the toolbar to the right of the map).",
                                 css_classes=["cs-map-chosen"])
         clusters = np.unique(self.s.labels[rows])
         ids = [self.s.ids[r] for r in rows]
         faces = face_imgs(self.s, rows[:MAP_CHOSEN_SHOWN], 40)
-        what = (f"{len(rows)} {n_words} chosen on the map, from {(clusters >= 0).sum()} clusters"
+        what = (f"{plural(len(rows), n_words)} chosen on the map, from {plural(int((clusters >= 0).sum()), 'clusters')}"
                 f"{' and noise' if (clusters < 0).any() else ''}")
         count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
         after = lambda target: self.changed(target)  # noqa: E731  (the person they went to, if any)
@@ -527,6 +593,7 @@ class Dashboard(param.Parameterized):
     @param.depends("version")
     def cluster_table(self):
         clusters = self.s.clusters()
+        clusters["cluster"] = [f"{c:03d}" for c in clusters["cluster"]]  # as the page spells it: cluster 007
         # tens of thousands of rows would all go to the browser at each change: send pages instead
         paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
@@ -540,7 +607,7 @@ class Dashboard(param.Parameterized):
     def _select_row(self):
         # a cluster opened from the map or a card is marked in the list too
         if self._table is not None:
-            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == self.selected)
+            rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == f"{self.selected:03d}")
             self._table.selection = rows[:1].tolist()
 
     def detail(self) -> pn.Column:
@@ -563,6 +630,9 @@ class Dashboard(param.Parameterized):
         # value_input is what the box shows now; value waits for a blur that may come after the click
         w.name_btn.on_click(lambda e: self._name(self.selected, w.name_in.value_input or ""))
         w.name_in.param.watch(lambda e: self._name(self.selected, w.name_in.value_input or ""), "enter_pressed")
+        w.current_name = ""  # the open cluster's: Save is disabled while the box holds it
+        w.name_in.param.watch(lambda e: setattr(w.name_btn, "disabled", (e.new or "").strip() == w.current_name),
+                              "value_input")
         w.sugg, w.near = pn.Row(css_classes=["cs-suggestions"]), pn.Row(css_classes=["cs-near"])
         w.gallery = FaceGallery(sizing_mode="stretch_width")
         hint = f"Click {n_words} to choose (shift, ctrl: several)"
@@ -573,7 +643,8 @@ class Dashboard(param.Parameterized):
             c = self.selected
             self.changed(c if target is None or (self.s.labels == c).any() else target)
         w.actions = self.face_actions(lambda: [self.s.ids[self._shown[i]] for i in w.gallery.selected],
-                                      lambda: f"of cluster {self.selected}", after, w.count)
+                                      lambda: f"of {cluster_label(self.selected)}", after, w.count,
+                                      watch=(w.gallery, "selected"))
         w.split = pn.widgets.Button(label="Split in two", color="warning", css_classes=["cs-split"])
         w.split.on_click(lambda e: self._split(self.selected))
         # Bokeh's Select draws its labels as text; it gives back the position in the gallery
@@ -612,9 +683,11 @@ class Dashboard(param.Parameterized):
             return
         rows = self.s.members(c)
         name = self.s.names().get(c, "")
-        title = f"Cluster {c:03d}{' — ' + name if name else ''} ({len(rows)} {self.words['items']})"
+        title = f"{capital(cluster_label(c, name))} ({plural(len(rows), self.words['items'])})"
         w.title.object = f"<h3>{html.escape(title)}</h3>"
+        w.current_name = name
         w.name_in.param.update(value=name, value_input=name)
+        w.name_btn.disabled = True
         self._shown = shown = rows[:GALLERY_MAX]
         files = [Path(self.s.table["crop_path"].iloc[r]).name for r in shown]
         w.sugg.objects = self.suggestion_items(c)
@@ -663,7 +736,7 @@ class Dashboard(param.Parameterized):
             face = card_thumb(self.s, int(self.s.members(int(r.cluster))[0]))
             items.append(pn.pane.HTML(f'<img src="{face}" width="48" height="48" alt="">', margin=(0, 2)))
             # Bokeh draws a button's label as text: escaping it would show the entities
-            b = pn.widgets.Button(label=f"Merge {r.cluster:03d}{' ' + r.name if r.name else ''} ({r.distance:.3f})",
+            b = pn.widgets.Button(label=f"Merge {cluster_label(r.cluster, r.name)} ({r.distance:.3f})",
                                   css_classes=["cs-merge-near"])
             b.on_click(lambda e, other=int(r.cluster): self._merge_in(c, other))
             items.append(b)
@@ -681,16 +754,17 @@ class Dashboard(param.Parameterized):
                 keep.append(b)
             cancel = pn.widgets.Button(label="Cancel", css_classes=["cs-merge-cancel"])
             cancel.on_click(lambda e: setattr(self._detail.near, "objects", self.merge_items(c)))
-            self._detail.near.objects = [pn.pane.Markdown(f"Merge {other:03d}: they are named differently, keep"),
+            self._detail.near.objects = [text_html(f"Merge {cluster_label(other)}: they are named differently, keep"),
                                          *keep, cancel]
             return
-        self.did(f"merge clusters {c}, {other}")
+        self.did(f"merge {cluster_label(c)}, {cluster_label(other)}")
         self.changed(merged)
 
-    def face_actions(self, chosen, where, after, count: pn.pane.HTML, css: str = "cs-") -> list:
+    def face_actions(self, chosen, where, after, count: pn.pane.HTML, css: str = "cs-", watch=None) -> list:
         """Reject, not a face, move to a person (a name box completing known names), new person,
         for the items ``chosen()`` gives (``where()`` says where from, for undo); ``after(target)``
-        redraws (target: the cluster they went to)."""
+        redraws (target: the cluster they went to). The buttons are disabled while nothing is
+        chosen (``watch``: the (object, param) the choice is in), Move while no name is typed."""
         n_words = self.words["items"]
         reject_btn = pn.widgets.Button(label="Reject from cluster", color="danger", css_classes=[f"{css}reject"])
         notface_btn = pn.widgets.Button(label=self.words["exclude"], color="danger", css_classes=[f"{css}notface"])
@@ -707,19 +781,28 @@ class Dashboard(param.Parameterized):
                 count.object = f"choose {n_words} first"
                 return
             target = fn(faces)
-            self.did(f"{what} {len(faces)} {n_words} {where()}")
+            self.did(f"{what} {plural(len(faces), n_words)} {where()}")
             after(target)
         reject_btn.on_click(lambda e: act("reject", self.s.reject))
         notface_btn.on_click(lambda e: act("mark as not a face", lambda f: self.s.reject(f, not_face=True)))
         typed = lambda: (to.value_input or "").strip()  # noqa: E731  (what the box shows, before any blur)
         move_btn.on_click(lambda e: act(f"move to '{typed()}'" if typed() else "move", lambda f: self.s.move(f, typed())))
         new_btn.on_click(lambda e: act("new person from", self.s.move))
+
+        def enable(*_):
+            none = not chosen()
+            reject_btn.disabled = notface_btn.disabled = new_btn.disabled = none
+            move_btn.disabled = none or not typed()
+        to.param.watch(enable, ["value_input", "value"])
+        if watch is not None:
+            watch[0].param.watch(enable, watch[1])
+        enable()
         return [reject_btn, notface_btn, to, move_btn, new_btn]
 
     @saves
     def _split(self, c: int):
         halves = self.s.split(c)
-        self.did(f"split cluster {c}")
+        self.did(f"split {cluster_label(c)}")
         self.changed(halves[0])
 
     @param.depends("version", "queue_opened", "queue_left")
@@ -732,10 +815,10 @@ class Dashboard(param.Parameterized):
         if len(todo):
             r = todo.iloc[0]
             faces = face_imgs(self.s, self.s.members(int(r.cluster))[:CARD_FACES])
-            nxt = pn.widgets.Button(label=f"Open {r.cluster:03d} ({r['size']} {n_words})", color="primary",
+            nxt = pn.widgets.Button(label=f"Open {cluster_label(r.cluster)} ({plural(int(r['size']), n_words)})", color="primary",
                                     css_classes=["cs-queue-open"])
             nxt.on_click(lambda e, c=int(r.cluster): self._open_from_queue(c))
-            clusters = [text_html(f"{len(todo)} unnamed clusters to look at, largest first; next:", "b"),
+            clusters = [text_html(f"{plural(len(todo), 'clusters')} unnamed to look at, largest first; next:", "b"),
                         pn.Row(pn.pane.HTML(f"<div>{faces}</div>"), nxt)]
         else:
             clusters = [text_html("Every cluster is named or has been looked at.", "b")]
@@ -743,13 +826,78 @@ class Dashboard(param.Parameterized):
         noise = noise[~noise["item_id"].isin(self.queue_left)]
         rows = [self.noise_row(r) for r in noise.head(QUEUE_NOISE).itertuples()]
         close = f" ({int(noise['likely'].sum())} close enough to be them)" if self.s.kind == "faces" else ""
-        head = (f"{len(noise)} noise {n_words} beside the named person nearest them{close}, nearest first:" if len(noise)
+        head = (f"{len(noise)} noise {n_words if len(noise) != 1 else SINGULAR[n_words]} beside the named person "
+                f"nearest them{close}, nearest first:" if len(noise)
                 else f"No noise {n_words} to place (none, or nobody named yet).")
-        return pn.Column(*clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
+        keys = text_html("Keys: " + " · ".join(f"{k}: {what}" for k, what in KEYS) + " (anywhere on the page "
+                         "but in a text box).", "p", css_classes=["cs-queue-keys"], styles={"color": "#555"})
+        return pn.Column(keys, *clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
                          *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
 
     def _open_from_queue(self, c: int) -> None:
-        self.param.update(queue_opened=self.queue_opened + [c], selected=c)
+        self.param.update(queue_opened=self.queue_opened + [c], selected=c, reveal=self.reveal + 1)
+
+    def next_to_review(self) -> int | None:
+        """The review queue's next cluster: the largest unnamed one this tab has not opened."""
+        todo = self.s.unnamed_clusters()
+        todo = todo[~todo["cluster"].isin(self.queue_opened)]
+        return int(todo["cluster"].iloc[0]) if len(todo) else None
+
+    def on_key(self, key: str) -> None:
+        """A key of the review (:data:`KEYS`): n opens the next cluster of the queue; a accepts the
+        suggestion (the reference library's name for the open cluster, else the first noise face
+        goes to the person beside it where it is close enough to be them); x rejects the faces
+        chosen in the open cluster; u undoes."""
+        n_words = self.words["items"]
+        msg = ""
+        if key == "n":
+            c = self.next_to_review()
+            if c is None:
+                msg = "n: every cluster is named or has been looked at"
+            else:
+                self._open_from_queue(c)
+                msg = f"n: opened {cluster_label(c)}"
+        elif key == "a":
+            there = self.selected >= 0 and bool((self.s.labels == self.selected).any())
+            name = self.suggested_name(self.selected) if there and not self.s.names().get(self.selected) else None
+            if name:
+                self._name(self.selected, name)
+                msg = f"a: named {cluster_label(self.selected)} '{name}'"
+            else:
+                noise = self.s.noise_to_review()
+                noise = noise[~noise["item_id"].isin(self.queue_left)]
+                if len(noise) and noise["likely"].iloc[0]:
+                    r = noise.iloc[0]
+                    self._place(r.item_id, r["name"])
+                    msg = f"a: {plural(1, n_words)} from noise added to {r['name']}"
+                elif len(noise):  # a stranger, most likely: its greyed Add button still adds it
+                    msg = (f"a: the nearest noise {SINGULAR[n_words]} is too far from {noise['name'].iloc[0]} "
+                           "(probably someone else): its Add button adds it anyway")
+                else:
+                    msg = "a: no suggestion to accept (no name suggested, no noise beside a named person)"
+        elif key == "x":
+            w = self._detail
+            chosen = [self.s.ids[self._shown[i]] for i in w.gallery.selected] if w is not None else []
+            if not chosen or self.selected < 0:
+                msg = f"x: choose {n_words} of the open cluster first (click them)"
+            else:
+                self._reject_chosen(chosen)
+                msg = f"x: rejected {plural(len(chosen), n_words)}"
+        elif key == "u":
+            what = self.undo()
+            msg = f"u: undid {what}" if what else "u: nothing to undo"
+        self.key_message = msg
+
+    @saves
+    def _reject_chosen(self, face_ids: list) -> None:
+        c = self.selected
+        self.s.reject(face_ids)
+        self.did(f"reject {plural(len(face_ids), self.words['items'])} of {cluster_label(c)}")
+        self.changed(c if (self.s.labels == c).any() else None)
+
+    @param.depends("key_message")
+    def key_view(self):
+        return text_html(self.key_message, css_classes=["cs-key-message"], styles={"font-size": "12px"})
 
     def noise_row(self, r):
         """One noise item, the person nearest it, and what to do: add it to them, exclude it, leave it."""
@@ -764,7 +912,8 @@ class Dashboard(param.Parameterized):
         leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
         return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
                       text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
-                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span"),
+                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span",
+                                width=220),  # wraps: the row stays beside the list, not under it
                       pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
                       css_classes=["cs-queue-item"])
 
@@ -773,40 +922,81 @@ class Dashboard(param.Parameterized):
         n_words = self.words["items"]
         if name is None:
             self.s.reject([item_id], not_face=True)
-            self.did(f"mark as not a face 1 {n_words} from noise")
+            self.did(f"mark as not a face {plural(1, n_words)} from noise")
         else:
             self.s.move([item_id], name)
-            self.did(f"move to '{name}' 1 {n_words} from noise")
+            self.did(f"move to '{name}' {plural(1, n_words)} from noise")
         self.changed()
 
     @param.depends("version", "people_sort", "unnamed", "people_page")
     def people(self):
-        """Clusters as cards (best faces, name, size), a page at a time; a click opens the detail."""
+        """The people, as cards (best faces, size, the name editable in place, the suggested name
+        one click away), a page at a time: largest first, unnamed first, by default. A card keeps
+        its place when it is named (the order is made again when the clusters or the sort change)."""
         rows = self.people_order()
         pages = max(1, -(-len(rows) // PEOPLE_PAGE))
         page = min(self.people_page, pages) - 1
-        cards = [self.card(r.cluster, r.size, r.name) for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
-        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120),
-                     pn.widgets.Select.from_param(self.param.unnamed, width=100),
-                     pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=90),
-                     text_html(f"page {page + 1} of {pages} · {len(rows)} clusters", "span"))
+        cards = [self.card(r.cluster, r.size, r.name)
+                 for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
+        prev = pn.widgets.Button(label="◀ Previous", width=100, disabled=page == 0, css_classes=["cs-people-prev"])
+        nxt = pn.widgets.Button(label="Next ▶", width=100, disabled=page + 1 >= pages, css_classes=["cs-people-next"])
+        prev.on_click(lambda e: setattr(self, "people_page", page))
+        nxt.on_click(lambda e: setattr(self, "people_page", page + 2))
+        shown = f"{page * PEOPLE_PAGE + 1}–{page * PEOPLE_PAGE + len(cards)} of " if len(rows) > len(cards) else ""
+        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120, css_classes=["cs-people-sort"]),
+                     pn.widgets.Select.from_param(self.param.unnamed, width=100, css_classes=["cs-people-unnamed"]),
+                     prev, pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=80,
+                                                          css_classes=["cs-people-page"]), nxt,
+                     text_html(f"page {page + 1} of {pages} · {shown}{plural(len(rows), 'clusters')}", "span",
+                               css_classes=["cs-people-count"], margin=(22, 10, 0, 10)))
+        if not cards:
+            cards = [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
         return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
 
     def people_order(self) -> pd.DataFrame:
+        """The cards' order: by size (largest first) or name, unnamed first or last; kept for
+        corrections that leave the same clusters (a name given, a face moved), so no card jumps."""
         rows = self.s.clusters()
-        rows["unnamed"] = rows["name"] == ""
-        by = ["size", "cluster"] if self.people_sort == "size" else ["name", "size"]
-        rows = rows.sort_values(by, ascending=[self.people_sort != "size", self.people_sort == "size"], kind="stable")
-        return rows.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
+        key = (self.people_sort, self.unnamed, self.s.setting, tuple(rows["cluster"].sort_values()))
+        if self._people is None or self._people[0] != key:
+            rows["unnamed"] = rows["name"] == ""
+            by = ["size", "cluster"] if self.people_sort == "size" else ["name", "size"]
+            order = rows.sort_values(by, ascending=[self.people_sort != "size", self.people_sort == "size"], kind="stable")
+            order = order.sort_values("unnamed", ascending=self.unnamed == "last", kind="stable")
+            self._people = (key, order["cluster"].tolist())
+        return rows.set_index("cluster").loc[self._people[1]].reset_index()
 
     def card(self, c: int, size: int, name: str):
+        """One person: their best faces, size, name box (Enter or Save names them) and, with
+        references loaded, the suggested name to accept in one click; Open shows the cluster."""
         faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
-        open_btn = pn.widgets.Button(label=f"{c:03d} {name or 'unnamed'} ({size})", width=200,
-                                     color="primary" if name else "default", css_classes=["cs-card-open"])
-        open_btn.on_click(lambda e: setattr(self, "selected", c))
-        return pn.Column(pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
-                         css_classes=["cs-card"], width=216, height=100, styles={"border": "1px solid #ddd", "border-radius": "4px"}, margin=3)
+        open_btn = pn.widgets.Button(label=f"{cluster_label(c)} · {plural(size, self.words['items'])}", width=200,
+                                     color="light", css_classes=["cs-card-open"], margin=(0, 4))
+        open_btn.on_click(lambda e: self.param.update(selected=c, reveal=self.reveal + 1))
+        box = pn.widgets.TextInput(value=name, value_input=name, placeholder="type a name, Enter", width=136,
+                                   css_classes=["cs-card-name"], margin=(2, 4))
+        save = pn.widgets.Button(label="Save", width=56, disabled=True, color="primary", css_classes=["cs-card-save"],
+                                 margin=(2, 4))
+        box.param.watch(lambda e: setattr(save, "disabled", (e.new or "").strip() == name), "value_input")
+        box.param.watch(lambda e: self._name(c, box.value_input or ""), "enter_pressed")
+        save.on_click(lambda e: self._name(c, box.value_input or ""))
+        parts = [pn.pane.HTML(f"<div>{faces}</div>", width=212, height=52, margin=(4, 2)), open_btn,
+                 pn.Row(box, save, margin=0)]
+        suggested = self.suggested_name(c) if not name else None
+        if suggested:
+            accept = pn.widgets.Button(label=f"Accept: {suggested}", width=200, color="success",
+                                       css_classes=["cs-card-accept"], margin=(2, 4))
+            accept.on_click(lambda e: self._name(c, suggested))
+            parts.append(accept)
+        return pn.Column(*parts, css_classes=["cs-card"], width=216,
+                         styles={"border": "1px solid #ddd", "border-radius": "4px",
+                                 "background": "#fff" if name else "#fffbe6"}, margin=3)
 
+    def suggested_name(self, c: int) -> str | None:
+        """The reference library's name for cluster ``c`` where it names one (not "unknown")."""
+        sugg = self.s.suggestions(c)
+        best = sugg[sugg["suggested"]] if len(sugg) else sugg
+        return str(best["label"].iloc[0]) if len(best) and best["label"].iloc[0] != "unknown" else None
     def source_views(self, row: int) -> list:
         """Where the item was seen: its photo or video frame with the face's box; for a track,
         also a strip of its faces over time."""
@@ -829,18 +1019,27 @@ class Dashboard(param.Parameterized):
     @saves
     def _name(self, c: int, name: str):
         self.s.name(c, name)
-        self.did(f"name cluster {c} '{name.strip()}'" if name.strip() else f"unname cluster {c}")
+        self.did(f"name {cluster_label(c)} '{name.strip()}'" if name.strip() else f"unname {cluster_label(c)}")
         self.changed(c)
 
     def merge_widget(self):
+        """Clusters to merge (two or more chosen), then Merge beside them: disabled until two are
+        chosen. This tab's Undo below it says what it takes back."""
         # Choices.js puts its labels in the page as HTML: names escaped; the value is the cluster id
         # the drop-down lists a few at a time (typing finds the others): tens of thousands of
         # entries drawn at once took seconds of the page's load at 100k faces
         choice = pn.widgets.MultiChoice(label="Merge clusters", options={}, width=260, css_classes=["cs-merge-choice"],
-                                        option_limit=MERGE_LISTED, search_option_limit=MERGE_LISTED)
+                                        option_limit=MERGE_LISTED, search_option_limit=MERGE_LISTED,
+                                        placeholder="choose two clusters or more")
         keep = pn.widgets.RadioBoxGroup(label="Name to keep", options=[""], visible=False, css_classes=["cs-merge-keep"])
-        btn = pn.widgets.Button(label="Merge", color="primary", css_classes=["cs-merge"])
+        btn = pn.widgets.Button(label="Merge", color="primary", disabled=True, css_classes=["cs-merge"])
         msg = pn.pane.HTML("", css_classes=["cs-merge-msg"])
+
+        def enable(_=None):
+            n = len(choice.value)
+            btn.disabled = n < 2
+            btn.label = f"Merge {plural(n, 'clusters')}" if n >= 2 else "Merge"
+        choice.param.watch(enable, "value")
 
         @param.depends(self.param.version, watch=True)
         def refresh(_=None):
@@ -849,8 +1048,8 @@ class Dashboard(param.Parameterized):
             # named ones and the largest (every option travels to the page: 12k of them added 0.9 s
             # to its load at 100k faces); the others merge from the detail's suggestions
             offered = rows[(rows["name"] != "") | (np.arange(len(rows)) < MERGE_OPTIONS) | rows["cluster"].isin(choice.value)]
-            choice.options = {html.escape(f"{r.cluster:03d} {r.name} ({r.size})".replace("  ", " ")): int(r.cluster)
-                              for r in offered.itertuples()}
+            choice.options = {html.escape(f"{cluster_label(r.cluster, r.name)} ({plural(r.size, self.words['items'])})"):
+                              int(r.cluster) for r in offered.itertuples()}
             choice.value = [c for c in choice.value if c in kept]
         refresh()
 
@@ -865,7 +1064,7 @@ class Dashboard(param.Parameterized):
                 keep.options, keep.value, keep.visible = err.names, err.names[0], True
                 msg.object = "they are named differently: choose the name to keep, then Merge"
                 return
-            what = f"merge clusters {', '.join(map(str, choice.value))}"
+            what = f"merge {', '.join(cluster_label(c) for c in choice.value)}"
             keep.visible, msg.object, choice.value = False, "", []
             self.did(what)
             self.changed(c)
@@ -877,8 +1076,7 @@ class Dashboard(param.Parameterized):
             undo.label = f"Undo: {self.history[-1][1]}" if self.history else "Nothing to undo"
             undo.disabled = not self.history
         undo.on_click(lambda e: self.undo())
-        return pn.Column(btn, keep, msg, choice, undo)
-
+        return pn.Column(choice, keep, btn, msg, undo)
     def export_widgets(self, dataset: Path):
         from crowdsort.storage.export import csv_text  # names typed here open in spreadsheets: never as formulas
 
@@ -957,16 +1155,20 @@ class ReviewApp(pn.viewable.Viewer):
         # the list is fixed-size: the box Panel redraws it in must be too, with its size (Bokeh warns
         # "W-1005 (FIXED_SIZING_MODE)" in the server log for a fixed box without one); 260×560 and its margins
         table = pn.param.ParamMethod(dash.cluster_table, width=260 + 2 * 10, height=560 + 2 * 5)
-        views = pn.Tabs(("Map", pn.Column(pn.Row(dash.map_view, table, sizing_mode="stretch_width"),
-                                          dash.map_selection, sizing_mode="stretch_width")),
-                        # made and drawn when first opened, not on every page load (0.25 s at 100k faces)
-                        ("People", pn.param.ParamMethod(dash.people, lazy=True)),
+        # the people first (their faces, without a click); the map and the review are made and
+        # drawn when first opened, not on every page load (the map: 0.25 s at 100k faces)
+        views = pn.Tabs(("People", pn.param.ParamMethod(dash.people)),
+                        ("Map", pn.Column(pn.param.ParamMethod(dash.map_view, lazy=True), dash.map_selection,
+                                          sizing_mode="stretch_width")),
                         ("Review", pn.param.ParamMethod(dash.review_queue, lazy=True)),
                         sizing_mode="stretch_width", css_classes=["cs-views"], dynamic=True)
         guard = BusyGuard()
+        keys = KeyboardReview()
+        keys.param.watch(lambda e: dash.on_key(keys.key), "presses")
+        dash.param.watch(lambda e: keys.param.update(reveal=keys.reveal + 1), "reveal")
         sidebar = [guard, controls(dash), dash.status, dash.save_message, pn.layout.Divider(), dash.merge_widget(),
-                   pn.layout.Divider(), dash.export_widgets(self.dataset)]
-        main = [views, dash.detail()]
+                   pn.layout.Divider(), keys, dash.key_view, pn.layout.Divider(), dash.export_widgets(self.dataset)]
+        main = [pn.Row(views, table, sizing_mode="stretch_width"), dash.detail()]
         # after the views' own watchers (made above): the answer and its ack leave together
         dash.param.watch(lambda *events: guard.param.update(ack=guard.ack + 1), ANSWERS)
         return sidebar, main
