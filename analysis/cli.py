@@ -271,7 +271,7 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm, output_plan
+        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm
 
         images = args.model in ("efficientnet", "clip")
         args.algorithm = args.algorithm or default_algorithm(args.model, "images" if images else "faces")
@@ -279,9 +279,6 @@ class Cluster:
         proto_out, model_out = in_dataset(args.dataset, args.proto_out), in_dataset(args.dataset, args.model_out)
         if model_out:
             Cluster.check_model_out(Path(model_out), Path(args.dataset) / args.to)
-        if not (args.clean or args.dry_run) and output_plan(Path(args.dataset) / args.to, False) == "replace":
-            print(f"note: replacing the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
-                  file=sys.stderr)
         if images:
             if args.model_out:
                 raise ValueError("--model-out is for face clusterings")
@@ -297,6 +294,7 @@ class Cluster:
             report_skipped(s.get("skipped", []), args.verbose)
             for e in s["errors"]:
                 print(f"skipped: {e}", file=sys.stderr)
+            Cluster.note_replaced(args, s)
             print(f"{s['n_items']} images → {s['n_clusters']} clusters, {s['n_noise']} noise "
                   f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
             return 0
@@ -310,10 +308,18 @@ class Cluster:
             print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({s['model']}) → "
                   f"{Path(args.dataset) / args.to}: {s['output']} (nothing written)")
             return 0
+        Cluster.note_replaced(args, s)
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
         return 0
 
+
+    @staticmethod
+    def note_replaced(args, summary: dict) -> None:
+        """Said once the new run is in place, not before: a run that fails replaces nothing."""
+        if summary.get("replaced") and not args.clean:
+            print(f"note: replaced the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
+                  file=sys.stderr)
 
     @staticmethod
     def check_model_out(model_out: Path, run: Path) -> None:
