@@ -706,6 +706,7 @@ class Dashboard:
     @staticmethod
     def run(args) -> int:
         import subprocess
+        import time
 
         args.dataset = args.dataset_opt or args.dataset
         if not args.dataset:
@@ -725,8 +726,42 @@ class Dashboard:
         if Dashboard.token_env in env:
             print(f"warning: --address {args.address} serves the dashboard (photos and names) to the network, "
                   "unencrypted (http); only browsers opening the URL below, with its token, get in", file=sys.stderr)
-        print(f"dashboard: {url} (Ctrl-C stops it)", flush=True)
-        return subprocess.call(cmd, env=env)
+        host = Dashboard.probe_host(args.address)
+        if Dashboard.answers(host, args.port):  # our server could not listen there: the URL would be another's
+            raise OSError(f"port {args.port} of {args.address} is in use; pass another --port")
+        print(f"dashboard: opening {args.dataset} …", file=sys.stderr, flush=True)
+        with subprocess.Popen(cmd, env=env) as server:
+            try:
+                while server.poll() is None:  # the URL once the server answers, its dataset loaded
+                    if Dashboard.answers(host, args.port):
+                        print(f"dashboard: {url} (Ctrl-C stops it)", flush=True)
+                        break
+                    time.sleep(0.1)
+                return server.wait()
+            except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the server too; a signal to this process alone not
+                server.terminate()
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                raise
+
+    @staticmethod
+    def probe_host(address: str) -> str:
+        """Where this machine reaches a server listening on ``address``."""
+        return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(address, address)
+
+    @staticmethod
+    def answers(host: str, port: int) -> bool:
+        """Whether a server accepts connections on ``host:port`` (the dashboard's listens once its
+        dataset is loaded: analysis/review/serve.py's preload)."""
+        import socket
+
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     @staticmethod
     def server_command(args, app: Path) -> tuple[list[str], dict[str, str], str]:
@@ -747,6 +782,7 @@ class Dashboard:
         cmd += ["--refs", args.refs] if args.refs else []
         cmd += ["--run", args.run] if args.run else []
         env = {k: v for k, v in os.environ.items() if k != Dashboard.token_env}
+        env["CROWDSORT_DASHBOARD_PRELOAD"] = "1"  # analysis/review/serve.py: the dataset loaded before it listens
         url = f"http://{hosts[0]}:{args.port}/app"
         if not Dashboard.is_local(args.address):
             env[Dashboard.token_env] = secrets.token_urlsafe(32)

@@ -226,14 +226,14 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     if model_out:
         save_cluster_model(model_out, X, item_labels, ids, graph, info)
     summary = {**json.loads((out / "clusters.json").read_text()), "replaced": plan == "replace"}
-    _prepare_dashboard(lambda: _prepare_faces(store, embedder, progress))
+    _prepare_dashboard(lambda: _prepare_faces(store, embedder))
     return summary
 
 
-def _prepare_faces(store, embedder, progress):
+def _prepare_faces(store, embedder):
     from .review.opening import prepare_face_review
 
-    prepare_face_review(store, embedder, progress=progress)
+    prepare_face_review(store, embedder)
 
 
 def _prepare_dashboard(make) -> None:
@@ -343,14 +343,14 @@ def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, para
     if proto_out:
         write_prototypes(proto_out, items.rename(columns={"item_id": "face_id"}), clean=clean)
     summary = {**json.loads((out / "clusters.json").read_text()), "replaced": plan == "replace"}
-    _prepare_dashboard(lambda: _prepare_images(dataset, to, progress))
+    _prepare_dashboard(lambda: _prepare_images(dataset, to))
     return summary
 
 
-def _prepare_images(dataset, to, progress):
+def _prepare_images(dataset, to):
     from .review.opening import prepare_image_review
 
-    prepare_image_review(dataset, to, progress=progress)
+    prepare_image_review(dataset, to)
 
 
 # -- naming ----------------------------------------------------------------------------------------

@@ -67,28 +67,28 @@ def face_items(store: FaceStore, faces: pd.DataFrame, embedder, per_track: int =
     return table, X, members
 
 
-def prepare_review(store: FaceStore, model: str, ids, X: np.ndarray, progress: bool = False):
+def prepare_review(store: FaceStore, model: str, ids, X: np.ndarray):
     """``(graph, layout)`` of the review over these items: the kNN graph and the UMAP map, each
     read from the store's cache or computed and stored there. ``crowdsort cluster`` calls it
     ahead, so the dashboard's first page only reads them."""
     graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
-    layout = cached_layout(store, model, ids, X, graph, progress=progress)
+    layout = cached_layout(store, model, ids, X, graph)
     return graph, layout
 
 
-def prepare_face_review(store: FaceStore, embedder, per_track: int = 5, progress: bool = False) -> None:
+def prepare_face_review(store: FaceStore, embedder, per_track: int = 5) -> None:
     """What the dashboard over ``store``'s faces needs, made and cached now (``crowdsort cluster``
     does it once its run is written): the same items as :func:`open_review`'s."""
     table, X, _ = face_items(store, store.load_faces(), embedder, per_track, progress=False)
-    prepare_review(store, embedder.name, table.iloc[:, 0].tolist(), X, progress)
+    prepare_review(store, embedder.name, table.iloc[:, 0].tolist(), X)
 
 
-def prepare_image_review(dataset, run: str = "cluster", progress: bool = False) -> None:
+def prepare_image_review(dataset, run: str = "cluster") -> None:
     """The same for an image cluster run (:func:`open_image_review`'s items, read back from the run)."""
     items, info = load_image_run(dataset, run)
     store = FaceStore(Path(dataset) / "images")
     ids = items["item_id"].tolist()
-    prepare_review(store, info["model"], ids, stored_vectors(store, info["model"], ids), progress)
+    prepare_review(store, info["model"], ids, stored_vectors(store, info["model"], ids))
 
 
 def reviewed_model(store: FaceStore) -> str | None:

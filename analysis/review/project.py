@@ -62,9 +62,9 @@ def layout_path(store, model: str, ids, seed: int = 0):
     return store.root / "projections" / f"{_safe_name(model)}-umap-s{seed}-{h}.npy"
 
 
-def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0, progress: bool = False) -> np.ndarray:
-    """The stored layout for exactly these items, else computed (once) and stored in the dataset;
-    ``progress``: say so (a progress line) when it is computed."""
+def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0) -> np.ndarray:
+    """The stored layout for exactly these items, else computed (once: said in a progress line)
+    and stored in the dataset."""
     from ..storage.store import read_cache
 
     path = layout_path(store, model, ids, seed)
@@ -77,8 +77,7 @@ def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int =
     Y = read_cache(path, load)  # a damaged map is computed again
     if Y is not None:
         return Y
-    (progress_log if progress else log).info("computing the dashboard's map of %d items (once; stored in %s)",
-                                             len(X), path.parent)
+    progress_log.info("computing the dashboard's map of %d items (once; stored in %s)", len(X), path.parent)
     Y = umap_layout(X, graph, seed=seed)
     buf = io.BytesIO()
     np.save(buf, Y)
