@@ -72,7 +72,9 @@ def preload(args: argparse.Namespace) -> None:
         print(f"dashboard: {e}", file=sys.stderr)
         return
     # one page made and dropped: what every page's first build imports and caches is done now
-    ReviewApp(args.dataset, session=session).template()
+    from bokeh.document import Document
+
+    ReviewApp(args.dataset, session=session).template().server_doc(Document())
 
 
 def serve(args: argparse.Namespace) -> None:
