@@ -313,7 +313,6 @@ class Cluster:
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
         return 0
 
-
     @staticmethod
     def note_replaced(args, summary: dict) -> None:
         """Said once the new run is in place, not before: a run that fails replaces nothing."""
@@ -728,7 +727,7 @@ class Dashboard:
                   "unencrypted (http); only browsers opening the URL below, with its token, get in", file=sys.stderr)
         host = Dashboard.probe_host(args.address)
         if Dashboard.answers(host, args.port):  # our server could not listen there: the URL would be another's
-            raise OSError(f"port {args.port} of {args.address} is in use; pass another --port")
+            raise ValueError(f"port {args.port} of {args.address} is in use (a server answers there); pass another --port")
         print(f"dashboard: opening {args.dataset} …", file=sys.stderr, flush=True)
         with subprocess.Popen(cmd, env=env) as server:
             try:

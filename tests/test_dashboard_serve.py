@@ -145,6 +145,21 @@ def test_the_dashboard_command_prints_its_url_once_the_page_is_ready(faces_store
         err.close()
 
 
+def test_the_dashboard_command_refuses_a_port_another_server_answers_on(faces_store, tmp_path, capsys):
+    """Its URL is printed once a server answers on the port: another's must not pass for it."""
+    import socket
+
+    from crowdsort.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["dashboard", "-d", str(faces_store.root.parent), "--port", str(port)]) == 1
+    err = capsys.readouterr()
+    assert f"port {port} of 127.0.0.1 is in use" in err.err and "http://" not in err.out
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Each test's datasets loaded anew (the cache is the process's)."""
