@@ -271,7 +271,7 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm, output_plan
+        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm
 
         images = args.model in ("efficientnet", "clip")
         args.algorithm = args.algorithm or default_algorithm(args.model, "images" if images else "faces")
@@ -279,9 +279,6 @@ class Cluster:
         proto_out, model_out = in_dataset(args.dataset, args.proto_out), in_dataset(args.dataset, args.model_out)
         if model_out:
             Cluster.check_model_out(Path(model_out), Path(args.dataset) / args.to)
-        if not (args.clean or args.dry_run) and output_plan(Path(args.dataset) / args.to, False) == "replace":
-            print(f"note: replacing the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
-                  file=sys.stderr)
         if images:
             if args.model_out:
                 raise ValueError("--model-out is for face clusterings")
@@ -297,6 +294,7 @@ class Cluster:
             report_skipped(s.get("skipped", []), args.verbose)
             for e in s["errors"]:
                 print(f"skipped: {e}", file=sys.stderr)
+            Cluster.note_replaced(args, s)
             print(f"{s['n_items']} images → {s['n_clusters']} clusters, {s['n_noise']} noise "
                   f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
             return 0
@@ -310,10 +308,17 @@ class Cluster:
             print(f"dry run: {s['faces']} faces, {s['to_embed']} to embed ({s['model']}) → "
                   f"{Path(args.dataset) / args.to}: {s['output']} (nothing written)")
             return 0
+        Cluster.note_replaced(args, s)
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
         return 0
 
+    @staticmethod
+    def note_replaced(args, summary: dict) -> None:
+        """Said once the new run is in place, not before: a run that fails replaces nothing."""
+        if summary.get("replaced") and not args.clean:
+            print(f"note: replaced the cluster run in {Path(args.dataset) / args.to} (one crowdsort wrote)",
+                  file=sys.stderr)
 
     @staticmethod
     def check_model_out(model_out: Path, run: Path) -> None:
@@ -700,6 +705,7 @@ class Dashboard:
     @staticmethod
     def run(args) -> int:
         import subprocess
+        import time
 
         args.dataset = args.dataset_opt or args.dataset
         if not args.dataset:
@@ -719,8 +725,42 @@ class Dashboard:
         if Dashboard.token_env in env:
             print(f"warning: --address {args.address} serves the dashboard (photos and names) to the network, "
                   "unencrypted (http); only browsers opening the URL below, with its token, get in", file=sys.stderr)
-        print(f"dashboard: {url} (Ctrl-C stops it)", flush=True)
-        return subprocess.call(cmd, env=env)
+        host = Dashboard.probe_host(args.address)
+        if Dashboard.answers(host, args.port):  # our server could not listen there: the URL would be another's
+            raise ValueError(f"port {args.port} of {args.address} is in use (a server answers there); pass another --port")
+        print(f"dashboard: opening {args.dataset} …", file=sys.stderr, flush=True)
+        with subprocess.Popen(cmd, env=env) as server:
+            try:
+                while server.poll() is None:  # the URL once the server answers, its dataset loaded
+                    if Dashboard.answers(host, args.port):
+                        print(f"dashboard: {url} (Ctrl-C stops it)", flush=True)
+                        break
+                    time.sleep(0.1)
+                return server.wait()
+            except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the server too; a signal to this process alone not
+                server.terminate()
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                raise
+
+    @staticmethod
+    def probe_host(address: str) -> str:
+        """Where this machine reaches a server listening on ``address``."""
+        return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(address, address)
+
+    @staticmethod
+    def answers(host: str, port: int) -> bool:
+        """Whether a server accepts connections on ``host:port`` (the dashboard's listens once its
+        dataset is loaded: analysis/review/serve.py's preload)."""
+        import socket
+
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     @staticmethod
     def server_command(args, app: Path) -> tuple[list[str], dict[str, str], str]:
@@ -741,6 +781,7 @@ class Dashboard:
         cmd += ["--refs", args.refs] if args.refs else []
         cmd += ["--run", args.run] if args.run else []
         env = {k: v for k, v in os.environ.items() if k != Dashboard.token_env}
+        env["CROWDSORT_DASHBOARD_PRELOAD"] = "1"  # analysis/review/serve.py: the dataset loaded before it listens
         url = f"http://{hosts[0]}:{args.port}/app"
         if not Dashboard.is_local(args.address):
             env[Dashboard.token_env] = secrets.token_urlsafe(32)

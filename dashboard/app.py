@@ -60,6 +60,23 @@ def create_app(args: argparse.Namespace):
                          text_html(e, "p", css_classes=["cs-error"]))
 
 
+def preload(args: argparse.Namespace) -> None:
+    """Open the dataset as the first page will (the same key of the process's cache): ``crowdsort
+    dashboard``'s server calls it before it listens, so it prints its URL with the data loaded
+    (analysis/review/serve.py). A dataset that cannot be opened is left to the page, which says why."""
+    from crowdsort.review.app import open_session
+
+    try:
+        session = open_session(args.dataset, args.faces, args.model, args.weights, args.refs, args.run)
+    except (OSError, ValueError) as e:
+        print(f"dashboard: {e}", file=sys.stderr)
+        return
+    # one page made and dropped: what every page's first build imports and caches is done now
+    from bokeh.document import Document
+
+    ReviewApp(args.dataset, session=session).template().server_doc(Document())
+
+
 def serve(args: argparse.Namespace) -> None:
     page = create_app(args)
     page.servable()

@@ -46,13 +46,55 @@ def test_a_new_run_replaces_only_a_run_crowdsort_wrote(example_ds, capsys):
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 0
     capsys.readouterr()
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2", "--top", "1"]) == 0  # as dtst does
-    assert "replacing the cluster run" in capsys.readouterr().err
+    assert "note: replaced the cluster run" in capsys.readouterr().err
     (example_ds / "run2" / ".crowdsort-manifest.json").unlink()  # a run of an older crowdsort: --clean needed
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2"]) == 1
     assert "pass --clean" in capsys.readouterr().err
     assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run2", "--clean", "--top", "1", "--link", "symlink"]) == 0
     info = json.loads((example_ds / "run2" / "clusters.json").read_text())
     assert info["n_clusters"] == 1 and (example_ds / "run2" / "000").is_dir()
+
+
+def test_a_cluster_run_that_fails_says_it_replaced_nothing(example_ds, capsys, monkeypatch):
+    """A run that fails before its new run is in place says nothing of replacing the old one
+    (it printed "note: replacing the cluster run" first, then failed); the old run stays."""
+    from crowdsort.storage import export
+
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run3"]) == 0
+    before = (example_ds / "run3" / "clusters.json").read_text()
+    capsys.readouterr()
+    assert main(["-q", "cluster", "-d", str(example_ds), "--from", "nope", "--to", "run3"]) == 1
+    err = capsys.readouterr().err
+    assert "no extraction run" in err and "replac" not in err
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(export, "publish", fail)  # the new run is made, then cannot be put in place
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run3", "--top", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "replac" not in err
+    assert (example_ds / "run3" / "clusters.json").read_text() == before
+    monkeypatch.undo()
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run3", "--top", "1"]) == 0
+    assert "note: replaced the cluster run" in capsys.readouterr().err
+
+
+def test_the_dashboard_opens_a_clustered_dataset_from_its_caches(example_ds, monkeypatch):
+    """``crowdsort cluster`` makes the dashboard's kNN graph and map ahead, where the dashboard
+    reads them: opening the dataset afterwards computes neither (its first page took 30-42 s)."""
+    from crowdsort.clustering import neighbors
+    from crowdsort.review import opening, project
+    from crowdsort import pipeline
+
+    assert main(["-q", "cluster", "-d", str(example_ds), "--to", "run4"]) == 0
+
+    def computed(*a, **k):
+        raise AssertionError("computed when the dashboard opened")
+    monkeypatch.setattr(project, "umap_layout", computed)
+    monkeypatch.setattr(neighbors, "knn_graph", computed)
+    monkeypatch.setattr(pipeline, "knn_graph", computed)
+    session = opening.open_review(example_ds, progress=False)
+    assert session.layout.shape == (len(session.table), 2)
 
 
 def test_clean_never_deletes_a_foreign_folder(example_ds, capsys):

@@ -266,7 +266,25 @@ def test_the_cli_warns_and_hands_the_token_over_in_the_environment(tmp_path, mon
 
     (tmp_path / "faces").mkdir()
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+
+    class Server:  # the server started: its command and environment noted; it answers at once
+        def __init__(self, cmd, env=None):
+            calls.append((cmd, env))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def poll(self):
+            return None
+
+        def wait(self, timeout=None):
+            return 0
+    monkeypatch.setattr(subprocess, "Popen", Server)
+    # the URL is printed once the server answers on its port (none answers before it starts)
+    monkeypatch.setattr(Dashboard, "answers", staticmethod(lambda host, port: bool(calls)))
     monkeypatch.setenv(TOKEN_ENV, "left over from somewhere")
     assert main(["dashboard", str(tmp_path), "--address", "127.0.0.1"]) == 0
     out = capsys.readouterr()
@@ -274,6 +292,7 @@ def test_the_cli_warns_and_hands_the_token_over_in_the_environment(tmp_path, mon
     assert "warning" not in out.err and TOKEN_ENV not in env and "token" not in out.out
     assert {"127.0.0.1:5006", "localhost:5006"} <= set(cmd)
 
+    calls.clear()
     assert main(["dashboard", str(tmp_path), "--address", "0.0.0.0", "--port", "5010"]) == 0
     out = capsys.readouterr()
     cmd, env = calls.pop()

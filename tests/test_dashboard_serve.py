@@ -115,6 +115,51 @@ def test_the_dashboard_command_serves_through_analysis_serve(tmp_path):
     assert cmd[1:3] == ["-m", "crowdsort.review.serve"]
 
 
+def test_the_dashboard_command_prints_its_url_once_the_page_is_ready(faces_store, tmp_path):
+    """``crowdsort dashboard`` loads the dataset in the server before it listens, and prints the URL
+    once the server answers: the first page is not left to compute the map (issue 30: 30-42 s of a
+    blank page). Over a dataset never clustered the map is computed then, saying so first."""
+    import re
+    import shutil
+
+    from test_dashboard import dataset_copy
+
+    dataset = dataset_copy(faces_store, tmp_path)
+    shutil.rmtree(dataset / "faces" / "projections", ignore_errors=True)  # as a dataset never clustered
+    port = free_port()
+    err = open(tmp_path / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "crowdsort.cli", "dashboard", "-d", str(dataset), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert re.match(rf"dashboard: http://127\.0\.0\.1:{port}/app ", line), line
+        assert "computing the dashboard's map of" in (tmp_path / "stderr.txt").read_text()  # said, and done, before
+        assert list((dataset / "faces" / "projections").glob("*.npy"))
+        t = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=120) as r:
+            assert r.status == 200 and b"<!DOCTYPE html>" in r.read()[:200]
+        assert time.perf_counter() - t < 15  # ~1 s; generous for a busy machine, far below the map's 30 s
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        err.close()
+
+
+def test_the_dashboard_command_refuses_a_port_another_server_answers_on(faces_store, tmp_path, capsys):
+    """Its URL is printed once a server answers on the port: another's must not pass for it."""
+    import socket
+
+    from crowdsort.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["dashboard", "-d", str(faces_store.root.parent), "--port", str(port)]) == 1
+    err = capsys.readouterr()
+    assert f"port {port} of 127.0.0.1 is in use" in err.err and "http://" not in err.out
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Each test's datasets loaded anew (the cache is the process's)."""

@@ -33,6 +33,21 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
     if len(faces) < 2:
         raise ValueError(f"{store.root}: {len(faces)} face(s); the dashboard needs at least 2")
     embedder = load_embedder(model or reviewed_model(store), weights)
+    table, X, members = face_items(store, faces, embedder, per_track, progress)
+    if refs is not None and not hasattr(refs, "vectors"):
+        refs = load_references(refs, model, weights, progress=progress)
+        refs.check_model(embedder.name)
+    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
+    session.item_faces = members
+    session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
+    return session
+
+
+def face_items(store: FaceStore, faces: pd.DataFrame, embedder, per_track: int = 5, progress: bool = True):
+    """``(table, vectors, members)`` the dashboard shows of ``store``: one row per photo face,
+    one per video track (its best face's row; ``members``: every face of every track, else None).
+    The ids and vectors the review's graph and map are keyed by: :func:`prepare_review` makes
+    them with this same function, so what ``crowdsort cluster`` stores is what the dashboard reads."""
     table = pd.DataFrame({"face_id": faces["face_id"], "source_image": faces["image_path"],
                           "face_index": faces["face_index"],
                           "crop_path": [str(store.crop_file(p)) for p in faces["crop_path"]],
@@ -49,13 +64,31 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
         table = table[["item_id", *[c for c in table.columns if c != "item_id"]]]
     else:
         X = embed_faces(store, faces, embedder, progress=progress)
-    if refs is not None and not hasattr(refs, "vectors"):
-        refs = load_references(refs, model, weights, progress=progress)
-        refs.check_model(embedder.name)
-    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
-    session.item_faces = members
-    session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
-    return session
+    return table, X, members
+
+
+def prepare_review(store: FaceStore, model: str, ids, X: np.ndarray):
+    """``(graph, layout)`` of the review over these items: the kNN graph and the UMAP map, each
+    read from the store's cache or computed and stored there. ``crowdsort cluster`` calls it
+    ahead, so the dashboard's first page only reads them."""
+    graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+    layout = cached_layout(store, model, ids, X, graph)
+    return graph, layout
+
+
+def prepare_face_review(store: FaceStore, embedder, per_track: int = 5) -> None:
+    """What the dashboard over ``store``'s faces needs, made and cached now (``crowdsort cluster``
+    does it once its run is written): the same items as :func:`open_review`'s."""
+    table, X, _ = face_items(store, store.load_faces(), embedder, per_track, progress=False)
+    prepare_review(store, embedder.name, table.iloc[:, 0].tolist(), X)
+
+
+def prepare_image_review(dataset, run: str = "cluster") -> None:
+    """The same for an image cluster run (:func:`open_image_review`'s items, read back from the run)."""
+    items, info = load_image_run(dataset, run)
+    store = FaceStore(Path(dataset) / "images")
+    ids = items["item_id"].tolist()
+    prepare_review(store, info["model"], ids, stored_vectors(store, info["model"], ids))
 
 
 def reviewed_model(store: FaceStore) -> str | None:
@@ -89,6 +122,5 @@ def indexed_images(store: FaceStore) -> list[str]:
 
 def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str):
     ids = table.iloc[:, 0].tolist()
-    graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
-    layout = cached_layout(store, model, ids, X, graph)
+    graph, layout = prepare_review(store, model, ids, X)
     return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)

@@ -15,6 +15,7 @@ import numpy as np
 from ..storage.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger("crowdsort.progress")  # a bare line in the CLI, hidden by -q
 
 
 def pca_init(X: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -53,12 +54,20 @@ def umap_layout(X: np.ndarray, graph=None, n_neighbors: int = 15, min_dist: floa
         return reducer.fit_transform(X).astype(np.float32)
 
 
-def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0) -> np.ndarray:
-    """The stored layout for exactly these items, else computed (once) and stored in the dataset."""
-    h = hashlib.blake2b("\n".join(map(str, ids)).encode(), digest_size=8).hexdigest()
-    from ..storage.store import _safe_name, read_cache
+def layout_path(store, model: str, ids, seed: int = 0):
+    """Where the map of exactly these items (in this order) under ``model`` is stored."""
+    from ..storage.store import _safe_name
 
-    path = store.root / "projections" / f"{_safe_name(model)}-umap-s{seed}-{h}.npy"
+    h = hashlib.blake2b("\n".join(map(str, ids)).encode(), digest_size=8).hexdigest()
+    return store.root / "projections" / f"{_safe_name(model)}-umap-s{seed}-{h}.npy"
+
+
+def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int = 0) -> np.ndarray:
+    """The stored layout for exactly these items, else computed (once: said in a progress line)
+    and stored in the dataset."""
+    from ..storage.store import read_cache
+
+    path = layout_path(store, model, ids, seed)
 
     def load(p):
         Y = np.load(p, allow_pickle=False)
@@ -68,7 +77,7 @@ def cached_layout(store, model: str, ids, X: np.ndarray, graph=None, seed: int =
     Y = read_cache(path, load)  # a damaged map is computed again
     if Y is not None:
         return Y
-    log.info("computing the UMAP map of %d items (once; stored in %s)", len(X), path.parent)
+    progress_log.info("computing the dashboard's map of %d items (once; stored in %s)", len(X), path.parent)
     Y = umap_layout(X, graph, seed=seed)
     buf = io.BytesIO()
     np.save(buf, Y)

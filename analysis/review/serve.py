@@ -154,6 +154,34 @@ def build_off_the_loop(app, pool) -> None:
     app.initialize_document = initialize_document
 
 
+PRELOAD_ENV = "CROWDSORT_DASHBOARD_PRELOAD"  # set by crowdsort dashboard: load the dataset before listening
+
+
+def preload(files, app_args) -> None:
+    """Before the server listens: each app script's ``preload(parse_args(app_args))``, where it
+    has one (dashboard/app.py opens its dataset, computing a missing map with a progress line),
+    so the first page only reads what is loaded. The script is imported under a name of its own:
+    Bokeh runs it as the page's code, which its ``__name__`` test keeps apart."""
+    import importlib.util
+    import logging
+
+    progress = logging.getLogger("crowdsort.progress")  # a bare line in the terminal, as the CLI's
+    if not progress.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.propagate = False
+        progress.setLevel(logging.INFO)
+    for i, path in enumerate(files):
+        spec = importlib.util.spec_from_file_location(f"crowdsort_preload_{i}", path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if callable(getattr(module, "preload", None)) and callable(getattr(module, "parse_args", None)):
+            module.preload(module.parse_args(list(app_args or [])))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     from concurrent.futures import ThreadPoolExecutor
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             applications = super().customize_applications(args, applications)
             for app in applications.values():
                 build_off_the_loop(app, pool)
+            if os.environ.get(PRELOAD_ENV):  # before the port is bound: the URL is printed when it answers
+                preload(args.files, args.args)
             return applications
 
         def customize_server(self, server):
