@@ -775,6 +775,8 @@ class Dashboard:
         for host in hosts:
             cmd += ["--allow-websocket-origin", f"{host}:{args.port}"]
         cmd += ["--show"] if args.show else []
+        # Bokeh's start-up and per-session INFO lines are not the user's business (-v shows them)
+        cmd += ["--log-level", "info" if getattr(args, "verbose", False) else "warning"]
         cmd += ["--args", "--dataset", args.dataset, "--faces", args.faces]
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--weights", args.weights] if args.weights else []

@@ -107,7 +107,7 @@ def test_a_static_file_is_answered_while_a_page_is_being_built(tmp_path):
         log.close()
 
 
-def test_the_dashboard_command_serves_through_analysis_serve(tmp_path):
+def test_the_dashboard_command_serves_through_the_gated_server(tmp_path):
     from crowdsort.cli import Dashboard, build_parser
 
     args = build_parser().parse_args(["dashboard", str(tmp_path)])
