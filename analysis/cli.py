@@ -271,7 +271,10 @@ class Cluster:
 
     @staticmethod
     def run(args) -> int:
-        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm
+        from .faces.embed import load_embedder
+        from .pipeline import cluster_faces, cluster_images, cluster_params, default_algorithm, extraction_store
+        # what the dashboard reads (kNN graph, map), made once the run is written: its first page reads them
+        from .review.opening import prepare_ahead, prepare_face_review, prepare_image_review
 
         images = args.model in ("efficientnet", "clip")
         args.algorithm = args.algorithm or default_algorithm(args.model, "images" if images else "faces")
@@ -295,6 +298,7 @@ class Cluster:
             for e in s["errors"]:
                 print(f"skipped: {e}", file=sys.stderr)
             Cluster.note_replaced(args, s)
+            prepare_ahead(lambda: prepare_image_review(args.dataset, args.to))
             print(f"{s['n_items']} images → {s['n_clusters']} clusters, {s['n_noise']} noise "
                   f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
             return 0
@@ -309,6 +313,8 @@ class Cluster:
                   f"{Path(args.dataset) / args.to}: {s['output']} (nothing written)")
             return 0
         Cluster.note_replaced(args, s)
+        prepare_ahead(lambda: prepare_face_review(extraction_store(args.dataset, args.source),
+                                                  load_embedder(args.model, args.weights)))
         print(f"{s['n_items']} faces → {s['n_clusters']} clusters, {s['n_noise']} noise "
               f"({s['model']}, {s['algorithm']}) in {Path(args.dataset) / args.to}")
         return 0

@@ -226,28 +226,7 @@ def _cluster_faces(dataset, source, to, model, weights, algorithm, params, ann, 
     if model_out:
         save_cluster_model(model_out, X, item_labels, ids, graph, info)
     summary = {**json.loads((out / "clusters.json").read_text()), "replaced": plan == "replace"}
-    _prepare_dashboard(lambda: _prepare_faces(store, embedder))
     return summary
-
-
-def _prepare_faces(store, embedder):
-    from .review.opening import prepare_face_review
-
-    prepare_face_review(store, embedder)
-
-
-def _prepare_dashboard(make) -> None:
-    """The dashboard's kNN graph and map of a run just written, made now and cached where the
-    dashboard reads them (:func:`review.opening.prepare_review`): its first page then reads them
-    (a map of 1k faces took 30 s when first opened). The run is written by then: a failure here
-    leaves the map to the dashboard, and says so."""
-    import logging
-
-    try:
-        make()
-    except Exception as e:  # noqa: BLE001 (UMAP's and numba's errors are of many kinds; the run stands)
-        logging.getLogger(__name__).warning("the dashboard's map was not made ahead (%s); the dashboard makes it "
-                                            "when it first opens", e)
 
 
 def track_items(store, faces, keys, embedder, per_track, progress, run=None):
@@ -343,14 +322,7 @@ def _cluster_images(dataset, patterns, to, model, weights, arch, algorithm, para
     if proto_out:
         write_prototypes(proto_out, items.rename(columns={"item_id": "face_id"}), clean=clean)
     summary = {**json.loads((out / "clusters.json").read_text()), "replaced": plan == "replace"}
-    _prepare_dashboard(lambda: _prepare_images(dataset, to))
     return summary
-
-
-def _prepare_images(dataset, to):
-    from .review.opening import prepare_image_review
-
-    prepare_image_review(dataset, to)
 
 
 # -- naming ----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 image cluster run's images."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from .project import cached_layout
 from .session import Annotations, ReviewSession
 from ..storage.store import FaceStore, read_cache
 from ..video.tracks import item_keys, picture_keys
+
+log = logging.getLogger(__name__)
 
 
 def open_review(dataset, source: str = "faces", model: str | None = None, weights=None, refs=None,
@@ -89,6 +92,17 @@ def prepare_image_review(dataset, run: str = "cluster") -> None:
     store = FaceStore(Path(dataset) / "images")
     ids = items["item_id"].tolist()
     prepare_review(store, info["model"], ids, stored_vectors(store, info["model"], ids))
+
+
+def prepare_ahead(make) -> None:
+    """The dashboard's kNN graph and map of a run just written, made now and cached where the
+    dashboard reads them (:func:`prepare_review`): its first page then reads them
+    (a map of 1k faces took 30 s when first opened). The run is written by then: a failure here
+    leaves the map to the dashboard, and says so."""
+    try:
+        make()
+    except Exception as e:  # noqa: BLE001 (UMAP's and numba's errors are of many kinds; the run stands)
+        log.warning("the dashboard's map was not made ahead (%s); the dashboard makes it when it first opens", e)
 
 
 def reviewed_model(store: FaceStore) -> str | None:
