@@ -88,6 +88,32 @@ def test_a_read_only_dataset_is_one_line(small_dataset, tmpfs, capsys):
         subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
 
 
+def test_a_read_only_dataset_is_read_for_outputs_elsewhere(small_dataset, tmpfs, tmp_path, capsys):
+    """identify and label-clusters with --to outside a read-only dataset: written there, exit 0
+    (the embedding cache's parts are read as they are, no lock taken inside the dataset)."""
+    refs = tmp_path / "refs"
+    for person in ("grace_hopper", "eileen_collins"):
+        (refs / person).mkdir(parents=True)
+        for p in sorted((small_dataset / "images" / person).glob("*.jpg"))[:2]:
+            shutil.copy(p, refs / person / p.name)
+    ds = tmpfs / "ds"
+    shutil.copytree(small_dataset, ds, symlinks=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    try:
+        assert main(["-q", "identify", "-d", str(ds), "--refs", str(refs), "--to", str(tmp_path / "ids.csv")]) == 0, \
+            capsys.readouterr().err
+        assert main(["-q", "label-clusters", "-d", str(ds), "--refs", str(refs),
+                     "--to", str(tmp_path / "labels.csv")]) == 0, capsys.readouterr().err
+        ids = pd.read_csv(tmp_path / "ids.csv")
+        assert len(ids) == len(pd.read_parquet(ds / "faces" / "faces.parquet"))
+        assert set(ids.loc[ids.known, "label"]) == {"grace_hopper", "eileen_collins"}
+        code = main(["-q", "identify", "-d", str(ds), "--refs", str(refs)])  # its default output is inside
+        err = _one_line(capsys)
+        assert code == 1 and "read-only" in err and "--to" in err
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o002])
 def test_outputs_follow_the_umask(small_dataset, tmp_path, mask):
     ds = tmp_path / "ds"

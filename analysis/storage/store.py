@@ -491,8 +491,10 @@ class FaceStore:
         parts = self._embedding_parts(model)
         # a run killed while it wrote the merged file leaves its temporary file beside it
         remove_stale_temp(self._embedding_path(model).parent)
-        if not parts.exists():
+        if not parts.exists() or not any(parts.glob("*.parquet")):
             return
+        if not os.access(parts.parent, os.W_OK):
+            return  # a read-only dataset: its parts are read as they are (load_embeddings reads both)
         with file_lock(parts.parent / ".compact.lock"):
             merged = sorted(parts.glob("*.parquet"))
             if not merged:
