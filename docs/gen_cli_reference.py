@@ -1,9 +1,10 @@
-"""Write docs/reference/cli.md from the argparse parser that ``crowdsort`` runs.
+"""Write docs/reference/cli.md from the argparse parser that ``crowdsort`` runs, and
+docs/reference/model-files.md from the model registry (analysis/models/files.py).
 
-    python docs/gen_cli_reference.py          # rewrites docs/reference/cli.md
+    python docs/gen_cli_reference.py          # rewrites both pages
 
-tests/test_docs.py fails when the committed page differs from what this prints, so the page
-cannot drift from the parser. Help texts, choices and defaults come from the parser itself,
+tests/test_docs.py fails when a committed page differs from what this writes, so the pages
+cannot drift from the code. Help texts, choices and defaults come from the parser itself,
 formatted by the same DefaultsFormatter that ``--help`` uses, at a fixed width (the usage lines
 would otherwise follow the terminal's).
 """
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "reference" / "cli.md"
+MODELS_PAGE = PAGE.parent / "model-files.md"
 WIDTH = 100  # usage lines wrap here, whatever the terminal
 
 HEADER = """\
@@ -96,7 +98,57 @@ def render() -> str:
     return HEADER + "\n" + "\n".join(lines).rstrip() + "\n"
 
 
+MODELS_HEADER = """\
+# Model files
+
+Generated from `analysis/models/files.py` by `python docs/gen_cli_reference.py`; do not edit
+by hand. Every file is checked against its SHA-256 when installed (`crowdsort models verify`
+checks it again). `crowdsort models list` shows the same rows with what is installed where.
+How to install them, offline too: [Models](../guides/models.md).
+"""
+
+
+def _mb(size: int | None) -> str:
+    return f"{size / 1e6:.1f} MB" if size else "?"
+
+
+def render_models() -> str:
+    """The model registry as tables: each file's source, SHA-256, licence and override variable."""
+    from crowdsort.models.files import ARCFACE_PACK_FILES, MODEL_FILES
+
+    out = [MODELS_HEADER, "## Files", ""]
+    for key, m in MODEL_FILES.items():
+        sources = []
+        if m.package:
+            sources.append(f"an installed Python package {m.package} ({m.hint})" if m.hint
+                           else f"an installed Python package {m.package}")
+        if m.url:
+            sources.append(m.url)
+        if m.npm:
+            sources.append(f"npm package {m.npm.spec} (tarball SHA-256 {m.npm.tarball_sha256}), member {m.npm.member}")
+        if m.wheel:
+            sources.append(f"PyPI wheel {m.wheel.filename} (SHA-256 {m.wheel.wheel_sha256}), member {m.wheel.member}; "
+                           f"fetched by: {m.wheel.command}")
+        out += [f"### `{key}`", "", _text(m.description or m.kind), "",
+                f"- kind: {_text(m.kind)}; file `{m.filename}`, {_mb(m.size)}",
+                f"- SHA-256: `{m.sha256}`",
+                f"- licence: {_text(m.licence)}",
+                "- where it is looked for after `$" + m.env + "` and the cache, in order: " + ("; ".join(_text(x) for x in sources) or "none"),
+                ""]
+    out += ["## ArcFace packs (insightface)", "",
+            "Installed by `crowdsort models install NAME` into `$CROWDSORT_INSIGHTFACE_HOME` "
+            "(default `~/.insightface/models`).", ""]
+    for key, p in ARCFACE_PACK_FILES.items():
+        out += [f"### `{key}`", "", _text(p.description), "",
+                f"- zip: {_text(p.url)}, {_mb(p.size)}", f"- SHA-256 of the zip: `{p.sha256}`",
+                f"- licence: {_text(p.licence)}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+PAGES = {PAGE: render, MODELS_PAGE: render_models}
+
 if __name__ == "__main__":
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(render(), encoding="utf-8")
-    print(f"wrote {PAGE}", file=sys.stderr)
+    for page, make in PAGES.items():
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(make(), encoding="utf-8")
+        print(f"wrote {page}", file=sys.stderr)
