@@ -42,3 +42,19 @@ def test_cli_reference_lists_every_command_and_option():
         for action in cmd._actions:
             for opt in action.option_strings:
                 assert opt in page, (name, opt)
+
+
+def test_readme_is_short_and_runs_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme.count("\n")
+    assert lines <= 150, f"README.md has {lines} lines; move the detail into docs/ (at most 150)"
+    # the README's test command ends with the pytest line .ci/run runs, so CI runs what users are told to
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    pytest_line = next(line for line in ci.splitlines() if line.startswith("python -m pytest"))
+    assert any(line.startswith("python3 -m venv") and line.endswith(pytest_line) for line in readme.splitlines()), (
+        f"README.md's test command does not end with .ci/run's `{pytest_line}`")
+    # every page the README links to exists
+    import re
+
+    for target in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / target).is_file(), f"README.md links to {target}, which does not exist"
