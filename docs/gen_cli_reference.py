@@ -39,14 +39,82 @@ def _formatter(parser: argparse.ArgumentParser) -> argparse.HelpFormatter:
     return parser.formatter_class(prog=parser.prog, width=WIDTH)
 
 
+def _metavar(action: argparse.Action) -> str:
+    if action.metavar is not None:
+        return action.metavar
+    if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest if not action.option_strings else action.dest.upper()
+
+
+def _takes_value(action: argparse.Action) -> bool:
+    return action.nargs != 0
+
+
+def _args(action: argparse.Action) -> str:
+    """The value(s) an action takes, spelled as argparse spells them (``[X ...]`` for ``*``)."""
+    m = _metavar(action)
+    n = action.nargs
+    if n is None:
+        return m
+    if n == "?":
+        return f"[{m}]"
+    if n == "*":
+        return f"[{m} ...]"
+    if n == "+":
+        return f"{m} [{m} ...]"
+    if isinstance(n, int):
+        return " ".join([m] * n)
+    return m
+
+
+def _invocation(action: argparse.Action) -> str:
+    """``-d, --dataset DATASET``: written here, not by argparse, whose spelling of it changed in
+    Python 3.13 (the page must be the same whichever Python makes it)."""
+    if not action.option_strings:
+        return _metavar(action)
+    names = ", ".join(action.option_strings)
+    return f"{names} {_args(action)}" if _takes_value(action) else names
+
+
+def _usage_part(action: argparse.Action) -> str:
+    if isinstance(action, argparse._SubParsersAction):
+        return f"{_metavar(action)} ..."
+    if not action.option_strings:
+        return _args(action)
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return " | ".join(action.option_strings)
+    text = action.option_strings[0] + (f" {_args(action)}" if _takes_value(action) else "")
+    return text
+
+
 def _usage(parser: argparse.ArgumentParser) -> str:
-    f = _formatter(parser)
-    f.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
-    return f.format_help().strip()
-
-
-def _invocation(f: argparse.HelpFormatter, action: argparse.Action) -> str:
-    return f._format_action_invocation(action)
+    """The synopsis, wrapped at WIDTH: required options bare, the others in brackets, mutually
+    exclusive ones joined by |, positionals last (argparse's order)."""
+    groups = {id(a): g for g in parser._mutually_exclusive_groups for a in g._group_actions}
+    done, parts = set(), []
+    actions = [a for a in parser._actions if a.help is not argparse.SUPPRESS]
+    for a in sorted(actions, key=lambda a: not a.option_strings):  # options first, as argparse does
+        if id(a) in done:
+            continue
+        group = groups.get(id(a))
+        members = [m for m in group._group_actions if m.help is not argparse.SUPPRESS] if group else [a]
+        done.update(id(m) for m in members)
+        text = " | ".join(_usage_part(m) for m in members)
+        required = group.required if group else (a.required or not a.option_strings)
+        if not a.option_strings and a.nargs in ("?", "*"):
+            required = True  # its brackets come with its nargs
+        parts.append(text if required and len(members) == 1 else (f"({text})" if required else f"[{text}]"))
+    lines, line = [], parser.prog
+    indent = " " * (len(parser.prog) + 1)
+    for part in parts:
+        if len(line) + 1 + len(part) > WIDTH and line.strip():
+            lines.append(line)
+            line = indent + part
+        else:
+            line += " " + part
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def _subcommands(parser: argparse.ArgumentParser):
@@ -67,7 +135,7 @@ def _section(parser: argparse.ArgumentParser, title: str, level: int) -> list[st
     if parser.description:
         out += [_text(parser.description), ""]
     out += ["```text", _usage(parser), "```", ""]
-    f = _formatter(parser)
+    f = _formatter(parser)  # for the help texts only: DefaultsFormatter adds each default
     positionals = [a for a in parser._actions if not a.option_strings and a.help is not argparse.SUPPRESS
                    and not isinstance(a, argparse._SubParsersAction)]
     options = [a for a in parser._actions if a.option_strings and a.help is not argparse.SUPPRESS]
@@ -77,7 +145,7 @@ def _section(parser: argparse.ArgumentParser, title: str, level: int) -> list[st
         out += [f"**{heading}**", ""]
         for a in actions:
             help_text = f._expand_help(a) if a.help else ""
-            out.append(f"- `{_invocation(f, a)}`" + (f": {_text(help_text)}" if help_text else ""))
+            out.append(f"- `{_invocation(a)}`" + (f": {_text(help_text)}" if help_text else ""))
         out.append("")
     subs = list(_subcommands(parser))
     if subs:
