@@ -38,6 +38,12 @@ BACKENDS = ("local", "ray")
 
 @dataclass(frozen=True)
 class ExtractParams:
+    """How ``extract_faces`` detects, keeps and crops faces: the options of ``crowdsort extract-faces``.
+
+    A bad crop style, sampling rate, tile count or missing shots file raises ``ValueError`` here,
+    before any work.
+    """
+
     engine: str = "blazeface"  # "mediapipe": the same (its name before it ran without MediaPipe)
     min_score: float | None = None  # None: the engine's default
     max_faces: int | None = None  # None: every face above min_score
