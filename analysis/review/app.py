@@ -948,7 +948,7 @@ class Dashboard(param.Parameterized):
                      prev, pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=80,
                                                           css_classes=["cs-people-page"]), nxt,
                      text_html(f"page {page + 1} of {pages} · {shown}{plural(len(rows), 'clusters')}", "span",
-                               css_classes=["cs-people-count"], margin=(22, 10, 0, 10)))
+                               css_classes=["cs-people-count"], width=150, margin=(14, 10, 0, 10)))
         if not cards:
             cards = [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
         return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
@@ -973,7 +973,7 @@ class Dashboard(param.Parameterized):
         open_btn = pn.widgets.Button(label=f"{cluster_label(c)} · {plural(size, self.words['items'])}", width=200,
                                      color="light", css_classes=["cs-card-open"], margin=(0, 4))
         open_btn.on_click(lambda e: self.param.update(selected=c, reveal=self.reveal + 1))
-        box = pn.widgets.TextInput(value=name, value_input=name, placeholder="type a name, Enter", width=136,
+        box = pn.widgets.TextInput(value=name, value_input=name, placeholder="a name, Enter", width=136,
                                    css_classes=["cs-card-name"], margin=(2, 4))
         save = pn.widgets.Button(label="Save", width=56, disabled=True, color="primary", css_classes=["cs-card-save"],
                                  margin=(2, 4))
