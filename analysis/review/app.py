@@ -596,7 +596,9 @@ class Dashboard(param.Parameterized):
         clusters["cluster"] = [f"{c:03d}" for c in clusters["cluster"]]  # as the page spells it: cluster 007
         # tens of thousands of rows would all go to the browser at each change: send pages instead
         paged = {"pagination": "remote", "page_size": TABLE_PAGE} if len(clusters) > TABLE_PAGE else {"pagination": None}
+        # the name takes the width the numbers leave (it was cut at its default width beside a blank strip)
         table = pn.widgets.Tabulator(clusters, show_index=False, selectable=1, disabled=True, height=560, width=260,
+                                     layout="fit_columns", widths={"cluster": 80, "size": 62},
                                      label="clusters", css_classes=["cs-clusters"], **paged)
         table.on_click(lambda e: setattr(self, "selected", int(table.value.iloc[e.row]["cluster"])))
         self._table = table
@@ -910,12 +912,13 @@ class Dashboard(param.Parameterized):
         out.on_click(lambda e: self._place(r.item_id, None))
         leave = pn.widgets.Button(label="Leave in noise", css_classes=["cs-queue-leave"])
         leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
-        return pn.Row(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
-                      text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
-                                f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span",
-                                width=220),  # wraps: the row stays beside the list, not under it
-                      pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
-                      css_classes=["cs-queue-item"])
+        # wrapped where the tab is narrower than the row (a long name): no button under the list beside it
+        return pn.FlexBox(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
+                          text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
+                                    f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span",
+                                    width=170),  # wraps: the row stays beside the list, not under it
+                          pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
+                          css_classes=["cs-queue-item"], flex_wrap="wrap", align_items="center", sizing_mode="stretch_width")
 
     @saves
     def _place(self, item_id: str, name: str | None) -> None:
@@ -948,7 +951,7 @@ class Dashboard(param.Parameterized):
                      prev, pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=80,
                                                           css_classes=["cs-people-page"]), nxt,
                      text_html(f"page {page + 1} of {pages} · {shown}{plural(len(rows), 'clusters')}", "span",
-                               css_classes=["cs-people-count"], margin=(22, 10, 0, 10)))
+                               css_classes=["cs-people-count"], width=150, margin=(14, 10, 0, 10)))
         if not cards:
             cards = [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
         return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
@@ -973,7 +976,7 @@ class Dashboard(param.Parameterized):
         open_btn = pn.widgets.Button(label=f"{cluster_label(c)} · {plural(size, self.words['items'])}", width=200,
                                      color="light", css_classes=["cs-card-open"], margin=(0, 4))
         open_btn.on_click(lambda e: self.param.update(selected=c, reveal=self.reveal + 1))
-        box = pn.widgets.TextInput(value=name, value_input=name, placeholder="type a name, Enter", width=136,
+        box = pn.widgets.TextInput(value=name, value_input=name, placeholder="a name, Enter", width=136,
                                    css_classes=["cs-card-name"], margin=(2, 4))
         save = pn.widgets.Button(label="Save", width=56, disabled=True, color="primary", css_classes=["cs-card-save"],
                                  margin=(2, 4))
