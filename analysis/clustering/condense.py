@@ -194,7 +194,10 @@ def single_linkage(mst_edges: np.ndarray) -> np.ndarray:
     """The single-linkage tree of a spanning tree's edges ``(i, j, distance)`` sorted by distance,
     as scipy's linkage matrix: row ``r`` merges clusters ``left`` and ``right`` (points below ``n``,
     row ``r``'s merge numbered ``n + r``) at ``distance`` into ``size`` points."""
-    return _single_linkage(np.ascontiguousarray(mst_edges, dtype=np.float64))
+    edges = np.ascontiguousarray(mst_edges, dtype=np.float64).reshape(-1, 3)
+    if len(edges) and (edges[:, :2].min() < 0 or edges[:, :2].max() > len(edges)):  # compiled code checks no bounds
+        raise ValueError(f"{len(edges)} edges do not span {len(edges) + 1} points (numbered 0 to {len(edges)})")
+    return _single_linkage(edges)
 
 
 def condense_tree(single_linkage_tree: np.ndarray, min_cluster_size: int) -> np.ndarray:
