@@ -1,6 +1,6 @@
 """The ONNX messages crowdsort writes its converted graphs with (and reads a model's first nodes
-with), without the ``onnx`` package: ONNX Runtime brings protobuf, and the onnx wheel (76 MB)
-was only ever used to build these messages (52 MB installed).
+with), without the ``onnx`` package: ONNX Runtime brings protobuf, and the onnx package (52 MB
+installed) was only ever used to build these messages.
 
 The schema is ``onnx/onnx-ml.proto``'s (Apache-2.0, https://github.com/onnx/onnx), cut to the
 fields crowdsort sets or reads, with their numbers, types, labels and packing unchanged
