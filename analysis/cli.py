@@ -250,9 +250,9 @@ class Cluster:
                             "chinese-whispers and snn-whispers thresholds (mobilefacenet 0.40 and 0.38, dlib 0.06); "
                             "dbscan/optics/agglomerative defaults are dlib distances")
         p.add_argument("--ann", default="auto", choices=list(ANN_METHODS),
-                       help="kNN search (auto: faiss's exact search up to 50k faces, faiss IVF up to 200k, "
-                            "pynndescent above; exact: numpy; faiss: exact up to 50k, IVF above; faiss-ivf; "
-                            "faiss-hnsw)")
+                       help="kNN search (auto: exact up to 50k faces, faiss IVF up to 200k, pynndescent above; "
+                            "exact: numpy; faiss: exact up to 50k, IVF above; faiss-ivf; faiss-hnsw; "
+                            "the faiss ones need crowdsort[faiss], without it auto is exact then pynndescent)")
         p.add_argument("--per-track", type=int, default=5,
                        help="videos: faces are clustered by track, its vector the mean of its K best faces' "
                             "(largest, most frontal, surest, spread over the track); 0: all its faces")

@@ -177,6 +177,41 @@ def test_rnn_prototypes_are_members():
         assert est.reverse_counts_[rows[0]] == est.reverse_counts_[members].max()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_single_linkage_equals_the_hdbscan_package(seed):
+    """Row for row hdbscan's ``label`` of the spanning trees HDBSCAN.fit makes (ties, duplicates at
+    the distance floor, components bridged), so the default clustering needs no hdbscan package."""
+    from hdbscan._hdbscan_linkage import label
+
+    from crowdsort.clustering.cluster import _mst_edges
+    from crowdsort.clustering.condense import single_linkage
+    from crowdsort.clustering.neighbors import knn_graph
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(rng.integers(3, 12), 16))
+    X = centers[rng.integers(0, len(centers), 600)] + rng.normal(size=(600, 16)) * rng.uniform(0.05, 0.5)
+    X[:30] = X[30:60]  # duplicates
+    X[-50:] = rng.normal(size=(50, 16)) + 40  # far away: the graph leaves them apart
+    for k, min_samples in [(15, 1), (5, 3), (3, 2)]:
+        edges = _mst_edges(knn_graph(X, k, "exact"), min_samples)
+        ours, theirs = single_linkage(edges), label(edges)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def test_default_hdbscan_runs_without_the_package_and_others_name_the_extra(monkeypatch):
+    import sys
+
+    from crowdsort.clustering.cluster import HDBSCAN
+
+    monkeypatch.setitem(sys.modules, "hdbscan", None)
+    monkeypatch.setitem(sys.modules, "hdbscan.hdbscan_", None)
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(4, 8)), 10, axis=0) + rng.normal(size=(40, 8)) * 0.01
+    assert len(set(HDBSCAN(min_cluster_size=3).fit(X).labels_) - {-1}) == 4
+    with pytest.raises(ImportError, match=r"pip install 'crowdsort\[hdbscan\]'"):
+        HDBSCAN(min_cluster_size=3, cluster_selection_method="leaf").fit(X)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_compiled_condensed_tree_and_eom_equal_the_hdbscan_package(seed):
     """Row for row the same condensed tree, the same labels and the same probabilities as

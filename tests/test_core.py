@@ -79,6 +79,23 @@ def test_faiss_graphs_against_the_exact_one():
         assert g.indices[0, 0] == 1 and g.indices[1, 0] == 0
 
 
+def test_without_faiss_auto_is_exact_and_faiss_names_the_extra(monkeypatch):
+    """faiss is an optional extra: auto searches with numpy (the same graph as faiss's flat search
+    where it is installed) and asking for faiss says which extra to install, in one line."""
+    import sys
+
+    X, _ = identity_like(40, 10, 32)
+    with_faiss = knn_graph(X, 15, "auto")
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    monkeypatch.setattr("crowdsort.clustering.neighbors.has_faiss", lambda: False)
+    without = knn_graph(X, 15, "auto")
+    assert without.method == "exact" and np.array_equal(without.indices, with_faiss.indices)
+    assert np.allclose(without.distances, with_faiss.distances, atol=1e-5)
+    for method in ("faiss", "faiss-ivf", "faiss-hnsw"):
+        with pytest.raises(ImportError, match=rf"^--ann {method} needs faiss.*pip install 'crowdsort\[faiss\]'[^\n]*$"):
+            knn_graph(X, 15, method)
+
+
 def test_faiss_ivf_finds_the_same_identity():
     """IVF (the graph above 200k): of each vector's true neighbours of its own identity, at least
     99% are listed, and a clustering over it equals the one over the exact graph."""

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
 
 from crowdsort.models import dlib_onnx  # noqa: E402
 from crowdsort.faces.embed import DlibEmbedder, DlibOnnxEmbedder, _read_crops, default_workers, load_embedder  # noqa: E402

@@ -1,8 +1,9 @@
 """Clustering estimators over a kNN graph (scikit-learn API) and cluster prototypes.
 
 HDBSCAN here never sees an N×N matrix: core distances come from the kNN graph, the minimum
-spanning tree of mutual reachability is taken over the graph's edges, and the hdbscan
-package's own tree code condenses it and selects clusters. Components the graph leaves
+spanning tree of mutual reachability is taken over the graph's edges, and condense.py builds,
+condenses and selects the tree as the hdbscan package does (the package itself only for the
+selections other than its default). Components the graph leaves
 disconnected are joined at a distance larger than any edge, so they split first.
 """
 from __future__ import annotations
@@ -73,10 +74,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         """``single_linkage_tree``: the ``single_linkage_tree_`` of an earlier fit on the same
         graph with the same ``min_samples``; only ``min_cluster_size`` and the selection
         differ, so the MST is skipped (the dashboard's sliders)."""
-        from hdbscan._hdbscan_linkage import label
-        from hdbscan.hdbscan_ import _tree_to_labels
-
-        from .condense import eom_labels
+        from .condense import eom_labels, single_linkage
 
         if self.min_cluster_size < 2:
             raise ValueError(f"min_cluster_size must be at least 2, got {self.min_cluster_size}")
@@ -86,11 +84,16 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         graph = _graph_for(self, X, graph, max(self.n_neighbors, min_samples))
         n = len(graph)
         self.graph_ = graph
-        tree = single_linkage_tree if single_linkage_tree is not None else label(_mst_edges(graph, min_samples))
+        tree = single_linkage_tree if single_linkage_tree is not None else single_linkage(_mst_edges(graph, min_samples))
         self.single_linkage_tree_ = tree
         if self.cluster_selection_method == "eom" and not self.allow_single_cluster and not self.cluster_selection_epsilon:
             labels, probs, condensed = eom_labels(tree, self.min_cluster_size)
         else:
+            try:
+                from hdbscan.hdbscan_ import _tree_to_labels
+            except ImportError:
+                raise ImportError("HDBSCAN's leaf selection, cluster_selection_epsilon and allow_single_cluster "
+                                  "need the hdbscan package, an optional extra: pip install 'crowdsort[hdbscan]'") from None
             labels, probs, _, condensed, _ = _tree_to_labels(
                 None, tree, min_cluster_size=self.min_cluster_size,
                 cluster_selection_method=self.cluster_selection_method,

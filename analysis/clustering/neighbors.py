@@ -4,7 +4,8 @@
 faiss's exact flat search up to 50k rows; faiss IVF up to 200k (100k × 128: 14.8 s against flat's
 84.9 s and pynndescent's 103.7 s, finding 99.8% of the same-identity neighbours; × 512: 66.6 s,
 100%, against 486 s and 72.2 s); pynndescent above (1M × 128: 119.6 s and 97.3%, against IVF's
-468 s and 94.6%). Without faiss: numpy's exact search up to 50k, pynndescent above. The graph
+468 s and 94.6%). Without faiss (an optional extra, ``crowdsort[faiss]``): numpy's exact search
+up to 50k, the same neighbours, pynndescent above. The graph
 is two (n, k) arrays, self excluded: ``indices`` (int32, -1 where missing) and
 ``distances`` (float32, cosine distance ``1 - x·y``).
 """
@@ -99,13 +100,17 @@ def _without_self(ind: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.where(ind >= 0, ind, -1), np.where(ind >= 0, dist, np.inf).astype(np.float32)
 
 
+_FAISS_NAMES = {"flat": "faiss", "ivf": "faiss-ivf", "hnsw": "faiss-hnsw"}
+
+
 def _faiss(X: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """faiss inner-product search: ``flat`` (exact, its own top-k in C++), ``ivf`` (k-means
     cells, ``IVF_PROBE`` of them searched) or ``hnsw``."""
     try:
         import faiss
     except ImportError:
-        raise ImportError("--ann faiss needs faiss: pip install faiss-cpu (or faiss-gpu)") from None
+        raise ImportError(f"--ann {_FAISS_NAMES[kind]} needs faiss, an optional extra: pip install 'crowdsort[faiss]' "
+                          "(or faiss-gpu); --ann auto and exact need nothing more") from None
     n, d = X.shape
     if kind == "ivf":
         nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants ≥ 39 training rows a cell

@@ -145,13 +145,12 @@ class DlibOnnxEmbedder(ChipsEmbedder, DlibEmbedder):
 
 
 def dlib_embedder():
-    """``dlib``: the ONNX Runtime path, or dlib's own where onnxruntime or onnx is missing."""
+    """``dlib``: the ONNX Runtime path, or dlib's own where onnxruntime is missing."""
     try:
-        import onnx  # noqa: F401 - the conversion builds the graph with it
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401 - it brings protobuf, which the conversion writes the graph with
     except ImportError as e:
         log.warning("%s is not installed: embedding with dlib's own network, one core per process "
-                    "(pip install onnxruntime onnx for the faster path)", e.name)
+                    "(pip install onnxruntime for the faster path)", e.name)
         return DlibEmbedder()
     return DlibOnnxEmbedder()
 
@@ -240,9 +239,9 @@ class ArcFaceEmbedder:
         # insightface's rule: models whose graph starts with Sub and Mul nodes normalise
         # inside; the others expect (x - 127.5) / 127.5.
         try:
-            import onnx
+            from ..models.onnx_proto import ModelProto
 
-            nodes = onnx.load(str(self.model_file), load_external_data=False).graph.node[:8]
+            nodes = ModelProto.FromString(Path(self.model_file).read_bytes()).graph.node[:8]
             names = [n.name for n in nodes]
         except Exception:
             names = []

@@ -224,18 +224,18 @@ def read_dat(data: bytes) -> list[dict]:
 def build_onnx(layers: list[dict]):
     """An ONNX model computing what dlib's net computes: uint8 chips (N, 150, 150, 3) RGB in,
     raw 128-D descriptors out (dlib's own, unnormalised)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from . import onnx_proto as proto
+    from .onnx_proto import TensorProto
 
     nodes, inits = [], []
 
     def const(name, array):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        inits.append(proto.from_array(np.ascontiguousarray(array), name))
         return name
 
     def node(op, inputs, **attrs):
         out = f"{op.lower()}{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        nodes.append(proto.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
     inp = layers[0]
@@ -313,16 +313,14 @@ def build_onnx(layers: list[dict]):
             raise DlibModelError(f"no ONNX rule for layer type {t}")
         i += 1
     nodes[-1].output[0] = "descriptors"
-    graph = helper.make_graph(
+    graph = proto.make_graph(
         nodes, "dlib_face_recognition_resnet_model_v1",
-        [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", size[0], size[1], 3])],
-        [helper.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["N", layers[-1]["weight"].shape[1]])],
+        [proto.make_tensor_value_info("chips", TensorProto.UINT8, ["N", size[0], size[1], 3])],
+        [proto.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["N", layers[-1]["weight"].shape[1]])],
         inits)
     # opset 17 / IR 8: what every onnxruntime since 1.14 reads
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
-                              producer_name="crowdsort.dlib_onnx", doc_string=f"graph version {GRAPH_VERSION}")
-    onnx.checker.check_model(model)
-    return model
+    return proto.make_model(graph, opset_imports=[proto.make_opsetid("", 17)], ir_version=8,
+                            producer_name="crowdsort.dlib_onnx", doc_string=f"graph version {GRAPH_VERSION}")
 
 
 def _unreadable(dat: Path, e: OSError) -> ModelNotFoundError:

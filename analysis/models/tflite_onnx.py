@@ -107,9 +107,10 @@ def _options(op, cls):
 
 def convert(path: str | os.PathLike):
     """The ONNX ``ModelProto`` of the ``.tflite`` at ``path`` (first subgraph; batch left free)."""
-    import onnx
     import tflite
-    from onnx import TensorProto, helper, numpy_helper
+
+    from . import onnx_proto as proto
+    from .onnx_proto import TensorProto
 
     buf = Path(path).read_bytes()
     model = tflite.Model.GetRootAsModel(buf, 0)
@@ -141,11 +142,11 @@ def convert(path: str | os.PathLike):
         return [int(d) for d in g.Tensors(t).ShapeAsNumpy()]
 
     def add_init(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        inits.append(proto.from_array(np.ascontiguousarray(value), name))
         return name
 
     def node(kind, ins, outs, **attrs):
-        nodes.append(helper.make_node(kind, ins, outs, name=f"n{len(nodes)}", **attrs))
+        nodes.append(proto.make_node(kind, ins, outs, name=f"n{len(nodes)}", **attrs))
 
     def nhwc(t: int) -> str:
         """The tensor in TFLite's own layout (a transpose where it is held NCHW)."""
@@ -175,7 +176,7 @@ def convert(path: str | os.PathLike):
 
     (inp,) = g.InputsAsNumpy()
     in_shape = [int(d) for d in g.Tensors(inp).ShapeAsNumpy()]
-    graph_in = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", *in_shape[1:]])
+    graph_in = proto.make_tensor_value_info("input", TensorProto.FLOAT, ["n", *in_shape[1:]])
     node("Transpose", ["input"], [tname(inp)], perm=[0, 3, 1, 2])
     nchw.add(inp)
 
@@ -290,15 +291,13 @@ def convert(path: str | os.PathLike):
         name = g.Tensors(t).Name().decode()
         node("Identity", [nhwc(t)], [name])
         shape = [int(d) for d in g.Tensors(t).ShapeAsNumpy()]
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", *shape[1:]]))
+        outputs.append(proto.make_tensor_value_info(name, TensorProto.FLOAT, ["n", *shape[1:]]))
     nodes, inits = _fuse_prelu(nodes, inits)
     nodes, inits = _fuse_pads(nodes, inits)
-    graph = helper.make_graph(nodes, Path(path).stem, [graph_in], outputs, inits)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
-                                   producer_name="crowdsort.tflite_onnx")
-    onnx_model.ir_version = 8  # opset 18 (reductions take their axes as an input): ONNX Runtime 1.14 on
-    onnx.checker.check_model(onnx_model)
-    return onnx_model
+    graph = proto.make_graph(nodes, Path(path).stem, [graph_in], outputs, inits)
+    # opset 18 (reductions take their axes as an input), IR 8: ONNX Runtime 1.14 on
+    return proto.make_model(graph, opset_imports=[proto.make_opsetid("", 18)], ir_version=8,
+                            producer_name="crowdsort.tflite_onnx")
 
 
 def _fuse_prelu(nodes: list, inits: list) -> tuple[list, list]:
@@ -306,7 +305,7 @@ def _fuse_prelu(nodes: list, inits: list) -> tuple[list, list]:
     ``relu(x) + c · (x − |x|)`` (MobileFaceNet: slope 2c) and ``relu(x) + c · −relu(−x)`` (ONet:
     slope c). Five element-wise passes over the activation become one (ONNX Runtime runs the
     converted MobileFaceNet ~2.5× slower without this)."""
-    from onnx import numpy_helper
+    from . import onnx_proto as proto
 
     made = {n.output[0]: n for n in nodes}
     consts = {t.name: t for t in inits}
@@ -334,12 +333,10 @@ def _fuse_prelu(nodes: list, inits: list) -> tuple[list, list]:
             factor, chain = 1.0, [neg, r, m]
         else:
             continue
-        slope = (numpy_helper.to_array(consts[c_name]) * factor).astype(np.float32)
+        slope = (proto.to_array(consts[c_name]) * factor).astype(np.float32)
         name = f"{c_name}_prelu"
-        new_inits.append(numpy_helper.from_array(slope, name))
-        from onnx import helper
-
-        fused[id(n)] = helper.make_node("PRelu", [x, name], [n.output[0]], name=f"{n.name}_prelu")
+        new_inits.append(proto.from_array(slope, name))
+        fused[id(n)] = proto.make_node("PRelu", [x, name], [n.output[0]], name=f"{n.name}_prelu")
         dead.update(id(k) for k in [relu, mul, *chain])
     nodes = [fused.get(id(n), n) for n in nodes if id(n) not in dead]
     used = {i for n in nodes for i in n.input}
@@ -352,7 +349,7 @@ def _fuse_pads(nodes: list, inits: list) -> tuple[list, list]:
     full-range model's time): a spatial pad feeding only a VALID ``Conv`` becomes the conv's own
     ``pads``; a pad of channels at their end (BlazeFace's residuals as channels grow) a 1×1 ``Conv``
     copying the channels in, zeros after."""
-    from onnx import helper, numpy_helper
+    from . import onnx_proto as proto
 
     consts = {t.name: t for t in inits}
     users: dict[str, list] = {}
@@ -366,18 +363,18 @@ def _fuse_pads(nodes: list, inits: list) -> tuple[list, list]:
         elif n.op_type in ("Relu", "MaxPool", "Add", "PRelu") and n.input[0] in channels:
             channels[n.output[0]] = channels[n.input[0]]
         elif n.op_type == "Pad" and n.input[0] in channels and n.input[1] in consts:
-            pads = numpy_helper.to_array(consts[n.input[1]]).astype(int)
+            pads = proto.to_array(consts[n.input[1]]).astype(int)
             if len(pads) == 8:
                 channels[n.output[0]] = channels[n.input[0]] + int(pads[1] + pads[5])
     replaced, dead, new_inits = {}, set(), []
 
     def attr(n, name, default=None):
-        return next((helper.get_attribute_value(a) for a in n.attribute if a.name == name), default)
+        return next((proto.attribute_value(a) for a in n.attribute if a.name == name), default)
 
     for n in nodes:
         if n.op_type != "Pad" or n.input[1] not in consts or len(n.input) > 2 and n.input[2]:
             continue
-        pads = numpy_helper.to_array(consts[n.input[1]]).astype(int)
+        pads = proto.to_array(consts[n.input[1]]).astype(int)
         if len(pads) != 8 or (pads < 0).any() or attr(n, "mode", b"constant") not in (b"constant", "constant"):
             continue
         begin, end = pads[:4], pads[4:]
@@ -390,7 +387,7 @@ def _fuse_pads(nodes: list, inits: list) -> tuple[list, list]:
                 kept = [a for a in u.attribute if a.name != "auto_pad"]
                 del u.attribute[:]
                 u.attribute.extend(kept)
-                u.attribute.append(helper.make_attribute("pads", [int(begin[2]), int(begin[3]), int(end[2]), int(end[3])]))
+                u.attribute.append(proto.make_attribute("pads", [int(begin[2]), int(begin[3]), int(end[2]), int(end[3])]))
                 u.input[0] = n.input[0]
             dead.add(id(n))
         elif not begin.any() and not end[0] and not end[2:].any() and n.input[0] in channels:
@@ -398,8 +395,8 @@ def _fuse_pads(nodes: list, inits: list) -> tuple[list, list]:
             w = np.zeros((c_in + int(end[1]), c_in, 1, 1), np.float32)
             w[np.arange(c_in), np.arange(c_in)] = 1.0
             name = f"{n.output[0]}_eye"
-            new_inits.append(numpy_helper.from_array(w, name))
-            replaced[id(n)] = helper.make_node("Conv", [n.input[0], name], [n.output[0]], name=f"{n.name}_conv",
+            new_inits.append(proto.from_array(w, name))
+            replaced[id(n)] = proto.make_node("Conv", [n.input[0], name], [n.output[0]], name=f"{n.name}_conv",
                                                kernel_shape=[1, 1])
     nodes = [replaced.get(id(n), n) for n in nodes if id(n) not in dead]
     used = {i for n in nodes for i in n.input}
