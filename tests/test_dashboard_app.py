@@ -322,31 +322,6 @@ def test_the_rasterised_map_is_one_image_at_a_fixed_size_redrawn_on_zoom_not_on_
     assert set(np.unique(zoomed[np.isfinite(zoomed)]).astype(int)) == set(session.labels[(xy[:, 0] >= cx) & (xy[:, 1] >= cy)]) - {-2}
 
 
-def test_without_datashader_a_large_map_draws_its_points(session, monkeypatch, caplog):
-    """datashader is an optional extra: without it a map above RASTER_MIN draws every point, in
-    its cluster's colour (as a smaller map does), and the log names the extra once."""
-    import logging
-
-    from bokeh.models import GlyphRenderer, Image as ImageGlyph, Scatter
-
-    import crowdsort.review.app as app
-
-    monkeypatch.setattr(app, "RASTER_MIN", 10)
-    monkeypatch.setattr(app, "has_datashader", lambda: False)
-    app._say_points_drawn_one_by_one.cache_clear()
-    with caplog.at_level(logging.INFO, logger="crowdsort.review.app"):
-        d = dashboard(session)
-        root = d.map_view().get_root()
-        d.map_view()
-    glyphs = [r.glyph for r in root.select({"type": GlyphRenderer})]
-    assert not any(isinstance(g, ImageGlyph) for g in glyphs)
-    drawn = next(r.data_source.data for r in root.select({"type": GlyphRenderer})
-                 if isinstance(r.glyph, Scatter) and len(r.data_source.data["x"]) > 10)
-    assert len(drawn["x"]) == (session.labels != app.NOT_FACE).sum() and "color" in drawn
-    notes = [r.getMessage() for r in caplog.records if "crowdsort[datashader]" in r.getMessage()]
-    assert len(notes) == 1, notes
-
-
 def test_a_card_named_in_place_keeps_its_place_and_a_suggestion_is_one_click(session, monkeypatch):
     """The people view: unnamed first, largest first; a name typed on a card (Enter) names it and
     the card stays where it was (no jump); with references, the card offers the suggested name."""

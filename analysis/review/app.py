@@ -44,7 +44,7 @@ if not _served:
 hv.extension("bokeh", inline=not _served)  # HoloViews would load Panel again from the CDN
 
 HOVER_THUMBS_MAX = 5000  # above this the hover shows no picture (payload); above RASTER_MIN the map rasterises
-RASTER_MIN = 100_000  # with datashader (an optional extra); without it every point is drawn
+RASTER_MIN = 100_000
 MAP_RASTER = (640, 480)  # the rasterised map's pixels, about its size on a laptop screen
 GALLERY_MAX = 48
 TRACK_STRIP = 12  # faces of a track shown over its time
@@ -97,30 +97,6 @@ def text_html(text: str, tag: str = "div", **params) -> pn.pane.HTML:
 
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def has_datashader() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("datashader") is not None
-
-
-@functools.cache
-def _say_points_drawn_one_by_one() -> None:  # once a process, not on every redraw
-    log.info("the map draws its points one by one; pip install 'crowdsort[datashader]' draws maps of "
-             "%d points or more as an image (faster)", RASTER_MIN)
-
-
-def rasterised(n: int) -> bool:
-    """Whether a map of ``n`` points is drawn as an image (datashader) rather than point by point."""
-    if n < RASTER_MIN:
-        return False
-    if not has_datashader():
-        _say_points_drawn_one_by_one()
-    return has_datashader()
-
-
 _refused: set[str] = set()  # files already said in the log: once each, not per redraw
 
 
@@ -496,7 +472,7 @@ class Dashboard(param.Parameterized):
         names = self.s.names()
         df = pd.DataFrame({"x": self.s.layout[:, 0], "y": self.s.layout[:, 1], "cluster": lab,
                            "name": [names.get(c, "") for c in lab]})
-        if not rasterised(len(lab)):  # the rasterised map colours by cluster value, not by these
+        if len(lab) < RASTER_MIN:  # the rasterised map colours by cluster value, not by these
             df["color"] = self.colours(lab)
             spelled = {c: cluster_label(c, names.get(c, "")) for c in np.unique(lab)}  # as the page spells it
             df["label"] = [spelled[c] for c in lab]
@@ -527,7 +503,7 @@ class Dashboard(param.Parameterized):
         df = self.points_frame()
         vdims = [c for c in ("cluster", "name", "color", "thumb", "label") if c in df]
         points = hv.Points(df, ["x", "y"], vdims)
-        raster = rasterised(len(self.s.labels))  # as points_frame decided (its rows less the non-faces)
+        raster = len(self.s.labels) >= RASTER_MIN  # as points_frame decided (its rows less the non-faces)
         if raster:
             import datashader as ds
             from holoviews.operation.datashader import dynspread, rasterize
