@@ -458,3 +458,31 @@ def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatc
     took = time.perf_counter() - t
     assert len(view.objects[1].objects) == app.PEOPLE_PAGE and "page 1 of 42" in view.objects[0].objects[-1].object
     assert took < 1.0, took
+
+
+def test_faces_that_may_be_this_person_come_chosen_and_one_button_adds_them(session):
+    """The open cluster shows the noise faces nearest it within the threshold, all chosen; a click
+    leaves one out and the button, which counts the chosen ones, adds the rest (undoable)."""
+    d = dashboard(session)
+    strays = np.flatnonzero(session.truth == 1)[:3]
+    session.raw_labels[strays] = -1  # as a clustering that left three of person 1's faces in noise
+    session._apply()
+    d.changed()
+    cb = int(session.labels[np.flatnonzero(session.truth == 1)[3]])
+    d.detail()
+    d.selected = cb
+    likely = d._detail.likely
+    assert likely.panel.visible and sorted(likely.rows) == sorted(strays)
+    assert likely.gallery.selected == [0, 1, 2] and likely.gallery.toggle
+    assert likely.add.label == f"Add 3 to cluster {cb:03d}" and not likely.add.disabled
+    likely.gallery.selected = [0, 2]  # one left out
+    assert likely.add.label == f"Add 2 to cluster {cb:03d}"
+    left_out = likely.rows[1]
+    likely.add.clicks += 1
+    assert (session.labels[strays] == cb).sum() == 2 and session.labels[left_out] == -1
+    assert d.history[-1][1] == f"add 2 faces to cluster {cb:03d}" and d.selected == cb
+    assert likely.rows.tolist() == [left_out] and likely.add.label == f"Add 1 to cluster {cb:03d}"
+    likely.gallery.selected = []
+    assert likely.add.disabled
+    d.undo()
+    assert (session.labels[strays] == -1).all()

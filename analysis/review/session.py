@@ -480,6 +480,32 @@ class ReviewSession:
                              "name": [names[int(c)] for c in people[order]], "distance": np.round(nearest, 4),
                              "likely": nearest <= self.placement_threshold(int(named.sum()))})
 
+    def likely_members(self, cluster: int) -> pd.DataFrame:
+        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance``, nearest first.
+
+        A face is offered where this cluster is the one nearest it (cosine distance to the
+        clusters' unit mean vectors, as for merge suggestions and the noise queue) and the
+        distance is under the open-set identification threshold for a library of as many people
+        as there are clusters (:meth:`placement_threshold`): so about 5% of strangers are
+        offered to some cluster, by the model's measured different-person distances, and none
+        to two. Faces a person rejected from a cluster are not offered again."""
+        empty = pd.DataFrame({"row": [], "item_id": [], "distance": []})
+        ids, _, means = self._cluster_means()
+        rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
+        if cluster not in ids or not len(rows):
+            return empty
+        me = int(np.searchsorted(ids, cluster))
+        dist = 1.0 - self.X[rows] @ means[me]
+        close = dist <= self.placement_threshold(len(ids))
+        rows, dist = rows[close], dist[close]
+        # only the few close ones meet every cluster: the page opens clusters often
+        nearest = (1.0 - self.X[rows] @ means.T).argmin(axis=1) if len(rows) else np.array([], int)
+        mine = nearest == me
+        rows, dist = rows[mine], dist[mine]
+        order = np.argsort(dist, kind="stable")
+        return pd.DataFrame({"row": rows[order], "item_id": self.ids[rows[order]],
+                             "distance": np.round(dist[order].astype(float), 4)})
+
     def placement_threshold(self, people: int) -> float:
         """Distance under which an item is offered as one of ``people`` named people: the
         open-set identification threshold for a library that size (faces); no bound for images."""
@@ -592,9 +618,17 @@ class ReviewSession:
         """Put faces with the person named ``name`` (they join that person's cluster, kept
         together from now on), or, unnamed or a name no cluster has, in a new cluster of their own.
         The other faces of their clusters stay where they are, even where most of a cluster moved."""
-        face_ids, name = sorted(set(face_ids)), name.strip()
+        name = name.strip()
         target = [c for c, n in self.names().items() if name and n == name]
-        together = list(self.ids[np.isin(self.labels, target)]) if target else []
+        return self._join(self.ids[np.isin(self.labels, target)] if target else [], face_ids, name)
+
+    def add_to(self, cluster: int, face_ids) -> int:
+        """Put faces in ``cluster``, named or not (kept together with its members from now on);
+        they take its name. The other faces of their clusters stay where they are."""
+        return self._join(self.ids[self.labels == cluster], face_ids, self.names().get(cluster, ""))
+
+    def _join(self, together, face_ids, name: str) -> int:
+        face_ids = sorted(set(face_ids))
         group = sorted(set(together) | set(face_ids))
         chosen = np.isin(self.ids, group)
         left = self.ids[mostly_in(self.labels, np.flatnonzero(chosen)) & ~chosen].tolist()
