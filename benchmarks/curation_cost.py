@@ -45,8 +45,8 @@ faces in the gallery is):
 * ``reject``: faces chosen in the gallery, "Reject from cluster" -> ``session.reject``; every
   one-photo stranger of a cluster goes in one rejection.
 * ``add``: the open cluster's "Faces that may be this person" (``session.likely_members``, its
-  first 24 as shown, all chosen), the faces of someone else unchosen, "Add N to cluster NNN"
-  -> ``session.add_to``: the person's noise faces it offers, in one action.
+  first 24 as shown), the person's faces among them chosen (the page chooses the likely ones; a
+  click changes one), "Add N to cluster NNN" -> ``session.add_to``: in one action.
 * ``queue``: a noise face's "Add to <name>" in the Review tab's queue
   (``session.noise_to_review``), used only where that row names the face's true person and is
   among the 8 rows the queue shows at that moment (no "Leave in noise" clicks are made or
@@ -77,7 +77,8 @@ already has a named cluster, this one is cleaned the same way and merged into it
 one-photo people only is rejected whole. Then the noise faces of people with >= 2 faces are
 placed, person by person: all in one map box where one box holds them alone, else those their
 named cluster offers as "Faces that may be this person" added in one action and the rest in one
-box where one box holds them alone, else face by face (the queue where it offers the right name, else a box round the face). Both passes are repeated
+box where one box holds them alone, else face by face (after each, what their cluster, maybe new,
+offers added in one action; the queue where it offers the right name, else a box round the face). Both passes are repeated
 (at most three rounds) until the goal check passes. This is greedy, not a proven minimum. The
 true labels only choose which faces, names and clusters to act on; every change goes through the
 session method the page's button calls, and only choices the page shows are taken.
@@ -279,20 +280,14 @@ class Oracle:
             if self.box_clean(rows, p):
                 self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
                 continue
-            home = self.homes().get(p)
-            if home is not None and self.use_add:  # the named cluster's "Faces that may be this person", others left out
-                offered = self.call(self.s.likely_members, home)["row"].to_numpy()[:LIKELY_MAX].astype(int)
-                mine = offered[self.person[offered] == p]
-                if len(mine):
-                    self.act("add", f"{len(mine)} of {len(offered)} faces offered to {home} '{p}'",
-                             self.s.add_to, home, list(self.s.ids[mine]))
-                rows = np.flatnonzero((self.s.labels == -1) & (self.person == p))
-                if not len(rows):
-                    continue
-                if self.box_clean(rows, p):
-                    self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
-                    continue
-            for r in rows:
+            rows = self.add_offered(p, rows)
+            if not len(rows):
+                continue
+            if self.box_clean(rows, p):
+                self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
+                continue
+            while len(rows):
+                r = rows[0]
                 queue = self.call(self.s.noise_to_review)
                 queue = queue.head(QUEUE_NOISE)  # the rows the queue shows (rejected faces never come back)
                 row = queue[queue["item_id"] == self.s.ids[r]]
@@ -302,6 +297,24 @@ class Oracle:
                     self.act("map", f"noise face of {p}", self.s.move, [self.s.ids[r]], p)
                 else:
                     raise RuntimeError(f"a noise face of {p} no box can choose alone")
+                rows = self.add_offered(p, rows[1:])  # a first face placed may have made their cluster
+                if len(rows) > 1 and self.box_clean(rows, p):
+                    self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
+                    break
+
+    def add_offered(self, p: str, rows: np.ndarray) -> np.ndarray:
+        """Those of ``rows`` (noise faces of ``p``) left after adding the ones their named
+        cluster's "Faces that may be this person" shows (its first LIKELY_MAX), in one action."""
+        home = self.homes().get(p)
+        if home is None or not self.use_add or not len(rows):
+            return rows
+        offered = self.call(self.s.likely_members, home)["row"].to_numpy()[:LIKELY_MAX].astype(int)
+        mine = offered[self.person[offered] == p]
+        if not len(mine):
+            return rows
+        self.act("add", f"{len(mine)} of {len(offered)} faces offered to {home} '{p}'",
+                 self.s.add_to, home, list(self.s.ids[mine]))
+        return rows[~np.isin(rows, mine)]
 
     def box_clean(self, rows: np.ndarray, p: str) -> bool:
         from crowdsort.review.map_select import in_box

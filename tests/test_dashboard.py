@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -378,6 +379,50 @@ def test_unknown_for_an_unenrolled_persons_cluster_on_lfw_dev(chromium_browser, 
         open_cluster(page, rows.index(stranger), rf"Cluster {stranger:03d} \(\d+ faces\)")
         page.locator(".cs-sugg-unknown").get_by_text("unknown").first.wait_for(timeout=30000)
         assert page.locator(".cs-sugg-best").count() == 0 and page.locator(".cs-sugg-other").count() == 3
+        page.close()
+
+
+def test_faces_that_may_be_this_person_are_added_with_one_button_on_lfw_dev(chromium_browser, lfw_store, tmp_path, need_shared):
+    """lfw-dev as the page first clusters it: the first cluster in the list with a noise face likely
+    its person's shows the noise faces near it under "Faces that may be this person", the likely
+    ones chosen; a click leaves one out (the button counts it), another takes it back, and one
+    button adds the chosen ones (undoable)."""
+    sync_api = _browser_or_skip()
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
+
+    dataset = dataset_copy(lfw_store, tmp_path)
+    session = open_review(dataset, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    c = next(c for c in rows if session.likely_members(c)["likely"].any())
+    assert rows.index(c) < 20  # drawn without scrolling the list
+    near = session.likely_members(c).head(24)
+    n, k, first = len(near), int(near["likely"].sum()), int(np.flatnonzero(near["likely"])[0])
+    size = int((session.labels == c).sum())
+
+    with Server(dataset) as server:
+        page = open_page(chromium_browser, server)
+        open_cluster(page, rows.index(c), rf"Cluster {c:03d} \({size} faces\)")
+        page.get_by_text("Faces that may be this person").first.wait_for(timeout=30000)
+        offered, add = page.locator(".cs-likely .cs-face"), page.locator(".cs-likely-add button")
+        sync_api.expect(offered).to_have_count(n, timeout=30000)
+        sync_api.expect(page.locator(".cs-likely .cs-face.cs-chosen")).to_have_count(k)
+        sync_api.expect(add).to_have_text(f"Add {k} to cluster {c:03d}")
+        offered.nth(first).click()  # left out
+        sync_api.expect(page.locator(".cs-likely .cs-face.cs-chosen")).to_have_count(k - 1, timeout=10000)
+        if k == 1:
+            sync_api.expect(add).to_be_disabled(timeout=10000)
+        else:
+            sync_api.expect(add).to_have_text(f"Add {k - 1} to cluster {c:03d}", timeout=10000)
+        offered.nth(first).click()  # taken back
+        sync_api.expect(add).to_have_text(f"Add {k} to cluster {c:03d}", timeout=10000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-likely.png"), full_page=True)
+        add.click()
+        page.get_by_text(re.compile(rf"Cluster {c:03d} \({size + k} faces\)")).first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(
+            f"Undo: add {k} face{'s' if k > 1 else ''} to cluster {c:03d}", timeout=30000)
         page.close()
 
 

@@ -461,8 +461,9 @@ def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatc
 
 
 def test_faces_that_may_be_this_person_come_chosen_and_one_button_adds_them(session):
-    """The open cluster shows the noise faces nearest it within the threshold, all chosen; a click
-    leaves one out and the button, which counts the chosen ones, adds the rest (undoable)."""
+    """The open cluster shows the noise faces nearest it within the threshold, the likely ones
+    chosen; a click leaves one out and the button, which counts the chosen ones, adds the rest
+    (undoable)."""
     d = dashboard(session)
     strays = np.flatnonzero(session.truth == 1)[:3]
     session.raw_labels[strays] = -1  # as a clustering that left three of person 1's faces in noise
@@ -473,6 +474,7 @@ def test_faces_that_may_be_this_person_come_chosen_and_one_button_adds_them(sess
     d.selected = cb
     likely = d._detail.likely
     assert likely.panel.visible and sorted(likely.rows) == sorted(strays)
+    assert "chosen: the 3 nearer this cluster than any other" in likely.title.object
     assert likely.gallery.selected == [0, 1, 2] and likely.gallery.toggle
     assert likely.add.label == f"Add 3 to cluster {cb:03d}" and not likely.add.disabled
     likely.gallery.selected = [0, 2]  # one left out

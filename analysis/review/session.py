@@ -481,30 +481,32 @@ class ReviewSession:
                              "likely": nearest <= self.placement_threshold(int(named.sum()))})
 
     def likely_members(self, cluster: int) -> pd.DataFrame:
-        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance``, nearest first.
+        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance, likely``,
+        nearest first (cosine distance to the cluster's unit mean vector, as for merge
+        suggestions and the noise queue).
 
-        A face is offered where this cluster is the one nearest it (cosine distance to the
-        clusters' unit mean vectors, as for merge suggestions and the noise queue) and the
-        distance is under the open-set identification threshold for a library of as many people
-        as there are clusters (:meth:`placement_threshold`): so about 5% of strangers are
-        offered to some cluster, by the model's measured different-person distances, and none
-        to two. Faces a person rejected from a cluster are not offered again."""
-        empty = pd.DataFrame({"row": [], "item_id": [], "distance": []})
+        Listed: those within the open-set identification threshold for a library of one person
+        (:meth:`placement_threshold`: about 5% of strangers come that close to a given person, by
+        the model's measured different-person distances). ``likely``: this is also the cluster
+        nearest the face and the distance is within the threshold for as many people as there are
+        clusters, so about 5% of strangers are likely somewhere and none in two places; the page
+        chooses those for the person. Faces a person rejected from a cluster are not offered again."""
+        empty = pd.DataFrame({"row": [], "item_id": [], "distance": [], "likely": []})
         ids, _, means = self._cluster_means()
         rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
         if cluster not in ids or not len(rows):
             return empty
         me = int(np.searchsorted(ids, cluster))
         dist = 1.0 - self.X[rows] @ means[me]
-        close = dist <= self.placement_threshold(len(ids))
+        close = dist <= self.placement_threshold(1)
         rows, dist = rows[close], dist[close]
-        # only the few close ones meet every cluster: the page opens clusters often
-        nearest = (1.0 - self.X[rows] @ means.T).argmin(axis=1) if len(rows) else np.array([], int)
-        mine = nearest == me
-        rows, dist = rows[mine], dist[mine]
         order = np.argsort(dist, kind="stable")
-        return pd.DataFrame({"row": rows[order], "item_id": self.ids[rows[order]],
-                             "distance": np.round(dist[order].astype(float), 4)})
+        rows, dist = rows[order], dist[order]
+        # only the few listed meet every cluster: the page opens clusters often
+        nearest = (1.0 - self.X[rows] @ means.T).argmin(axis=1) if len(rows) else np.array([], int)
+        likely = (nearest == me) & (dist <= self.placement_threshold(len(ids)))
+        return pd.DataFrame({"row": rows, "item_id": self.ids[rows], "distance": np.round(dist.astype(float), 4),
+                             "likely": likely})
 
     def placement_threshold(self, people: int) -> float:
         """Distance under which an item is offered as one of ``people`` named people: the
