@@ -2,10 +2,11 @@
 
     python benchmarks/curation_cost.py [--work scratch/curation] [--sets lfw-dev,celeba-dev] [-v] [--offers]
 
-``--offers``: also how right "Faces that may be this person" is on the default clustering, at its
-threshold and others (the page's rule: a noise face is offered to the cluster nearest it, if
-within the threshold): faces offered, the share of them whose person owns the cluster (has most
-faces in it), and how many of them are one-photo strangers.
+``--offers``: also how right a choice made for the person would be, on the default clustering: a
+noise face chosen for the cluster nearest it if within a threshold (the open-set one for as
+many people as clusters, then others): faces chosen, the share of them whose person owns the
+cluster (has most faces in it), and how many are one-photo strangers. (Why the page's "Faces
+that may be this person" chooses none.)
 
 For each dev set: the most prominent face of each photo (extracted and cached under --work by
 eval_clustering.dev_faces, as eval_models.py does; the set's folder under --work is the dataset),
@@ -45,8 +46,8 @@ faces in the gallery is):
 * ``reject``: faces chosen in the gallery, "Reject from cluster" -> ``session.reject``; every
   one-photo stranger of a cluster goes in one rejection.
 * ``add``: the open cluster's "Faces that may be this person" (``session.likely_members``, its
-  first 24 as shown), the person's faces among them chosen (the page chooses the likely ones; a
-  click changes one), "Add N to cluster NNN" -> ``session.add_to``: in one action.
+  first 24 as shown, none chosen), the person's faces among them chosen (clicks, free),
+  "Add N to cluster NNN" -> ``session.add_to``: in one action.
 * ``queue``: a noise face's "Add to <name>" in the Review tab's queue
   (``session.noise_to_review``), used only where that row names the face's true person and is
   among the 8 rows the queue shows at that moment (no "Leave in noise" clicks are made or
@@ -410,7 +411,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(here / "scratch" / "curation"))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("-v", "--verbose", action="store_true", help="print every action")
-    ap.add_argument("--offers", action="store_true", help='how right "Faces that may be this person" is')
+    ap.add_argument("--offers", action="store_true", help="how right a choice of noise faces made for the person would be")
     ap.add_argument("--no-add", action="store_true", help='the oracle without "Faces that may be this person" (the page before it)')
     args = ap.parse_args(argv)
     results = []

@@ -284,10 +284,9 @@ def test_the_review_queue_offers_unnamed_clusters_then_noise_beside_the_nearest_
 
 
 def test_faces_that_may_be_a_person_are_the_noise_nearest_their_cluster_and_one_add_places_them(tmp_path):
-    """likely_members: the noise faces within the model's threshold of this cluster, nearest first,
-    likely where this is also the cluster nearest them; never a stranger, a face of another person
-    (nearer their cluster) or a face a person rejected. add_to puts the chosen ones in the cluster
-    (named or not) and they stay there."""
+    """likely_members: the noise faces within the model's threshold of this cluster, nearest first;
+    never a stranger, another person's face or a face a person rejected. add_to puts the chosen
+    ones in the cluster (named or not) and they stay there."""
     X, truth = groups()
     stranger = np.random.default_rng(7).normal(size=(1, X.shape[1]))
     X = np.vstack([X, (stranger / np.linalg.norm(stranger)).astype(np.float32)])
@@ -302,10 +301,9 @@ def test_faces_that_may_be_a_person_are_the_noise_nearest_their_cluster_and_one_
     assert (s.labels[[*bea, other, len(X) - 1]] == -1).all()
 
     offered = s.likely_members(b)
-    assert sorted(offered["row"]) == sorted(bea[:3]) and offered["likely"].all()
-    assert offered["distance"].is_monotonic_increasing
-    assert offered["distance"].max() <= s.placement_threshold(len(s.clusters())) <= s.placement_threshold(1)
-    assert s.likely_members(e)["row"].tolist() == [other]  # nearer person 4's cluster: offered there only
+    assert sorted(offered["row"]) == sorted(bea[:3]) and offered["distance"].is_monotonic_increasing
+    assert offered["distance"].max() <= s.pair_threshold()
+    assert s.likely_members(e)["row"].tolist() == [other]  # person 4's face: offered to their cluster only
     assert not any(len(s.likely_members(int(c))) and len(X) - 1 in s.likely_members(int(c))["row"].tolist()
                    for c in s.clusters()["cluster"])  # the stranger: nowhere
 

@@ -702,8 +702,8 @@ class Dashboard(param.Parameterized):
 
     def likely_widgets(self, w: SimpleNamespace) -> SimpleNamespace:
         """"Faces that may be this person": the noise faces nearest the open cluster within the
-        model's threshold (``ReviewSession.likely_members``), nearest first, the likely ones
-        chosen; a click leaves one out or takes one in, one button adds the chosen ones."""
+        model's threshold (``ReviewSession.likely_members``), nearest first, none chosen (on the
+        dev sets most of them are strangers): a click chooses one, one button adds the chosen."""
         n = SimpleNamespace(rows=np.array([], int))
         n.title = pn.pane.HTML("", css_classes=["cs-likely-title"])
         n.gallery = FaceGallery(toggle=True, sizing_mode="stretch_width", css_classes=["cs-likely"])
@@ -711,7 +711,7 @@ class Dashboard(param.Parameterized):
 
         def label(_=None):
             k = len(n.gallery.selected)
-            n.add.param.update(label=f"Add {k} to {cluster_label(self.selected)}", disabled=not k)
+            n.add.param.update(label=f"Add {k or 'the chosen'} to {cluster_label(self.selected)}", disabled=not k)
         n.gallery.param.watch(label, "selected")
 
         @self.saving
@@ -737,15 +737,13 @@ class Dashboard(param.Parameterized):
             n.gallery.param.update(thumbs=[], captions=[], titles=[], selected=[])
             return
         files = [Path(self.s.table["crop_path"].iloc[r]).name for r in rows]
-        likely = near["likely"].to_numpy()[:LIKELY_MAX]
         n.title.object = (f"<b>{capital(self.words['items'])} that may be this person</b>: "
                           f"{len(near)} in noise within the model's threshold, nearest first"
                           f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}; "
-                          f"chosen: the {int(likely.sum())} nearer this cluster than any other. "
-                          "A click leaves one out or takes one in")
+                          "click those of this person, then add them")
         thumbs = [thumbnail_uri(viewable(self.s, self.s.table["crop_path"].iloc[r]), 96) for r in rows]
-        captions = [f"{d:.3f}{' likely' if k else ''}" for d, k in zip(near["distance"].to_numpy(), likely)]
-        n.gallery.param.update(selected=np.flatnonzero(likely).tolist(), thumbs=thumbs, captions=captions, titles=files)
+        captions = [f"{d:.3f}" for d in near["distance"].to_numpy()[:LIKELY_MAX]]
+        n.gallery.param.update(selected=[], thumbs=thumbs, captions=captions, titles=files)
         n.label()
 
     def gallery_data(self, shown: np.ndarray, files: list[str]) -> dict:

@@ -481,32 +481,33 @@ class ReviewSession:
                              "likely": nearest <= self.placement_threshold(int(named.sum()))})
 
     def likely_members(self, cluster: int) -> pd.DataFrame:
-        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance, likely``,
-        nearest first (cosine distance to the cluster's unit mean vector, as for merge
-        suggestions and the noise queue).
-
-        Listed: those within the open-set identification threshold for a library of one person
-        (:meth:`placement_threshold`: about 5% of strangers come that close to a given person, by
-        the model's measured different-person distances). ``likely``: this is also the cluster
-        nearest the face and the distance is within the threshold for as many people as there are
-        clusters, so about 5% of strangers are likely somewhere and none in two places; the page
-        chooses those for the person. Faces a person rejected from a cluster are not offered again."""
-        empty = pd.DataFrame({"row": [], "item_id": [], "distance": [], "likely": []})
+        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance``, nearest first
+        (cosine distance to the cluster's unit mean vector, as for merge suggestions and the noise
+        queue), those within :meth:`pair_threshold` (about 5% of strangers come that close to a
+        given person). For a person to choose from: none is likely enough to be chosen for them
+        (benchmarks/curation_cost.py --offers: of the noise faces nearest a cluster within the
+        open-set threshold for that many people, 8% on lfw-dev and 29% on celeba-dev are its
+        person's, most of the others one-photo strangers). Faces a person rejected from a
+        cluster are not offered again."""
         ids, _, means = self._cluster_means()
         rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
         if cluster not in ids or not len(rows):
-            return empty
-        me = int(np.searchsorted(ids, cluster))
-        dist = 1.0 - self.X[rows] @ means[me]
-        close = dist <= self.placement_threshold(1)
+            return pd.DataFrame({"row": [], "item_id": [], "distance": []})
+        dist = 1.0 - self.X[rows] @ means[int(np.searchsorted(ids, cluster))]
+        close = dist <= self.pair_threshold()
         rows, dist = rows[close], dist[close]
         order = np.argsort(dist, kind="stable")
-        rows, dist = rows[order], dist[order]
-        # only the few listed meet every cluster: the page opens clusters often
-        nearest = (1.0 - self.X[rows] @ means.T).argmin(axis=1) if len(rows) else np.array([], int)
-        likely = (nearest == me) & (dist <= self.placement_threshold(len(ids)))
-        return pd.DataFrame({"row": rows, "item_id": self.ids[rows], "distance": np.round(dist.astype(float), 4),
-                             "likely": likely})
+        return pd.DataFrame({"row": rows[order], "item_id": self.ids[rows[order]],
+                             "distance": np.round(dist[order].astype(float), 4)})
+
+    def pair_threshold(self) -> float:
+        """Distance under which about 5% of strangers come to a given person, by the model's
+        measured different-person distances (the open-set threshold for a library of one, not
+        capped at the fixed naming threshold as names are: nothing is named by it); no bound
+        for images."""
+        from ..naming.identify import open_set_threshold
+
+        return open_set_threshold(1, self.model) if self.kind == "faces" else np.inf
 
     def placement_threshold(self, people: int) -> float:
         """Distance under which an item is offered as one of ``people`` named people: the
