@@ -1,6 +1,12 @@
 """Curation cost, measured (issue 30): the page actions an oracle needs to finish a review.
 
-    python benchmarks/curation_cost.py [--work scratch/curation] [--sets lfw-dev,celeba-dev] [-v]
+    python benchmarks/curation_cost.py [--work scratch/curation] [--sets lfw-dev,celeba-dev] [-v] [--offers]
+
+``--offers``: also how right a choice made for the person would be, on the default clustering: a
+noise face chosen for the cluster nearest it if within a threshold (the open-set one for as
+many people as clusters, then others): faces chosen, the share of them whose person owns the
+cluster (has most faces in it), and how many are one-photo strangers. (Why the page's "Faces
+that may be this person" chooses none.)
 
 For each dev set: the most prominent face of each photo (extracted and cached under --work by
 eval_clustering.dev_faces, as eval_models.py does; the set's folder under --work is the dataset),
@@ -39,6 +45,9 @@ faces in the gallery is):
   moved together are one action; faces going to two people are two.
 * ``reject``: faces chosen in the gallery, "Reject from cluster" -> ``session.reject``; every
   one-photo stranger of a cluster goes in one rejection.
+* ``add``: the open cluster's "Faces that may be this person" (``session.likely_members``, its
+  first 24 as shown, none chosen), the person's faces among them chosen (clicks, free),
+  "Add N to cluster NNN" -> ``session.add_to``: in one action.
 * ``queue``: a noise face's "Add to <name>" in the Review tab's queue
   (``session.noise_to_review``), used only where that row names the face's true person and is
   among the 8 rows the queue shows at that moment (no "Leave in noise" clicks are made or
@@ -67,8 +76,10 @@ cluster or, with their name typed, into a new one), one-photo strangers rejected
 then the cluster named (accept / pick when the library lists the name, else type). If the person
 already has a named cluster, this one is cleaned the same way and merged into it. A cluster of
 one-photo people only is rejected whole. Then the noise faces of people with >= 2 faces are
-placed, person by person: all in one map box where one box holds them alone, else face by face
-(the queue where it offers the right name, else a box round the face). Both passes are repeated
+placed, person by person: all in one map box where one box holds them alone, else those their
+named cluster offers as "Faces that may be this person" added in one action and the rest in one
+box where one box holds them alone, else face by face (after each, what their cluster, maybe new,
+offers added in one action; the queue where it offers the right name, else a box round the face). Both passes are repeated
 (at most three rounds) until the goal check passes. This is greedy, not a proven minimum. The
 true labels only choose which faces, names and clusters to act on; every change goes through the
 session method the page's button calls, and only choices the page shows are taken.
@@ -78,7 +89,7 @@ session method the page's button calls, and only choices the page shows are take
 log, fsynced, and re-applies every correction to the clustering) and ``view s``, the views the
 oracle read to choose them (``suggestions`` before each naming, ``nearest_clusters`` of both
 clusters before each merge, ``noise_to_review`` before each noise face the map box could not
-take). Not counted: what the page redraws after each change (list, map, people cards), the
+take, ``likely_members`` before each "add"). Not counted: what the page redraws after each change (list, map, people cards), the
 oracle's own bookkeeping (true labels, map boxes, which clusters are done), and opening the
 session (embedding cached, graph and map built once, the first clustering), printed apart as
 ``open s``.
@@ -97,16 +108,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SETS = ("lfw-dev", "celeba-dev")
-KINDS = ("accept", "pick", "type", "merge", "mergebox", "keep", "move", "reject", "queue", "map")
-CORRECTIONS = {"name", "merge", "move", "reject"}
-GALLERY_MAX, MERGE_OPTIONS, QUEUE_NOISE = 48, 1000, 8  # review.app's: faces shown, merge box, queue rows
+KINDS = ("accept", "pick", "type", "merge", "mergebox", "keep", "move", "reject", "add", "queue", "map")
+CORRECTIONS = {"name", "merge", "move", "add_to", "reject"}
+GALLERY_MAX, MERGE_OPTIONS, QUEUE_NOISE, LIKELY_MAX = 48, 1000, 8, 24  # review.app's: faces shown, merge box,
+# queue rows, "Faces that may be this person" shown
 
 
 class Oracle:
     """Drives a ReviewSession to the goal state; counts actions and the seconds spent in it."""
 
-    def __init__(self, session, truth: dict[str, str], verbose: bool = False):
-        self.s, self.verbose = session, verbose
+    def __init__(self, session, truth: dict[str, str], verbose: bool = False, add: bool = True):
+        self.s, self.verbose, self.use_add = session, verbose, add
         self.person = np.array([truth[i] for i in session.ids], dtype=object)
         counts = Counter(self.person)
         self.multi = {p for p, n in counts.items() if n >= 2}
@@ -115,6 +127,8 @@ class Oracle:
         self.log: list[str] = []
         self.moved: dict[str, str] = {}  # face → person a move put it with
         self.redone = 0  # moves of a face already moved to that person: the session lost the first
+        self.phase = "clusters"  # which pass acts: the breakdown counts (pass, kind)
+        self.by_pass: Counter = Counter()
 
     # -- session calls, timed ---------------------------------------------------------------
     def call(self, fn, *args, **kwargs):
@@ -127,8 +141,9 @@ class Oracle:
 
     def act(self, kind: str, what: str, fn, *args, **kwargs):
         self.actions[kind] += 1
-        if fn == self.s.move:
-            faces, person = args
+        self.by_pass[self.phase, kind] += 1
+        if fn in (self.s.move, self.s.add_to):
+            faces, person = args if fn == self.s.move else (args[1], self.s.names().get(args[0], ""))
             if any(self.moved.get(f) == person for f in faces):
                 self.redone += 1
                 what += " (again: the session lost the earlier move)"
@@ -163,7 +178,9 @@ class Oracle:
     # -- the strategy ---------------------------------------------------------------------
     def run(self, rounds: int = 3) -> bool:
         for _ in range(rounds):
+            self.phase = "clusters"
             self.clusters_pass()
+            self.phase = "noise"
             self.noise_pass()
             if not self.problems():
                 return True
@@ -264,7 +281,14 @@ class Oracle:
             if self.box_clean(rows, p):
                 self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
                 continue
-            for r in rows:
+            rows = self.add_offered(p, rows)
+            if not len(rows):
+                continue
+            if self.box_clean(rows, p):
+                self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
+                continue
+            while len(rows):
+                r = rows[0]
                 queue = self.call(self.s.noise_to_review)
                 queue = queue.head(QUEUE_NOISE)  # the rows the queue shows (rejected faces never come back)
                 row = queue[queue["item_id"] == self.s.ids[r]]
@@ -274,6 +298,24 @@ class Oracle:
                     self.act("map", f"noise face of {p}", self.s.move, [self.s.ids[r]], p)
                 else:
                     raise RuntimeError(f"a noise face of {p} no box can choose alone")
+                rows = self.add_offered(p, rows[1:])  # a first face placed may have made their cluster
+                if len(rows) > 1 and self.box_clean(rows, p):
+                    self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
+                    break
+
+    def add_offered(self, p: str, rows: np.ndarray) -> np.ndarray:
+        """Those of ``rows`` (noise faces of ``p``) left after adding the ones their named
+        cluster's "Faces that may be this person" shows (its first LIKELY_MAX), in one action."""
+        home = self.homes().get(p)
+        if home is None or not self.use_add or not len(rows):
+            return rows
+        offered = self.call(self.s.likely_members, home)["row"].to_numpy()[:LIKELY_MAX].astype(int)
+        mine = offered[self.person[offered] == p]
+        if not len(mine):
+            return rows
+        self.act("add", f"{len(mine)} of {len(offered)} faces offered to {home} '{p}'",
+                 self.s.add_to, home, list(self.s.ids[mine]))
+        return rows[~np.isin(rows, mine)]
 
     def box_clean(self, rows: np.ndarray, p: str) -> bool:
         from crowdsort.review.map_select import in_box
@@ -301,6 +343,26 @@ class Oracle:
         return out
 
 
+def offers(session, person: np.ndarray, grid=(0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)) -> list[dict]:
+    """How right the offers of ``session.likely_members`` are, over every cluster of the session as it
+    is, at its threshold (first row) and at each distance of ``grid``: the same rule (the nearest
+    cluster, within the threshold), one matrix for all noise faces."""
+    ids, _, means = session._cluster_means()
+    owner = {c: Counter(person[session.labels == c]).most_common(1)[0][0] for c in ids}
+    rows = np.flatnonzero((session.labels == -1) & ~np.isin(session.ids, list(session.ann.rejected)))
+    D = 1.0 - session.X[rows] @ means.T
+    near, dist = D.argmin(axis=1), D.min(axis=1)
+    right = person[rows] == np.array([owner[c] for c in ids[near]], dtype=object)
+    once = Counter(person)
+    stranger = np.array([once[p] == 1 for p in person[rows]])
+    out = []
+    for t in (session.placement_threshold(len(ids)), *grid):
+        on = dist <= t
+        out.append({"threshold": t, "noise": len(rows), "offered": int(on.sum()), "right": int((on & right).sum()),
+                    "strangers": int((on & stranger).sum()), "precision": (on & right).sum() / max(on.sum(), 1)})
+    return out
+
+
 def references(name: str, model: str, shared: Path, work: Path) -> Path:
     from crowdsort.naming.identify import embed_references, save_references
     from eval_models import REFS
@@ -311,7 +373,7 @@ def references(name: str, model: str, shared: Path, work: Path) -> Path:
     return h5
 
 
-def measure(name: str, shared: Path, work: Path, verbose: bool) -> dict:
+def measure(name: str, shared: Path, work: Path, verbose: bool, with_offers: bool = False, add: bool = True) -> dict:
     from crowdsort import open_review
     from crowdsort.faces.embed import DEFAULT_FACE_MODEL
     from crowdsort.review.app import Dashboard
@@ -329,7 +391,8 @@ def measure(name: str, shared: Path, work: Path, verbose: bool) -> dict:
     Dashboard(session)  # the page's first clustering
     opened = time.perf_counter() - t
     start = session.summary()
-    oracle = Oracle(session, truth, verbose)
+    oracle = Oracle(session, truth, verbose, add)
+    sweep = offers(session, oracle.person) if with_offers else []
     ok = oracle.run()
     people = len(oracle.multi)
     total = sum(oracle.actions.values())
@@ -337,7 +400,8 @@ def measure(name: str, shared: Path, work: Path, verbose: bool) -> dict:
             "people": people, "actions": total, "kinds": oracle.actions, "per": total / people,
             "corr_s": sum(v for k, v in oracle.seconds.items() if k in CORRECTIONS),
             "view_s": sum(v for k, v in oracle.seconds.items() if k not in CORRECTIONS), "seconds": oracle.seconds, "open_s": opened, "ok": ok, "problems": oracle.problems(),
-            "redone": oracle.redone, "log": oracle.log}
+            "redone": oracle.redone, "log": oracle.log,
+            "by_pass": oracle.by_pass, "offers": sweep}
 
 
 def main(argv=None) -> int:
@@ -347,15 +411,24 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(here / "scratch" / "curation"))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("-v", "--verbose", action="store_true", help="print every action")
+    ap.add_argument("--offers", action="store_true", help="how right a choice of noise faces made for the person would be")
+    ap.add_argument("--no-add", action="store_true", help='the oracle without "Faces that may be this person" (the page before it)')
     args = ap.parse_args(argv)
     results = []
     for name in args.sets.split(","):
-        r = measure(name, Path(args.shared), Path(args.work), args.verbose)
+        r = measure(name, Path(args.shared), Path(args.work), args.verbose, args.offers, not args.no_add)
         results.append(r)
         if args.verbose:
             print("  seconds by session method: " + ", ".join(f"{k} {v:.2f}" for k, v in r["seconds"].most_common()))
         print(f"{name}: {r['faces']} faces, default clustering {r['clusters']} clusters + {r['noise']} noise; "
               f"goal {'reached' if r['ok'] else 'NOT reached: ' + '; '.join(r['problems'][:5])}", flush=True)
+        for phase in ("clusters", "noise"):
+            kinds = {k: n for (p, k), n in r["by_pass"].items() if p == phase}
+            print(f"  {phase} pass: {sum(kinds.values())} actions: "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])))
+        for o in r["offers"]:
+            print(f"  offers within {o['threshold']:.3f}: {o['offered']} of {o['noise']} noise faces, "
+                  f"{o['precision']:.3f} to their person's cluster, {o['strangers']} one-photo strangers", flush=True)
     head = f"{'set':<11}{'people>=2':>10}{'actions':>8}" + "".join(f"{k:>9}" for k in KINDS) + \
            f"{'per person':>11}{'redone':>7}{'corr s':>8}{'view s':>8}{'open s':>8}"
     print("\n" + head)

@@ -50,3 +50,22 @@ def test_a_face_moved_alone_to_a_new_person_stays_after_another_merge(tmp_path):
     s.merge(others)  # about other people altogether
     c = s.cluster_of(face)
     assert (s.labels == c).sum() == 1 and s.names().get(c) == "Solo"
+
+
+def test_the_oracle_adds_a_persons_noise_faces_their_cluster_offers_in_one_action(tmp_path):
+    """Two noise faces of one person, far apart on the map (no box holds them alone): placed one
+    by one without "Faces that may be this person", in one "add" with it."""
+    from curation_cost import Oracle
+
+    counts = {}
+    for add in (False, True):
+        s, group = made_up(tmp_path / str(add))
+        strays = np.flatnonzero(group == 1)[:2]
+        s.raw_labels[strays] = -1  # as a clustering that left them in noise
+        s._apply()
+        s.layout[strays] = [[-10, -10], [10, 10]]  # the box round both holds every face
+        oracle = Oracle(s, {i: f"p{g}" for i, g in zip(s.ids, group)}, add=add)
+        assert oracle.run() and oracle.problems() == []
+        counts[add] = oracle.actions
+    assert counts[True]["add"] == 1 and counts[False]["add"] == 0
+    assert sum(counts[False].values()) - sum(counts[True].values()) == 1

@@ -381,6 +381,45 @@ def test_unknown_for_an_unenrolled_persons_cluster_on_lfw_dev(chromium_browser, 
         page.close()
 
 
+def test_faces_that_may_be_this_person_are_added_with_one_button_on_lfw_dev(chromium_browser, lfw_store, tmp_path, need_shared):
+    """lfw-dev as the page first clusters it: the first cluster in the list with noise faces near it
+    shows them under "Faces that may be this person", none chosen; a click chooses one (the button
+    counts it), another click on it unchooses it, and one button adds the chosen (undoable)."""
+    sync_api = _browser_or_skip()
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.opening import open_review
+
+    dataset = dataset_copy(lfw_store, tmp_path)
+    session = open_review(dataset, progress=False)
+    Dashboard(session)  # the page's clustering
+    rows = session.clusters()["cluster"].tolist()
+    c = next(c for c in rows if len(session.likely_members(c)))
+    assert rows.index(c) < 20  # drawn without scrolling the list
+    n, size = min(len(session.likely_members(c)), 24), int((session.labels == c).sum())
+
+    with Server(dataset) as server:
+        page = open_page(chromium_browser, server)
+        open_cluster(page, rows.index(c), rf"Cluster {c:03d} \({size} faces\)")
+        page.get_by_text("Faces that may be this person").first.wait_for(timeout=30000)
+        offered, add = page.locator(".cs-likely .cs-face"), page.locator(".cs-likely-add button")
+        sync_api.expect(offered).to_have_count(n, timeout=30000)
+        sync_api.expect(page.locator(".cs-likely .cs-face.cs-chosen")).to_have_count(0)
+        sync_api.expect(add).to_be_disabled()
+        offered.first.click()  # chosen
+        sync_api.expect(page.locator(".cs-likely .cs-face.cs-chosen")).to_have_count(1, timeout=10000)
+        sync_api.expect(add).to_have_text(f"Add 1 to cluster {c:03d}", timeout=10000)
+        offered.first.click()  # unchosen: a plain click toggles here
+        sync_api.expect(add).to_be_disabled(timeout=10000)
+        offered.first.click()
+        sync_api.expect(add).to_be_enabled(timeout=10000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-likely.png"), full_page=True)
+        add.click()
+        page.get_by_text(re.compile(rf"Cluster {c:03d} \({size + 1} faces\)")).first.wait_for(timeout=30000)
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text(f"Undo: add 1 face to cluster {c:03d}", timeout=30000)
+        page.close()
+
+
 def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, faces_store, tmp_path):
     """The open cluster lists the clusters most like it, each with its best face; one click on
     the first merges it in: one cluster fewer, the open one larger, and undo says so. Named and

@@ -458,3 +458,31 @@ def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatc
     took = time.perf_counter() - t
     assert len(view.objects[1].objects) == app.PEOPLE_PAGE and "page 1 of 42" in view.objects[0].objects[-1].object
     assert took < 1.0, took
+
+
+def test_faces_that_may_be_this_person_are_chosen_and_added_with_one_button(session):
+    """The open cluster shows the noise faces nearest it within the threshold, none chosen; the
+    button counts the chosen ones (disabled at none) and adds them (undoable); the one left out
+    is offered still."""
+    d = dashboard(session)
+    strays = np.flatnonzero(session.truth == 1)[:3]
+    session.raw_labels[strays] = -1  # as a clustering that left three of person 1's faces in noise
+    session._apply()
+    d.changed()
+    cb = int(session.labels[np.flatnonzero(session.truth == 1)[3]])
+    d.detail()
+    d.selected = cb
+    likely = d._detail.likely
+    assert likely.panel.visible and sorted(likely.rows) == sorted(strays)
+    assert "3 in noise within the model's threshold" in likely.title.object
+    assert likely.gallery.selected == [] and likely.gallery.toggle and likely.add.disabled
+    likely.gallery.selected = [0, 2]  # a click on each
+    assert likely.add.label == f"Add 2 to cluster {cb:03d}"
+    left_out = likely.rows[1]
+    likely.add.clicks += 1
+    assert (session.labels[strays] == cb).sum() == 2 and session.labels[left_out] == -1
+    assert d.history[-1][1] == f"add 2 faces to cluster {cb:03d}" and d.selected == cb
+    assert likely.rows.tolist() == [left_out] and likely.add.disabled  # offered still, not chosen
+    assert likely.add.label == f"Add the chosen to cluster {cb:03d}"
+    d.undo()
+    assert (session.labels[strays] == -1).all()

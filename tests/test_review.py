@@ -281,3 +281,36 @@ def test_the_review_queue_offers_unnamed_clusters_then_noise_beside_the_nearest_
     assert queue["name"].iloc[0] == "Bea" and queue["cluster"].iloc[0] == b
     assert queue["likely"].tolist() == [True, False]  # the other person's face is not offered as Ada's or Bea's
     assert queue["distance"].iloc[0] < session.placement_threshold(2) < queue["distance"].iloc[1]
+
+
+def test_faces_that_may_be_a_person_are_the_noise_nearest_their_cluster_and_one_add_places_them(tmp_path):
+    """likely_members: the noise faces within the model's threshold of this cluster, nearest first;
+    never a stranger, another person's face or a face a person rejected. add_to puts the chosen
+    ones in the cluster (named or not) and they stay there."""
+    X, truth = groups()
+    stranger = np.random.default_rng(7).normal(size=(1, X.shape[1]))
+    X = np.vstack([X, (stranger / np.linalg.norm(stranger)).astype(np.float32)])
+    truth = np.append(truth, -1)
+    ids = np.array([f"f{i:03d}" for i in range(len(X))], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((len(X), 2)), Annotations.load(tmp_path / "ann.jsonl"))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    bea, other = np.flatnonzero(truth == 1)[:4], np.flatnonzero(truth == 4)[0]
+    s.raw_labels[[*bea, other, len(X) - 1]] = -1  # as a clustering that left them in noise
+    s.reject([ids[bea[3]]])  # taken out by a person: never offered again
+    b, e = int(s.labels[np.flatnonzero(truth == 1)[4]]), int(s.labels[np.flatnonzero(truth == 4)[1]])
+    assert (s.labels[[*bea, other, len(X) - 1]] == -1).all()
+
+    offered = s.likely_members(b)
+    assert sorted(offered["row"]) == sorted(bea[:3]) and offered["distance"].is_monotonic_increasing
+    assert offered["distance"].max() <= s.pair_threshold()
+    assert s.likely_members(e)["row"].tolist() == [other]  # person 4's face: offered to their cluster only
+    assert not any(len(s.likely_members(int(c))) and len(X) - 1 in s.likely_members(int(c))["row"].tolist()
+                   for c in s.clusters()["cluster"])  # the stranger: nowhere
+
+    s.name(b, "Bea")
+    assert s.add_to(b, ids[bea[:2]]) == b  # the cluster keeps its id
+    assert (s.labels[bea[:2]] == b).all() and s.names()[b] == "Bea"
+    assert s.likely_members(b)["row"].tolist() == [bea[2]]
+    assert s.add_to(e, [ids[other]]) == e and e not in s.names()  # an unnamed cluster stays unnamed
+    s.merge([int(c) for c in s.clusters()["cluster"] if c not in (b, e)][:2])  # another correction after them
+    assert (s.labels[bea[:2]] == b).all() and s.labels[other] == e

@@ -54,6 +54,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
 NOISE_COLOR = "#cfcfcf"
 MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
+LIKELY_MAX = 24  # "Faces that may be this person" shown at a time
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
 ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
            "unnamed", "save_error"]  # the Dashboard params a click changes: each change answers it
@@ -115,6 +116,13 @@ def viewable(session, path: str) -> str:
 
 def thumbnail_uri(path: str, size: int = 64) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
+
+
+@functools.lru_cache(maxsize=4096)
+def likely_thumb(path: str) -> str:
+    """A face of "Faces that may be this person": the same ones come back after each correction
+    to the open cluster (decoding 24 took about 100 ms of each opening on lfw-dev)."""
+    return thumbnail_uri(path, 96)
 
 
 def hover_thumbs(session) -> list[str] | None:
@@ -259,6 +267,7 @@ class FaceGallery(pn.reactive.ReactiveHTML):
     captions = param.List()
     titles = param.List()
     selected = param.List()
+    toggle = param.Boolean(default=False, doc="a plain click adds or removes one (a choice made for the person)")
 
     _template = '<div id="gallery" class="cs-gallery" style="display:flex;flex-wrap:wrap"></div>'
     _scripts = {
@@ -285,7 +294,7 @@ class FaceGallery(pn.reactive.ReactiveHTML):
             if (ev.shiftKey && state.last !== null) {
               for (let k = Math.min(state.last, i); k <= Math.max(state.last, i); k++)
                 if (!sel.includes(k)) sel.push(k);
-            } else if (ev.ctrlKey || ev.metaKey) {
+            } else if (ev.ctrlKey || ev.metaKey || data.toggle) {
               sel = sel.includes(i) ? sel.filter((k) => k !== i) : sel.concat([i]);
             } else {
               sel = (sel.length === 1 && sel[0] === i) ? [] : [i];
@@ -663,6 +672,7 @@ class Dashboard(param.Parameterized):
         w.gallery.param.watch(lambda e: setattr(w.source_sel, "value", e.new[0] if len(e.new) == 1 else -1), "selected")
         w.body = pn.Column(w.title, pn.Row(w.name_in, w.name_btn), w.sugg, w.near, w.gallery,
                            pn.Row(w.count, *w.actions), pn.Row(w.split, w.source_sel), w.source_view,
+                           self.likely_widgets(w).panel,
                            sizing_mode="stretch_width", visible=False)
         w.panel = pn.Column(w.hint, w.body, sizing_mode="stretch_width")
         return w
@@ -698,6 +708,53 @@ class Dashboard(param.Parameterized):
         w.gallery.param.update(selected=[], **self.gallery_data(shown, files))
         w.actions[2].options = sorted(set(self.s.names().values()))  # the move box completes known names
         w.source_sel.param.update(options={"": -1, **{f"#{i} {f}": i for i, f in enumerate(files)}}, value=-1)
+        self._fill_likely(c)
+
+    def likely_widgets(self, w: SimpleNamespace) -> SimpleNamespace:
+        """"Faces that may be this person": the noise faces nearest the open cluster within the
+        model's threshold (``ReviewSession.likely_members``), nearest first, none chosen (on the
+        dev sets most of them are strangers): a click chooses one, one button adds the chosen."""
+        n = SimpleNamespace(rows=np.array([], int))
+        n.title = pn.pane.HTML("", css_classes=["cs-likely-title"])
+        n.gallery = FaceGallery(toggle=True, sizing_mode="stretch_width", css_classes=["cs-likely"])
+        n.add = pn.widgets.Button(label="Add", color="primary", css_classes=["cs-likely-add"])
+
+        def label(_=None):
+            k = len(n.gallery.selected)
+            n.add.param.update(label=f"Add {k or 'the chosen'} to {cluster_label(self.selected)}", disabled=not k)
+        n.gallery.param.watch(label, "selected")
+
+        @self.saving
+        def add(e):
+            faces = [self.s.ids[n.rows[i]] for i in n.gallery.selected if i < len(n.rows)]
+            if not faces:
+                return
+            c = self.s.add_to(self.selected, faces)
+            self.did(f"add {plural(len(faces), self.words['items'])} to {cluster_label(c)}")
+            self.changed(c)
+        n.add.on_click(add)
+        n.panel = pn.Column(n.title, n.gallery, n.add, sizing_mode="stretch_width", visible=False)
+        n.label = label
+        w.likely = n
+        return n
+
+    def _fill_likely(self, c: int) -> None:
+        n = self._detail.likely
+        near = self.s.likely_members(c) if self.s.kind == "faces" else pd.DataFrame({"row": []})
+        n.rows = rows = near["row"].to_numpy()[:LIKELY_MAX].astype(int)
+        n.panel.visible = bool(len(rows))
+        if not len(rows):
+            n.gallery.param.update(thumbs=[], captions=[], titles=[], selected=[])
+            return
+        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in rows]
+        n.title.object = (f"<b>{capital(self.words['items'])} that may be this person</b>: "
+                          f"{len(near)} in noise within the model's threshold, nearest first"
+                          f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}; "
+                          "click those of this person, then add them")
+        thumbs = [likely_thumb(viewable(self.s, self.s.table["crop_path"].iloc[r])) for r in rows]
+        captions = [f"{d:.3f}" for d in near["distance"].to_numpy()[:LIKELY_MAX]]
+        n.gallery.param.update(selected=[], thumbs=thumbs, captions=captions, titles=files)
+        n.label()
 
     def gallery_data(self, shown: np.ndarray, files: list[str]) -> dict:
         n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None

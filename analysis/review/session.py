@@ -480,6 +480,35 @@ class ReviewSession:
                              "name": [names[int(c)] for c in people[order]], "distance": np.round(nearest, 4),
                              "likely": nearest <= self.placement_threshold(int(named.sum()))})
 
+    def likely_members(self, cluster: int) -> pd.DataFrame:
+        """Noise faces that may be ``cluster``'s person: ``row, item_id, distance``, nearest first
+        (cosine distance to the cluster's unit mean vector, as for merge suggestions and the noise
+        queue), those within :meth:`pair_threshold` (about 5% of strangers come that close to a
+        given person). For a person to choose from: none is likely enough to be chosen for them
+        (benchmarks/curation_cost.py --offers: of the noise faces nearest a cluster within the
+        open-set threshold for that many people, 8% on lfw-dev and 29% on celeba-dev are its
+        person's, most of the others one-photo strangers). Faces a person rejected from a
+        cluster are not offered again."""
+        ids, _, means = self._cluster_means()
+        rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
+        if cluster not in ids or not len(rows):
+            return pd.DataFrame({"row": [], "item_id": [], "distance": []})
+        dist = 1.0 - self.X[rows] @ means[int(np.searchsorted(ids, cluster))]
+        close = dist <= self.pair_threshold()
+        rows, dist = rows[close], dist[close]
+        order = np.argsort(dist, kind="stable")
+        return pd.DataFrame({"row": rows[order], "item_id": self.ids[rows[order]],
+                             "distance": np.round(dist[order].astype(float), 4)})
+
+    def pair_threshold(self) -> float:
+        """Distance under which about 5% of strangers come to a given person, by the model's
+        measured different-person distances (the open-set threshold for a library of one, not
+        capped at the fixed naming threshold as names are: nothing is named by it); no bound
+        for images."""
+        from ..naming.identify import open_set_threshold
+
+        return open_set_threshold(1, self.model) if self.kind == "faces" else np.inf
+
     def placement_threshold(self, people: int) -> float:
         """Distance under which an item is offered as one of ``people`` named people: the
         open-set identification threshold for a library that size (faces); no bound for images."""
@@ -592,9 +621,17 @@ class ReviewSession:
         """Put faces with the person named ``name`` (they join that person's cluster, kept
         together from now on), or, unnamed or a name no cluster has, in a new cluster of their own.
         The other faces of their clusters stay where they are, even where most of a cluster moved."""
-        face_ids, name = sorted(set(face_ids)), name.strip()
+        name = name.strip()
         target = [c for c, n in self.names().items() if name and n == name]
-        together = list(self.ids[np.isin(self.labels, target)]) if target else []
+        return self._join(self.ids[np.isin(self.labels, target)] if target else [], face_ids, name)
+
+    def add_to(self, cluster: int, face_ids) -> int:
+        """Put faces in ``cluster``, named or not (kept together with its members from now on);
+        they take its name. The other faces of their clusters stay where they are."""
+        return self._join(self.ids[self.labels == cluster], face_ids, self.names().get(cluster, ""))
+
+    def _join(self, together, face_ids, name: str) -> int:
+        face_ids = sorted(set(face_ids))
         group = sorted(set(together) | set(face_ids))
         chosen = np.isin(self.ids, group)
         left = self.ids[mostly_in(self.labels, np.flatnonzero(chosen)) & ~chosen].tolist()
