@@ -204,20 +204,6 @@ def preload(files, app_args) -> None:
     gc.freeze()
 
 
-def without_mathjax() -> None:
-    """Pages served without MathJax (1.8 MB of script, the largest the page loads, parsed before
-    it shows anything): Panel adds it to any page with an HTML pane, which might hold TeX. The
-    dashboard's hold names, file names and counts, shown as they are written (a name with a $
-    in it is not a formula); its HTML panes leave TeX alone without MathJax."""
-    import functools
-
-    import panel.io.server as served
-    from panel.io.resources import bundle_resources
-
-    if not isinstance(served.bundle_resources, functools.partial):
-        served.bundle_resources = functools.partial(bundle_resources, enable_mathjax=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     from concurrent.futures import ThreadPoolExecutor
@@ -227,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     # one builder: the builds hold Python's lock, so more threads would not build faster on any
     # machine; the point is that the event loop goes on answering meanwhile
     pool = ThreadPoolExecutor(1, thread_name_prefix="crowdsort-session")
-    without_mathjax()
 
     class GatedServe(Serve):
         def customize_applications(self, args, applications):
