@@ -124,3 +124,20 @@ def test_the_browser_shows_the_people_first_and_the_map_when_it_is_made(faces_st
             assert status_clusters(page) > 0  # the page still answers
             page.close()
         browser.close()
+
+
+def test_a_held_map_starts_when_its_tab_is_opened(session):  # noqa: F811
+    """Held for the first page's seconds, the map starts at once when someone opens its tab."""
+    from crowdsort.review.app import Dashboard
+    from crowdsort.review.project import MapInBackground
+
+    layout, session.layout = session.layout, None
+
+    def compute(on_epoch):
+        session.layout = layout
+        return layout
+    session.map_job = MapInBackground(compute, len(session.ids), hold_s=120).start()
+    dash = Dashboard(session)
+    assert session.map_job.wait(0.5) is None  # held
+    dash.map_view()  # the Map tab opened
+    assert session.map_job.wait(10) is layout and dash.map_ready

@@ -549,6 +549,8 @@ class Dashboard(param.Parameterized):
         from bokeh.models import HoverTool
 
         if self.s.layout is None:  # computed in the background (session.map_job): its progress meanwhile
+            if getattr(self.s, "map_job", None) is not None:
+                self.s.map_job.release()  # someone waits for it now
             return self.map_waiting()
         df = self.points_frame()
         vdims = [c for c in ("cluster", "name", "color", "thumb", "label") if c in df]

@@ -20,6 +20,7 @@ from ..storage.store import FaceStore, read_cache
 from ..video.tracks import item_keys, picture_keys
 
 log = logging.getLogger(__name__)
+FIRST_PAGE_S = 5.0  # a map computed in the background starts after these seconds, or when its tab is opened
 
 
 def open_review(dataset, source: str = "faces", model: str | None = None, weights=None, refs=None,
@@ -159,5 +160,6 @@ def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, an
         def compute(on_epoch):
             session.layout = cached_layout(store, model, ids, X, graph, on_epoch=on_epoch)
             return session.layout  # set before the job says it is done
-        session.map_job = MapInBackground(compute, len(ids)).start()
+        # held for the first page's seconds (the dashboard's URL is printed when this returns)
+        session.map_job = MapInBackground(compute, len(ids), hold_s=FIRST_PAGE_S).start()
     return session
