@@ -380,6 +380,7 @@ class Dashboard(param.Parameterized):
     save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
     key_message = param.String(default="", doc="what the last key of the review did, or why it did nothing")
     reveal = param.Integer(default=0, doc="bumped when a card or the review opens a cluster: the page shows its detail")
+    map_ready = param.Boolean(default=True, doc="False while the session's map is computed (session.map_job)")
 
     def __init__(self, session, **params):
         params.setdefault("algorithm", default_algorithm(session.model, session.kind))
@@ -397,8 +398,34 @@ class Dashboard(param.Parameterized):
         self._detail = None  # the detail's widgets, once shown
         self._people = None  # (what it was made for, cluster ids): the cards' order
         self._shown = np.array([], int)  # the rows its gallery shows
+        self._map_wait = None  # the Map tab's progress while the map is computed
         self._min_samples_bounds()
         self.recluster()
+        self.map_ready = session.layout is not None
+        if getattr(session, "map_job", None) is not None and not self.map_ready:
+            self._follow_map(session.map_job)
+
+    def _follow_map(self, job) -> None:
+        """Show how far the map is, and the map once done: ``job`` tells us from its own thread;
+        a served page's widgets are then changed on its server's loop (Bokeh's way), never from there."""
+        doc = pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None else None
+
+        def apply(job=job):
+            self._show_map_progress(job)
+            if job.done.is_set():
+                self.map_ready = job.layout is not None
+
+        def news(job):
+            if doc is None:
+                apply()
+                return
+            try:
+                doc.add_next_tick_callback(apply)
+            except Exception:  # noqa: BLE001 (the page was closed: Bokeh refuses callbacks of a dead document)
+                job.forget(news)
+        if doc is not None:
+            doc.on_session_destroyed(lambda ctx: job.forget(news))
+        job.listen(news)
 
     @param.depends("algorithm", watch=True)
     def _min_samples_bounds(self):
@@ -505,10 +532,35 @@ class Dashboard(param.Parameterized):
         return text_html(self.save_error, css_classes=["cs-save-error"], visible=bool(self.save_error),
                          styles={"color": "#b00020"})
 
-    @param.depends("version")
+    def map_waiting(self) -> pn.Column:
+        """The Map tab while the map is computed: what it is doing, and a bar."""
+        if self._map_wait is None:
+            note = pn.pane.HTML("", css_classes=["cs-map-progress"], sizing_mode="stretch_width")
+            bar = pn.indicators.Progress(value=-1, max=100, active=True, width=320, css_classes=["cs-map-bar"])
+            self._map_wait = SimpleNamespace(note=note, bar=bar, panel=pn.Column(note, bar, sizing_mode="stretch_width"))
+        job = getattr(self.s, "map_job", None)
+        if job is not None:
+            self._show_map_progress(job)
+        return self._map_wait.panel
+
+    def _show_map_progress(self, job) -> None:
+        w = self._map_wait
+        if w is None:  # the Map tab not opened yet: nothing shows it
+            return
+        w.note.object = html.escape(job.words())
+        failed = job.done.is_set() and job.layout is None
+        # indeterminate until UMAP's optimisation starts (its first seconds compile and prepare)
+        w.bar.param.update(value=int(100 * job.fraction) if job.fraction > 0 else -1,
+                           active=not job.done.is_set() and job.fraction == 0, visible=not failed)
+
+    @param.depends("version", "map_ready")
     def map_view(self):
         from bokeh.models import HoverTool
 
+        if self.s.layout is None:  # computed in the background (session.map_job): its progress meanwhile
+            if getattr(self.s, "map_job", None) is not None:
+                self.s.map_job.release()  # someone waits for it now
+            return self.map_waiting()
         df = self.points_frame()
         vdims = [c for c in ("cluster", "name", "color", "thumb", "label") if c in df]
         points = hv.Points(df, ["x", "y"], vdims)
@@ -622,6 +674,23 @@ class Dashboard(param.Parameterized):
             rows = np.flatnonzero(self._table.value["cluster"].to_numpy() == f"{self.selected:03d}")
             self._table.selection = rows[:1].tolist()
 
+    def detail_when_opened(self) -> pn.Column:
+        """The detail's place on the page: its hint until a cluster is first opened, then
+        :meth:`detail` (its widgets are neither made nor sent for a page that opens none)."""
+        if self._detail is not None or self.selected >= 0:
+            return self.detail()
+        holder = pn.Column(pn.pane.Markdown(self._detail_hint()), sizing_mode="stretch_width")
+
+        def first(e):
+            if e.new >= 0:
+                self.param.unwatch(watcher)
+                holder.objects = [self.detail()]
+        watcher = self.param.watch(first, "selected")
+        return holder
+
+    def _detail_hint(self) -> str:
+        return f"Click a cluster in the list or on the map to see its {self.words['items']}."
+
     def detail(self) -> pn.Column:
         """The open cluster: title, name box, suggestions, merge candidates, gallery, what to do
         with the chosen faces, split, source photo. Its widgets are made once per tab and refilled
@@ -635,7 +704,7 @@ class Dashboard(param.Parameterized):
     def _detail_widgets(self) -> SimpleNamespace:
         n_words = self.words["items"]
         w = SimpleNamespace()
-        w.hint = pn.pane.Markdown(f"Click a cluster in the list or on the map to see its {n_words}.")
+        w.hint = pn.pane.Markdown(self._detail_hint())
         w.title = pn.pane.HTML("", css_classes=["cs-detail-title"])
         w.name_in = pn.widgets.TextInput(placeholder=self.words["name"], width=220, label="Name")
         w.name_btn = pn.widgets.Button(label="Save name", color="primary", css_classes=["cs-name-save"])
@@ -1189,8 +1258,9 @@ def open_session(dataset, faces: str = "faces", model: str | None = None, weight
     key = ("crowdsort-review", str(Path(dataset).resolve()), faces, model, weights, refs, run)
     with _OPENING:  # sessions built at once (crowdsort dashboard builds them off the event loop): one load
         if key not in pn.state.cache:
-            pn.state.cache[key] = (open_image_review(dataset, run) if run else
-                                   open_review(dataset, faces, model, weights, refs, progress=False))
+            # a map not stored yet is made in a thread: the page opens meanwhile, its Map tab says how far it is
+            pn.state.cache[key] = (open_image_review(dataset, run, map_later=True) if run else
+                                   open_review(dataset, faces, model, weights, refs, progress=False, map_later=True))
         return pn.state.cache[key]
 
 
@@ -1229,7 +1299,7 @@ class ReviewApp(pn.viewable.Viewer):
         dash.param.watch(lambda e: keys.param.update(reveal=keys.reveal + 1), "reveal")
         sidebar = [guard, controls(dash), dash.status, dash.save_message, pn.layout.Divider(), dash.merge_widget(),
                    pn.layout.Divider(), keys, dash.key_view, pn.layout.Divider(), dash.export_widgets(self.dataset)]
-        main = [pn.Row(views, table, sizing_mode="stretch_width"), dash.detail()]
+        main = [pn.Row(views, table, sizing_mode="stretch_width"), dash.detail_when_opened()]
         # after the views' own watchers (made above): the answer and its ack leave together
         dash.param.watch(lambda *events: guard.param.update(ack=guard.ack + 1), ANSWERS)
         return sidebar, main

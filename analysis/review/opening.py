@@ -14,21 +14,24 @@ from ..naming.identify import load_references
 from ..storage.migrate import migrate_if_free
 from ..storage.paths import DatasetFiles
 from ..pipeline import GRAPH_NEIGHBORS, cached_graph, extraction_store, load_image_run, stored_vectors, track_items
-from .project import cached_layout
+from .project import MapInBackground, cached_layout, stored_layout
 from .session import Annotations, ReviewSession
 from ..storage.store import FaceStore, read_cache
 from ..video.tracks import item_keys, picture_keys
 
 log = logging.getLogger(__name__)
+FIRST_PAGE_S = 5.0  # a map computed in the background starts after these seconds, or when its tab is opened
 
 
 def open_review(dataset, source: str = "faces", model: str | None = None, weights=None, refs=None,
-                progress: bool = True, per_track: int = 5):
+                progress: bool = True, per_track: int = 5, map_later: bool = False):
     """A :class:`review.ReviewSession` over the faces of ``dataset/source``: vectors embedded
     (cached), the kNN graph and the UMAP map computed once and stored in the dataset, and the
     dataset's saved corrections (``dataset/annotations.jsonl``). A video's faces come as one item
     per track (its ``per_track`` best faces' mean vector; ``session.item_faces`` lists every face of
-    every item), so naming or moving a track does so for all its faces."""
+    every item), so naming or moving a track does so for all its faces. ``map_later``: a map not
+    stored yet is computed in a thread (``session.map_job``, :class:`project.MapInBackground`;
+    ``session.layout`` is None until it is done), not before the session is returned."""
     dataset = Path(dataset)
     store = extraction_store(dataset, source)
     migrate_if_free(store, dataset)  # a dataset of absolute paths (format 1), moved or not: its names kept
@@ -40,7 +43,7 @@ def open_review(dataset, source: str = "faces", model: str | None = None, weight
     if refs is not None and not hasattr(refs, "vectors"):
         refs = load_references(refs, model, weights, progress=progress)
         refs.check_model(embedder.name)
-    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces")
+    session = _review(store, embedder.name, X, table, dataset / "annotations.jsonl", refs, "faces", map_later)
     session.item_faces = members
     session.files = DatasetFiles(dataset, store.load_images()["image_path"], runs=[store.root])  # what it may show
     return session
@@ -70,11 +73,16 @@ def face_items(store: FaceStore, faces: pd.DataFrame, embedder, per_track: int =
     return table, X, members
 
 
+def review_graph(store: FaceStore, model: str, ids, X: np.ndarray):
+    """The review's kNN graph over these items, read from the store's cache or built and stored."""
+    return cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+
+
 def prepare_review(store: FaceStore, model: str, ids, X: np.ndarray):
     """``(graph, layout)`` of the review over these items: the kNN graph and the UMAP map, each
     read from the store's cache or computed and stored there. ``crowdsort cluster`` calls it
     ahead, so the dashboard's first page only reads them."""
-    graph = cached_graph(store, model, ids, X, min(GRAPH_NEIGHBORS, len(X) - 1), "auto")
+    graph = review_graph(store, model, ids, X)
     layout = cached_layout(store, model, ids, X, graph)
     return graph, layout
 
@@ -112,16 +120,17 @@ def reviewed_model(store: FaceStore) -> str | None:
     return "dlib" if store.has_embeddings("dlib") and not store.has_embeddings(DEFAULT_FACE_MODEL) else None
 
 
-def open_image_review(dataset, run: str = "cluster"):
+def open_image_review(dataset, run: str = "cluster", map_later: bool = False):
     """A :class:`review.ReviewSession` over the images of an image cluster run
     (``crowdsort cluster --model efficientnet|clip``): its vectors come from the dataset's image
-    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.jsonl``."""
+    cache, so no model is loaded; corrections are kept in ``dataset/images/annotations.jsonl``.
+    ``map_later``: as :func:`open_review`'s."""
     items, info = load_image_run(dataset, run)
     store = FaceStore(Path(dataset) / "images")
     X = stored_vectors(store, info["model"], items["item_id"].tolist())
     table = pd.DataFrame({"item_id": items["item_id"], "source_image": items["source_image"],
                           "crop_path": items["source_image"]})
-    session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images")
+    session = _review(store, info["model"], X, table, store.root / "annotations.jsonl", None, "images", map_later)
     # the run's table may be edited: its pictures are the indexed ones, or still hold what was clustered
     session.files = DatasetFiles(dataset, indexed_images(store),
                                  contents=dict(zip(items["source_image"], items["item_id"])))
@@ -134,7 +143,23 @@ def indexed_images(store: FaceStore) -> list[str]:
     return [] if index is None else index["path"].tolist()
 
 
-def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str):
+def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str,
+            map_later: bool = False):
     ids = table.iloc[:, 0].tolist()
-    graph, layout = prepare_review(store, model, ids, X)
-    return ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)
+    if not map_later:
+        graph, layout = prepare_review(store, model, ids, X)
+        session = ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)
+        session.map_job = None
+        return session
+    graph = review_graph(store, model, ids, X)  # the clustering needs it now; seconds at most
+    session = ReviewSession(ids, X, graph, stored_layout(store, model, ids), Annotations.load(annotations), table,
+                            refs, kind=kind, model=model)
+    session.map_job = None
+    if session.layout is None:  # a dataset clustered by the Python API (no map made ahead)
+
+        def compute(on_epoch):
+            session.layout = cached_layout(store, model, ids, X, graph, on_epoch=on_epoch)
+            return session.layout  # set before the job says it is done
+        # held for the first page's seconds (the dashboard's URL is printed when this returns)
+        session.map_job = MapInBackground(compute, len(ids), hold_s=FIRST_PAGE_S).start()
+    return session
