@@ -55,6 +55,19 @@ def test_a_new_run_replaces_only_a_run_crowdsort_wrote(example_ds, capsys):
     assert info["n_clusters"] == 1 and (example_ds / "run2" / "000").is_dir()
 
 
+def test_a_folder_of_the_users_as_to_is_refused_without_offering_clean(example_ds, capsys):
+    """--clean would refuse to delete a folder crowdsort did not write: the refusal says so at once
+    rather than suggesting --clean."""
+    mine = example_ds / "my-notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    for clean in ([], ["--clean"]):
+        assert main(["-q", "cluster", "-d", str(example_ds), "--to", "my-notes", *clean]) == 1
+        err = capsys.readouterr().err
+        assert "refusing to delete it" in err and "pass --clean" not in err and len(err.splitlines()) == 1
+    assert (mine / "todo.txt").read_text() == "keep me"
+
+
 def test_a_cluster_run_that_fails_says_it_replaced_nothing(example_ds, capsys, monkeypatch):
     """A run that fails before its new run is in place says nothing of replacing the old one
     (it printed "note: replacing the cluster run" first, then failed); the old run stays."""

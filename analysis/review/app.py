@@ -1322,7 +1322,7 @@ class ReviewApp(pn.viewable.Viewer):
 
 class Page(pn.template.VanillaTemplate):
     """The page. Vanilla, not FastListTemplate: Microsoft FAST's web components took 0.6–0.9 s
-    of every page load at 1k faces (README, Speed). No web font: the template links Google's,
+    of every page load at 1k faces (docs/benchmarks.md, The dashboard). No web font: the template links Google's,
     and a page of private photos would tell another server who looks at it (and wait for it
     offline). Its parts are added to the page in one go: Bokeh walks the whole document again
     after each of its 15 roots otherwise."""
