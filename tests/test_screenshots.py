@@ -123,7 +123,7 @@ def test_screenshots_of_the_dashboard_over_lfw_dev(chromium_browser, lfw_review,
         card.locator(".cs-card-open button").click()
         rows = session.members(c)
         page.get_by_text(re.compile(rf"Cluster {c:03d} \({len(rows)} faces\)")).first.wait_for(timeout=30000)
-        gallery = page.locator(".cs-gallery img")
+        gallery = page.locator(".cs-members .cs-gallery img")  # not the faces offered beneath
         widths = loaded(page, gallery, len(rows))
         assert len(widths) == len(rows) and min(widths) > 0, widths
         files = [Path(session.table["crop_path"].iloc[r]).name for r in rows]

@@ -715,7 +715,7 @@ class Dashboard(param.Parameterized):
         w.name_in.param.watch(lambda e: setattr(w.name_btn, "disabled", (e.new or "").strip() == w.current_name),
                               "value_input")
         w.sugg, w.near = pn.Row(css_classes=["cs-suggestions"]), pn.Row(css_classes=["cs-near"])
-        w.gallery = FaceGallery(sizing_mode="stretch_width")
+        w.gallery = FaceGallery(sizing_mode="stretch_width", css_classes=["cs-members"])
         hint = f"Click {n_words} to choose (shift, ctrl: several)"
         w.count = pn.pane.HTML(hint, css_classes=["cs-chosen-count"])
         w.gallery.param.watch(lambda e: setattr(w.count, "object", f"{len(e.new)} chosen" if e.new else hint), "selected")
