@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_dashboard import STATUS, Server, _browser_or_skip, chromium_browser  # noqa: F401 (a fixture)
+from test_dashboard import STATUS, Server, _browser_or_skip, chromium_browser, until  # noqa: F401 (a fixture)
 
 VIEWPORT = {"width": 1400, "height": 900}
 SUGGESTED_CARDS = 8  # the people shown: the first page with this many suggested names (lfw-dev's
@@ -139,7 +139,8 @@ def test_screenshots_of_the_dashboard_over_lfw_dev(chromium_browser, lfw_review,
             count = accept.count()
             accept.first.click()  # an accepted card loses its button: the next one is first
             sync_api.expect(accept).to_have_count(count - 1, timeout=30000)
-            page.locator(".cs-clusters").get_by_text(name, exact=True).first.wait_for(timeout=30000)
+            saved = dataset / "annotations.jsonl"  # the name is saved, not only shown
+            assert until(lambda: saved.exists() and f'"{name}"' in saved.read_text()), name
         page.get_by_text("Review", exact=True).first.click()
         page.locator(".cs-queue-keys").first.wait_for(timeout=30000)
         sync_api.expect(page.locator(".cs-queue-open button").first).to_contain_text("Open cluster", timeout=30000)
