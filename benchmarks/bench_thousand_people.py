@@ -16,6 +16,9 @@ Datasets (built once into ``--work``, kept and reused):
 - ``lfw-dev``: ``real``'s faces of the lfw-dev photos only (its crops and vectors), clustered
   the same way: the size the first-page benchmark measures, for comparison.
 
+At this commit's defaults they came to 3,224 faces in 397 clusters (``real``), 9,672 in 1,190
+(``synthetic``, 3 copies) and 1,095 in 205 (``lfw-dev``), as the dashboard's status line counts.
+
 Each run starts ``crowdsort dashboard`` anew (names given by the previous run removed) and
 times, in one page: the URL's print → the first People page shown (every card's faces loaded);
 Next; the page box set to the last page; a card's Open → its detail (title and gallery loaded);
