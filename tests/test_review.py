@@ -130,6 +130,25 @@ def test_cluster_names_need_a_majority():
     assert cluster_names(labels, ids, {"a": "X", "b": "X", "d": "Y"}) == {0: "X"}
 
 
+def test_cluster_names_are_each_clusters_majority_among_all_its_members():
+    """Counted in one pass over many clusters, the names are those a cluster-by-cluster count
+    gives: a name held by more than half of the cluster's members (unnamed ones included)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 300, 5000)
+    ids = np.array([f"f{i}" for i in range(len(labels))])
+    names = {i: str(rng.choice(["Ada", "Bea", "Cy"], p=[0.8, 0.1, 0.1]))
+             for i, c in zip(ids, labels) if rng.random() < (0.9 if c % 3 else 0.4)}
+    expected = {}
+    for c in np.unique(labels[labels >= 0]):
+        held = [names[i] for i in ids[labels == c] if i in names]
+        top = max(set(held), key=held.count, default=None)
+        if top is not None and held.count(top) > 0.5 * (labels == c).sum():
+            expected[int(c)] = top
+    got = cluster_names(labels, ids, names)
+    assert got == expected
+    assert 100 < len(got) < len(np.unique(labels[labels >= 0])) - 50  # some named, some without a majority
+
+
 def test_suggestions_name_an_enrolled_cluster_and_say_unknown_otherwise(session):
     """Beyond the library's threshold the suggestion is "unknown", the nearest names after it
     (not suggested); within it, the name."""
