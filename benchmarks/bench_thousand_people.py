@@ -49,12 +49,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_first_page import CHROMIUM, SHARED, crowdsort, free_port, start_dashboard, stop  # noqa: E402
+from crowdsort.review.app import CARD_FACES, GALLERY_MAX, PEOPLE_PAGE  # noqa: E402  (what the page shows)
 
 SOURCES = ["lfw-dev/faces", "celeba-dev/faces", "faces"]
 MODEL = "mobilefacenet"
-PEOPLE_PAGE = 24
-CARD_FACES = 4
-GALLERY_MAX = 48
 STATUS = re.compile(r"(\d+) clusters, noise")
 ACTIONS = ["first page", "next page", "last page", "open cluster", "name card", "list sort", "review tab", "map tab"]
 
