@@ -402,7 +402,7 @@ class Dashboard(param.Parameterized):
         self._min_samples_bounds()
         self.recluster()
         self.map_ready = session.layout is not None
-        if getattr(session, "map_job", None) is not None and not self.map_ready:
+        if session.map_job is not None and not self.map_ready:
             self._follow_map(session.map_job)
 
     def _follow_map(self, job) -> None:
@@ -538,7 +538,7 @@ class Dashboard(param.Parameterized):
             note = pn.pane.HTML("", css_classes=["cs-map-progress"], sizing_mode="stretch_width")
             bar = pn.indicators.Progress(value=-1, max=100, active=True, width=320, css_classes=["cs-map-bar"])
             self._map_wait = SimpleNamespace(note=note, bar=bar, panel=pn.Column(note, bar, sizing_mode="stretch_width"))
-        job = getattr(self.s, "map_job", None)
+        job = self.s.map_job
         if job is not None:
             self._show_map_progress(job)
         return self._map_wait.panel
@@ -558,7 +558,7 @@ class Dashboard(param.Parameterized):
         from bokeh.models import HoverTool
 
         if self.s.layout is None:  # computed in the background (session.map_job): its progress meanwhile
-            if getattr(self.s, "map_job", None) is not None:
+            if self.s.map_job is not None:
                 self.s.map_job.release()  # someone waits for it now
             return self.map_waiting()
         df = self.points_frame()

@@ -146,16 +146,13 @@ def indexed_images(store: FaceStore) -> list[str]:
 def _review(store: FaceStore, model: str, X: np.ndarray, table: pd.DataFrame, annotations: Path, refs, kind: str,
             map_later: bool = False):
     ids = table.iloc[:, 0].tolist()
-    if not map_later:
+    if map_later:
+        graph = review_graph(store, model, ids, X)  # the clustering needs it now; seconds at most
+        layout = stored_layout(store, model, ids)
+    else:
         graph, layout = prepare_review(store, model, ids, X)
-        session = ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)
-        session.map_job = None
-        return session
-    graph = review_graph(store, model, ids, X)  # the clustering needs it now; seconds at most
-    session = ReviewSession(ids, X, graph, stored_layout(store, model, ids), Annotations.load(annotations), table,
-                            refs, kind=kind, model=model)
-    session.map_job = None
-    if session.layout is None:  # a dataset clustered by the Python API (no map made ahead)
+    session = ReviewSession(ids, X, graph, layout, Annotations.load(annotations), table, refs, kind=kind, model=model)
+    if layout is None:  # a dataset clustered by the Python API (no map made ahead)
 
         def compute(on_epoch):
             session.layout = cached_layout(store, model, ids, X, graph, on_epoch=on_epoch)

@@ -330,6 +330,7 @@ class ReviewSession:
         self.table = table if table is not None else pd.DataFrame({"item_id": self.ids})
         self.refs = refs
         self.item_faces = None  # with video tracks as items: one row per face, its item in "item_id"
+        self.map_job = None  # while ``layout`` is None: the map computed in a thread (project.MapInBackground)
         self.raw_labels = np.full(len(self.ids), -1)
         self.labels = self.raw_labels.copy()
         self._trees: dict = {}
