@@ -48,16 +48,20 @@ faces in the gallery is):
 * ``add``: the open cluster's "Faces that may be this person" (``session.likely_members``, its
   first 24 as shown, none chosen), the person's faces among them chosen (clicks, free),
   "Add N to cluster NNN" -> ``session.add_to``: in one action.
-* ``queue``: a noise face's "Add to <name>" in the Review tab's queue
-  (``session.noise_to_review``), used only where that row names the face's true person and is
-  among the 8 rows the queue shows at that moment (no "Leave in noise" clicks are made or
-  counted) -> ``session.move([face], name)``.
+* ``queue``: the Review tab's queue of noise faces, each beside the named person nearest it
+  (``session.noise_to_review``), read page by page (QUEUE_NOISE rows a page; turning a page is
+  not a correction): the rows that name the face's own person ticked (free, as choosing faces
+  is), on any page, then "Add the N ticked to the people beside them" -> ``session.add_each``:
+  one action. Used once, before the person-by-person placing, ticking only the rows of people
+  whose every noise face is so offered, and only where that finishes two people or more.
 * ``map``: noise faces chosen with the map's box tool and moved to a person by name
-  (-> ``session.move``), used for noise faces the queue does not offer rightly. The box is the
-  bounding box of the chosen faces on the session's map layout and must enclose no face of
-  anyone else (the page's box takes every face inside it); all of a person's noise faces in
-  one box where that holds, else one box per face. This assumes the user can find the face on
-  the map (hover thumbnails); it is the most generous rule here. The lasso is never used.
+  (-> ``session.move``). The box is the bounding box of the chosen faces on the session's map
+  layout and must enclose no face of anyone else (the page's box takes every face inside it).
+  This assumes the user can find the face on the map (hover thumbnails); it is the most
+  generous rule here. The lasso is never used.
+* ``like``: a box round one noise face (as ``map``), then the person's faces among what the
+  map's "Faces like these" shows for it (``session.similar_noise``, its first 24) clicked, all
+  moved to the person by name (-> ``session.move``): one action.
 
 ``redone`` (printed, included in the actions): moves of faces the oracle had already moved to
 that person, needed because the session lost the earlier move. Today a face moved alone into a
@@ -76,10 +80,10 @@ cluster or, with their name typed, into a new one), one-photo strangers rejected
 then the cluster named (accept / pick when the library lists the name, else type). If the person
 already has a named cluster, this one is cleaned the same way and merged into it. A cluster of
 one-photo people only is rejected whole. Then the noise faces of people with >= 2 faces are
-placed, person by person: all in one map box where one box holds them alone, else those their
-named cluster offers as "Faces that may be this person" added in one action and the rest in one
-box where one box holds them alone, else face by face (after each, what their cluster, maybe new,
-offers added in one action; the queue where it offers the right name, else a box round the face). Both passes are repeated
+placed: first the queue's ticks (above), then person by person, each time the one action that
+places most of the person's noise faces left (one map box round them all; their named
+cluster's "Faces that may be this person"; a box round one face with its "Faces like these"),
+until none is left. Both passes are repeated
 (at most three rounds) until the goal check passes. This is greedy, not a proven minimum. The
 true labels only choose which faces, names and clusters to act on; every change goes through the
 session method the page's button calls, and only choices the page shows are taken.
@@ -88,8 +92,8 @@ session method the page's button calls, and only choices the page shows are take
 ``corr s``, the corrections (name, merge, move, reject: each appends a line to the corrections
 log, fsynced, and re-applies every correction to the clustering) and ``view s``, the views the
 oracle read to choose them (``suggestions`` before each naming, ``nearest_clusters`` of both
-clusters before each merge, ``noise_to_review`` before each noise face the map box could not
-take, ``likely_members`` before each "add"). Not counted: what the page redraws after each change (list, map, people cards), the
+clusters before each merge, ``noise_to_review`` once for the queue's ticks, ``likely_members``
+and ``similar_noise`` before each choice of a person's next action). Not counted: what the page redraws after each change (list, map, people cards), the
 oracle's own bookkeeping (true labels, map boxes, which clusters are done), and opening the
 session (embedding cached, graph and map built once, the first clustering), printed apart as
 ``open s``.
@@ -108,10 +112,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SETS = ("lfw-dev", "celeba-dev")
-KINDS = ("accept", "pick", "type", "merge", "mergebox", "keep", "move", "reject", "add", "queue", "map")
-CORRECTIONS = {"name", "merge", "move", "add_to", "reject"}
-GALLERY_MAX, MERGE_OPTIONS, QUEUE_NOISE, LIKELY_MAX = 48, 1000, 8, 24  # review.app's: faces shown, merge box,
-# queue rows, "Faces that may be this person" shown
+KINDS = ("accept", "pick", "type", "merge", "mergebox", "keep", "move", "reject", "add", "queue", "map", "like")
+CORRECTIONS = {"name", "merge", "move", "add_to", "add_each", "reject"}
+from crowdsort.review.app import GALLERY_MAX, LIKELY_MAX, MERGE_OPTIONS, QUEUE_NOISE  # noqa: E402  (the page's sizes)
 
 
 class Oracle:
@@ -274,48 +277,58 @@ class Oracle:
             raise RuntimeError(f"cluster {c}: {len(missing)} faces to choose are not in its gallery")
 
     def noise_pass(self) -> None:
+        self.queue_ticks()
         for p in sorted(self.multi):
             rows = np.flatnonzero((self.s.labels == -1) & (self.person == p))
-            if not len(rows):
-                continue
-            if self.box_clean(rows, p):
-                self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
-                continue
-            rows = self.add_offered(p, rows)
-            if not len(rows):
-                continue
-            if self.box_clean(rows, p):
-                self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
-                continue
             while len(rows):
-                r = rows[0]
-                queue = self.call(self.s.noise_to_review)
-                queue = queue.head(QUEUE_NOISE)  # the rows the queue shows (rejected faces never come back)
-                row = queue[queue["item_id"] == self.s.ids[r]]
-                if len(row) and row["name"].iloc[0] == p:
-                    self.act("queue", f"noise face of {p}", self.s.move, [self.s.ids[r]], p)
-                elif self.box_clean(np.array([r]), p):
-                    self.act("map", f"noise face of {p}", self.s.move, [self.s.ids[r]], p)
-                else:
-                    raise RuntimeError(f"a noise face of {p} no box can choose alone")
-                rows = self.add_offered(p, rows[1:])  # a first face placed may have made their cluster
-                if len(rows) > 1 and self.box_clean(rows, p):
-                    self.act("map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, list(self.s.ids[rows]), p)
-                    break
+                options = list(self.one_action_options(p, rows))
+                if not options:
+                    raise RuntimeError(f"no action the page offers places the {len(rows)} noise faces of {p} left")
+                kind, what, fn, args, done = max(options, key=lambda o: len(o[-1]))
+                self.act(kind, what, fn, *args)
+                rows = rows[~np.isin(rows, done)]
 
-    def add_offered(self, p: str, rows: np.ndarray) -> np.ndarray:
-        """Those of ``rows`` (noise faces of ``p``) left after adding the ones their named
-        cluster's "Faces that may be this person" shows (its first LIKELY_MAX), in one action."""
+    def queue_ticks(self) -> None:
+        """The Review tab's queue, read page by page (QUEUE_NOISE rows a page; turning pages is
+        not a correction, and ticks stay while the pages turn): every row naming the face's own
+        person ticked where that places all the person's noise faces, then "Add the ticked" once,
+        where that finishes two people or more (else placing them person by person costs no more)."""
+        queue = self.call(self.s.noise_to_review)
+        right = queue[queue["name"].to_numpy() == self.person[queue["row"].to_numpy(int)]]
+        left = Counter(self.person[self.s.labels == -1])
+        placed = Counter(self.person[right["row"].to_numpy(int)])
+        right = right[np.array([placed[p] == left[p] for p in self.person[right["row"].to_numpy(int)]], bool)]
+        if len(set(self.person[right["row"].to_numpy(int)])) < 2:
+            return
+        each = {int(c): list(g["item_id"]) for c, g in right.groupby("cluster")}
+        pages = np.flatnonzero(queue["row"].isin(right["row"]).to_numpy()) // QUEUE_NOISE + 1
+        self.act("queue", f"{len(right)} ticked rows on pages {', '.join(map(str, sorted(set(pages))))} of the queue's "
+                 f"{-(-len(queue) // QUEUE_NOISE)}, {len(each)} people", self.s.add_each, each)
+
+    def one_action_options(self, p: str, rows: np.ndarray):
+        """``(kind, what, session method, its args, rows of ``rows`` it places)`` for each single
+        action that places some of ``rows`` (noise faces of ``p``) with ``p``: one map box round
+        them all; the named cluster's "Faces that may be this person" (its first LIKELY_MAX);
+        a box round one face, with those of its "Faces like these" (first LIKELY_MAX) chosen
+        too, moved to ``p`` by name."""
+        ids = self.s.ids
+        if self.box_clean(rows, p):
+            yield "map", f"{len(rows)} noise faces of {p} (one box)", self.s.move, (list(ids[rows]), p), rows
         home = self.homes().get(p)
-        if home is None or not self.use_add or not len(rows):
-            return rows
-        offered = self.call(self.s.likely_members, home)["row"].to_numpy()[:LIKELY_MAX].astype(int)
-        mine = offered[self.person[offered] == p]
-        if not len(mine):
-            return rows
-        self.act("add", f"{len(mine)} of {len(offered)} faces offered to {home} '{p}'",
-                 self.s.add_to, home, list(self.s.ids[mine]))
-        return rows[~np.isin(rows, mine)]
+        if home is not None and self.use_add:
+            offered = self.call(self.s.likely_members, home)["row"].to_numpy()[:LIKELY_MAX].astype(int)
+            mine = offered[np.isin(offered, rows)]
+            if len(mine):
+                yield ("add", f"{len(mine)} of {len(offered)} faces offered to {home} '{p}'", self.s.add_to,
+                       (home, list(ids[mine])), mine)
+        for r in rows:
+            if not self.box_clean(np.array([r]), p):
+                continue
+            like = self.call(self.s.similar_noise, [ids[r]])["row"].to_numpy()[:LIKELY_MAX].astype(int) \
+                if self.use_add else np.zeros(0, int)
+            mine = np.array([r, *like[np.isin(like, rows)]])
+            yield ("map" if len(mine) == 1 else "like", f"{len(mine)} noise faces of {p} (a box round one"
+                   f"{', the rest from its faces like it' if len(mine) > 1 else ''})", self.s.move, (list(ids[mine]), p), mine)
 
     def box_clean(self, rows: np.ndarray, p: str) -> bool:
         from crowdsort.review.map_select import in_box

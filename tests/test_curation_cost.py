@@ -69,3 +69,18 @@ def test_the_oracle_adds_a_persons_noise_faces_their_cluster_offers_in_one_actio
         counts[add] = oracle.actions
     assert counts[True]["add"] == 1 and counts[False]["add"] == 0
     assert sum(counts[False].values()) - sum(counts[True].values()) == 1
+
+
+def test_the_oracle_places_noise_faces_of_several_people_with_one_tick_of_the_queue(tmp_path):
+    """One noise face each of three people, each beside their own person in the queue: ticked
+    and added in one action, not three."""
+    from curation_cost import Oracle
+
+    s, group = made_up(tmp_path)
+    strays = [int(np.flatnonzero(group == g)[0]) for g in (1, 2, 3)]
+    s.raw_labels[strays] = -1
+    s._apply()
+    oracle = Oracle(s, {i: f"p{g}" for i, g in zip(s.ids, group)})
+    assert oracle.run() and oracle.problems() == []
+    assert oracle.actions["queue"] == 1 and sum(oracle.actions.values()) == 6 + 1
+    assert any(line.startswith("queue") and line.endswith("3 people") for line in oracle.log)

@@ -454,7 +454,8 @@ def test_merge_from_a_suggestion_then_a_split_keeps_the_name(chromium_browser, f
 
 def test_a_lasso_on_the_map_makes_a_new_person(chromium_browser, faces_store, tmp_path):
     """Drawing a lasso over the left part of the map (the lasso is the map's drag tool) chooses the
-    faces inside it; "New person" puts them in one new cluster, which opens, and undo says so."""
+    faces inside it; one of the noise faces "like these" clicked joins them; "New person" puts
+    them in one new cluster, which opens, and undo says so."""
     sync_api = _browser_or_skip()
     dataset = dataset_copy(faces_store, tmp_path)
     with Server(dataset) as server:
@@ -478,13 +479,17 @@ def test_a_lasso_on_the_map_makes_a_new_person(chromium_browser, faces_store, tm
         n = int(count.inner_text().split()[0])
         total = int(re.search(r"noise \d+ of (\d+)", page.get_by_text(STATUS).first.inner_text()).group(1))
         assert 0 < n < total
-        assert page.locator(".cs-map-chosen img").count() == min(n, 24)
+        like = page.locator(".cs-like .cs-face")  # "Faces like these": noise faces near the chosen, none chosen
+        assert like.count() >= 1 and page.locator(".cs-like .cs-face.cs-chosen").count() == 0
+        assert page.locator(".cs-map-chosen img").count() - like.count() == min(n, 24)
+        like.first.click()
+        sync_api.expect(count).to_have_text(re.compile(r"and 1 like them$"), timeout=30000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-lasso.png"), full_page=True)
         page.locator(".cs-map-new-person button").first.click()
         sync_api.expect(page.locator(".cs-undo button")).to_have_text(
-            f"Undo: new person from {n} faces chosen on the map", timeout=30000)
-        page.get_by_text(re.compile(rf"Cluster \d+ \({n} faces\)")).first.wait_for(timeout=30000)
+            f"Undo: new person from {n + 1} faces chosen on the map", timeout=30000)
+        page.get_by_text(re.compile(rf"Cluster \d+ \({n + 1} faces\)")).first.wait_for(timeout=30000)
         page.get_by_text("Draw a lasso on the map").first.wait_for(timeout=30000)  # the choice is spent
         page.close()
 
@@ -517,8 +522,27 @@ def test_the_review_queue_walks_unnamed_clusters_then_places_noise(chromium_brow
         sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: move to 'Ada' 1 face from noise",
                                                                        timeout=30000)
         page.get_by_text(re.compile(rf"^{before - 1} noise faces? beside")).first.wait_for(timeout=30000)
+
+        # ticks on two pages, kept while the pages turn, added with one button
+        add_ticked, ticks = page.locator(".cs-queue-add-ticked button"), page.locator(".cs-queue-tick input")
+        sync_api.expect(add_ticked).to_be_disabled()
+        ticks.nth(0).check()
+        ticks.nth(1).check()
+        sync_api.expect(add_ticked).to_have_text("Add the 2 ticked to the people beside them", timeout=30000)
+        page.locator(".cs-queue-next button").first.click()
+        sync_api.expect(page.locator(".cs-queue-page")).to_contain_text("page 2 of", timeout=30000)
+        sync_api.expect(ticks.nth(0)).not_to_be_checked(timeout=30000)
+        ticks.nth(0).check()
+        sync_api.expect(add_ticked).to_have_text("Add the 3 ticked to the people beside them", timeout=30000)
+        page.locator(".cs-queue-prev button").first.click()
+        sync_api.expect(ticks.nth(1)).to_be_checked(timeout=30000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"), full_page=True)
+        add_ticked.click()
+        sync_api.expect(page.locator(".cs-undo button")).to_have_text("Undo: add 3 faces from noise to 1 person",
+                                                                       timeout=30000)
+        page.get_by_text(re.compile(rf"^{before - 4} noise faces? beside")).first.wait_for(timeout=30000)
+        sync_api.expect(add_ticked).to_be_disabled()
         page.close()
 
 

@@ -437,11 +437,9 @@ def test_the_review_is_driven_by_keys(session, monkeypatch):
     assert d.history[-1][1] == "move to 'Bea' 1 face from noise"
 
 
-def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatch):
-    """1,000 clusters: the people view draws one page of cards (not 1,000), in well under a second
-    (the faces' thumbnails, cached per process, left out)."""
-    import time
-
+def test_a_thousand_people_come_a_page_at_a_time(session, monkeypatch):
+    """1,000 clusters: the people view draws one page of cards, not 1,000 (its time is measured
+    by benchmarks/bench_thousand_people.py, not asserted here)."""
     import crowdsort.review.app as app
 
     d = dashboard(session)
@@ -453,11 +451,8 @@ def test_a_thousand_people_come_a_page_at_a_time_and_quickly(session, monkeypatc
     session.labels = np.repeat(np.arange(1000), 2)
     session.table = session.table.iloc[np.zeros(n, int)].reset_index(drop=True)
     d.changed()
-    t = time.perf_counter()
     view = d.people()
-    took = time.perf_counter() - t
     assert len(view.objects[1].objects) == app.PEOPLE_PAGE and "page 1 of 42" in view.objects[0].objects[-1].object
-    assert took < 1.0, took
 
 
 def test_faces_that_may_be_this_person_are_chosen_and_added_with_one_button(session):
@@ -486,3 +481,67 @@ def test_faces_that_may_be_this_person_are_chosen_and_added_with_one_button(sess
     assert likely.add.label == f"Add the chosen to cluster {cb:03d}"
     d.undo()
     assert (session.labels[strays] == -1).all()
+
+
+def test_the_queue_adds_rows_ticked_on_several_pages_with_one_button_and_one_undo(session, monkeypatch):
+    """Noise rows are ticked page by page (the ticks stay while the pages turn); one button adds
+    each to the person beside it, one correction, one undo; the button is disabled at no tick."""
+    import crowdsort.review.app as app
+
+    monkeypatch.setattr(app, "QUEUE_NOISE", 2)
+    d = dashboard(session)
+    strays = np.concatenate([np.flatnonzero(session.truth == g)[:2] for g in (1, 2)])
+    session.raw_labels[strays] = -1
+    session._apply()
+    homes = {g: int(session.labels[np.flatnonzero(session.truth == g)[-1]]) for g in (1, 2)}
+    d._name(homes[1], "Bea")
+    d._name(homes[2], "Cy")
+    bar = d.queue_ticks_bar().objects[0]
+    assert bar.disabled and "tick rows first" in bar.label
+
+    def page_rows():
+        return [o for o in d.review_queue().objects if isinstance(o, pn.FlexBox)]
+    first = page_rows()
+    assert len(first) == 2 and d.queue_page == 1
+    first[0].objects[0].value = True  # the tick
+    d.queue_page = 2
+    second = page_rows()
+    assert {r.objects[0].value for r in second} == {False}  # another page's rows
+    second[0].objects[0].value = True
+    assert len(d.queue_ticked) == 2
+    d.queue_page = 1
+    assert page_rows()[0].objects[0].value  # still ticked on coming back
+    bar = d.queue_ticks_bar().objects[0]
+    assert bar.label == "Add the 2 ticked to the people beside them" and not bar.disabled
+    queue = session.noise_to_review()
+    ticked = dict(d.queue_ticked)
+    bar.clicks += 1
+    for item, name in ticked.items():
+        assert session.names()[session.cluster_of(item)] == name
+    assert d.queue_ticked == {} and len(session.noise_to_review()) == len(queue) - 2
+    assert d.history[-1][1].startswith("add 2 faces from noise to ")
+    assert d.undo().startswith("add 2 faces from noise")
+    assert all(session.labels[session.ids == item][0] == -1 for item in ticked)
+
+
+def test_a_face_chosen_on_the_map_offers_the_faces_like_it_and_one_move_names_them_all(session):
+    """A noise face boxed on the map: "Faces like these" shows the rest of its person in noise,
+    none chosen; those clicked go with it when it is moved to a typed name (one correction)."""
+    d = dashboard(session)
+    dee = np.flatnonzero(session.truth == 3)[:3]
+    session.raw_labels[np.flatnonzero(session.truth == 3)] = -1  # the whole person in noise
+    session._apply()
+    d.changed()
+    d.map_chosen = [int(dee[0])]
+    view = d.map_selection()
+    like = next(o for o in view.objects if "cs-like" in o.css_classes)
+    assert len(like.thumbs) == 5 and like.selected == [] and like.toggle  # the person's other 5 faces
+    like.selected = [0, 1]
+    count = view.objects[0]
+    assert count.object.endswith("and 2 like them")
+    to, move = (next(o for o in view.objects[2].objects if f"cs-map-{k}" in o.css_classes) for k in ("move-name", "move"))
+    to.value_input = "Dee"
+    move.clicks += 1
+    c = session.cluster_of(session.ids[dee[0]])
+    assert session.names()[c] == "Dee" and (session.labels == c).sum() == 3
+    assert d.history[-1][1] == "move to 'Dee' 3 faces chosen on the map"

@@ -302,6 +302,57 @@ def test_the_review_queue_offers_unnamed_clusters_then_noise_beside_the_nearest_
     assert queue["distance"].iloc[0] < session.placement_threshold(2) < queue["distance"].iloc[1]
 
 
+def test_a_face_far_from_its_persons_mean_but_next_to_one_of_their_photos_is_offered(tmp_path):
+    """likely_members and the noise queue measure a face by the person's mean and by their member
+    nearest it: a profile beside the one profile photo of a frontal person is offered, though
+    the mean (frontal) is beyond the threshold."""
+    X, truth = groups()
+    a, b = np.eye(X.shape[1])[:2]
+    turn = lambda deg: np.cos(np.radians(deg)) * a + np.sin(np.radians(deg)) * b  # noqa: E731
+    person = np.array([turn(0), turn(2), turn(75)])  # two frontal photos, one profile
+    X = np.vstack([X, person, turn(100)[None]]).astype(np.float32)
+    ids = np.array([f"f{i:03d}" for i in range(len(X))], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((len(X), 2)), Annotations.load(tmp_path / "ann.jsonl"))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    mine, face = np.arange(len(X) - 4, len(X) - 1), len(X) - 1
+    s.raw_labels[mine], s.raw_labels[face] = s.raw_labels.max() + 1, -1
+    s._apply()
+    c = int(s.labels[mine[0]])
+    mean = X[mine].mean(0) / np.linalg.norm(X[mine].mean(0))
+    assert 1 - X[face] @ mean > s.pair_threshold()  # the mean alone would not offer it
+    offered = s.likely_members(c)
+    assert offered["row"].tolist() == [face]
+    assert offered["distance"].iloc[0] == pytest.approx(1 - X[face] @ X[mine[2]], abs=1e-3)
+    s.name(c, "Ada")
+    queue = s.noise_to_review()
+    assert queue[queue["row"] == face]["name"].tolist() == ["Ada"]
+    assert queue[queue["row"] == face]["distance"].iloc[0] == pytest.approx(offered["distance"].iloc[0], abs=1e-3)
+
+
+def test_faces_like_chosen_ones_are_the_rest_of_their_person_in_noise(tmp_path):
+    """similar_noise: the noise faces near the chosen ones, nearest first, the chosen left out,
+    never a stranger; add_each places faces with several people in one correction (one undo)."""
+    X, truth = groups()
+    ids = np.array([f"f{i:03d}" for i in range(len(X))], dtype=object)
+    s = ReviewSession(ids, X, knn_graph(X, 15), np.zeros((len(X), 2)), Annotations.load(tmp_path / "ann.jsonl"))
+    s.recluster("hdbscan", {"min_cluster_size": 2, "min_samples": 1})
+    dee, eve = np.flatnonzero(truth == 3)[:3], np.flatnonzero(truth == 4)[:2]
+    s.raw_labels[[*dee, *eve]] = -1
+    s._apply()
+    like = s.similar_noise([ids[dee[0]]])
+    assert sorted(like["row"]) == sorted(dee[1:]) and like["distance"].is_monotonic_increasing
+    assert s.similar_noise([ids[d] for d in dee])["row"].tolist() == []  # all chosen: none left like them
+    assert s.similar_noise([])["row"].tolist() == []
+
+    homes = {g: int(s.labels[np.flatnonzero(truth == g)[-1]]) for g in (3, 4)}
+    s.name(homes[3], "Dee")
+    s.add_each({homes[3]: list(ids[dee]), homes[4]: list(ids[eve])})
+    assert (s.labels[dee] == homes[3]).all() and (s.labels[eve] == homes[4]).all()
+    assert s.names()[homes[3]] == "Dee" and homes[4] not in s.names()
+    s.undo()
+    assert (s.labels[[*dee, *eve]] == -1).all() and s.names() == {homes[3]: "Dee"}
+
+
 def test_faces_that_may_be_a_person_are_the_noise_nearest_their_cluster_and_one_add_places_them(tmp_path):
     """likely_members: the noise faces within the model's threshold of this cluster, nearest first;
     never a stranger, another person's face or a face a person rejected. add_to puts the chosen

@@ -54,9 +54,11 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#636363", "#9c9ede", "#cedb9c", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476"]
 NOISE_COLOR = "#cfcfcf"
 MAP_CHOSEN_SHOWN = 24  # faces shown of a lasso's choice
-LIKELY_MAX = 24  # "Faces that may be this person" shown at a time
+LIKELY_MAX = 24  # "Faces that may be this person" shown at a time (and "Faces like these")
+LIKE_FROM_MAX = 200  # "Faces like these" is offered for a map choice up to this size (a person, not a region)
 CHOOSE_TOOLS = ["lasso_select", "box_select"]
-ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "people_page", "people_sort",
+ANSWERS = ["selected", "version", "map_chosen", "queue_opened", "queue_left", "queue_page", "queue_ticked",
+           "people_page", "people_sort",
            "unnamed", "save_error"]  # the Dashboard params a click changes: each change answers it
 MERGE_LISTED = 50  # clusters the merge box's drop-down shows at a time
 MERGE_OPTIONS = 1000  # clusters the merge box offers besides the named ones (the largest)
@@ -376,6 +378,8 @@ class Dashboard(param.Parameterized):
     people_page = param.Integer(default=1, bounds=(1, None), label="Page")
     queue_opened = param.List(doc="clusters this tab's review queue has opened (not offered again)")
     queue_left = param.List(doc="noise items this tab chose to leave in noise")
+    queue_page = param.Integer(default=1, bounds=(1, None), doc="the page of the review queue's noise rows shown")
+    queue_ticked = param.Dict(default={}, doc="noise items ticked in the review queue: item id → the name beside it")
     map_chosen = param.List(doc="rows chosen on the map with the lasso or the box (cleared by every change)")
     save_error = param.String(default="", doc="why the last correction was not saved; '' once one is")
     key_message = param.String(default="", doc="what the last key of the review did, or why it did nothing")
@@ -648,9 +652,32 @@ class Dashboard(param.Parameterized):
                 f"{' and noise' if (clusters < 0).any() else ''}")
         count = pn.pane.HTML(html.escape(what), css_classes=["cs-map-chosen-count"])
         after = lambda target: self.changed(target)  # noqa: E731  (the person they went to, if any)
-        return pn.Column(count, pn.pane.HTML(f"<div>{faces}</div>"),
-                         pn.Row(*self.face_actions(lambda: ids, lambda: "chosen on the map", after, count, "cs-map-")),
+        like, like_rows, like_parts = self.like_gallery(ids)
+        chosen = lambda: ids + [self.s.ids[like_rows[i]] for i in like.selected]  # noqa: E731
+        actions = self.face_actions(chosen, lambda: "chosen on the map", after, count, "cs-map-", watch=(like, "selected"))
+
+        def recount(_=None):
+            extra = len(like.selected)
+            count.object = html.escape(what + (f", and {extra} like them" if extra else ""))
+        like.param.watch(recount, "selected")
+        return pn.Column(count, pn.pane.HTML(f"<div>{faces}</div>"), pn.Row(*actions), *like_parts,
                          css_classes=["cs-map-chosen"], sizing_mode="stretch_width")
+
+    def like_gallery(self, ids: list):
+        """"Faces like these": the noise faces nearest the chosen ones (``ReviewSession.similar_noise``,
+        within the model's threshold), none chosen: the rest of a person the clustering left in
+        noise, a click each, so one Move names them all. ``(gallery, its rows, what to show)``:
+        nothing to show where no face is near enough, or for images."""
+        near = self.s.similar_noise(ids) if self.s.kind == "faces" and len(ids) <= LIKE_FROM_MAX else None
+        rows = np.array([], int) if near is None else near["row"].to_numpy()[:LIKELY_MAX].astype(int)
+        gallery = FaceGallery(toggle=True, sizing_mode="stretch_width", css_classes=["cs-like"],
+                              thumbs=[likely_thumb(viewable(self.s, self.s.table["crop_path"].iloc[r])) for r in rows],
+                              captions=[f"{d:.3f}" for d in near["distance"].to_numpy()[:LIKELY_MAX]] if len(rows) else [],
+                              titles=[Path(self.s.table["crop_path"].iloc[r]).name for r in rows])
+        title = (f"<b>{capital(self.words['items'])} like these</b>: {len(near)} in noise within the model's threshold"
+                 f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}, nearest first; "
+                 "click those of the same person: the buttons above act on them too") if len(rows) else ""
+        return gallery, rows, [pn.pane.HTML(title, css_classes=["cs-like-title"]), gallery] if len(rows) else []
 
     @param.depends("version")
     def cluster_table(self):
@@ -934,7 +961,7 @@ class Dashboard(param.Parameterized):
         self.did(f"split {cluster_label(c)}")
         self.changed(halves[0])
 
-    @param.depends("version", "queue_opened", "queue_left")
+    @param.depends("version", "queue_opened", "queue_left", "queue_page")
     def review_queue(self):
         """A walk through what is left to decide: the unnamed clusters, largest first, opened one
         at a time in the detail; then the noise items beside the named person nearest them."""
@@ -953,15 +980,57 @@ class Dashboard(param.Parameterized):
             clusters = [text_html("Every cluster is named or has been looked at.", "b")]
         noise = self.s.noise_to_review()
         noise = noise[~noise["item_id"].isin(self.queue_left)]
-        rows = [self.noise_row(r) for r in noise.head(QUEUE_NOISE).itertuples()]
+        pages = max(1, -(-len(noise) // QUEUE_NOISE))
+        page = min(self.queue_page, pages) - 1
+        rows = [self.noise_row(r) for r in noise.iloc[page * QUEUE_NOISE:(page + 1) * QUEUE_NOISE].itertuples()]
         close = f" ({int(noise['likely'].sum())} close enough to be them)" if self.s.kind == "faces" else ""
         head = (f"{len(noise)} noise {n_words if len(noise) != 1 else SINGULAR[n_words]} beside the named person "
-                f"nearest them{close}, nearest first:" if len(noise)
+                f"nearest them{close}, nearest first. Tick those that are the person beside them, on any page, "
+                "then add them all at once:" if len(noise)
                 else f"No noise {n_words} to place (none, or nobody named yet).")
         keys = text_html("Keys: " + " · ".join(f"{k}: {what}" for k, what in KEYS) + " (anywhere on the page "
                          "but in a text box).", "p", css_classes=["cs-queue-keys"], styles={"color": "#555"})
+        paging = []
+        if pages > 1:
+            prev = pn.widgets.Button(label="◀ Previous", width=100, disabled=page == 0, css_classes=["cs-queue-prev"])
+            nxt = pn.widgets.Button(label="Next ▶", width=100, disabled=page + 1 >= pages, css_classes=["cs-queue-next"])
+            prev.on_click(lambda e: setattr(self, "queue_page", page))
+            nxt.on_click(lambda e: setattr(self, "queue_page", page + 2))
+            shown = f"{page * QUEUE_NOISE + 1}–{page * QUEUE_NOISE + len(rows)} of {len(noise)}"
+            paging = [pn.Row(prev, text_html(f"{shown} · page {page + 1} of {pages}", "span", css_classes=["cs-queue-page"]),
+                             nxt, align="center")]
         return pn.Column(keys, *clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
-                         *rows, css_classes=["cs-queue"], sizing_mode="stretch_width")
+                         *([self.queue_ticks_bar] if len(noise) else []), *rows, *paging,
+                         css_classes=["cs-queue"], sizing_mode="stretch_width")
+
+    @param.depends("queue_ticked")
+    def queue_ticks_bar(self):
+        """The ticked noise rows' one button: each goes to the person shown beside it."""
+        n = len(self.queue_ticked)
+        add = pn.widgets.Button(label=f"Add the {n} ticked to the people beside them" if n else "Add the ticked (tick rows first)",
+                                color="primary", disabled=not n, css_classes=["cs-queue-add-ticked"])
+        clear = pn.widgets.Button(label="Untick all", disabled=not n, css_classes=["cs-queue-untick"])
+        add.on_click(lambda e: self._add_ticked())
+        clear.on_click(lambda e: setattr(self, "queue_ticked", {}))
+        return pn.Row(add, clear)
+
+    @saves
+    def _add_ticked(self) -> None:
+        """The ticked noise rows to the people beside them, in one correction (one undo); a row
+        whose item has left noise since, or whose person has lost that name, is left out."""
+        home = {n: c for c, n in self.s.names().items()}
+        noise = set(self.s.ids[self.s.labels == -1])
+        each: dict[int, list] = {}
+        for item, name in self.queue_ticked.items():
+            if item in noise and name in home:
+                each.setdefault(home[name], []).append(item)
+        self.queue_ticked = {}
+        if not each:
+            return
+        self.s.add_each(each)
+        k = sum(map(len, each.values()))
+        self.did(f"add {plural(k, self.words['items'])} from noise to {plural(len(each), 'people')}")
+        self.changed()
 
     def _open_from_queue(self, c: int) -> None:
         self.param.update(queue_opened=self.queue_opened + [c], selected=c, reveal=self.reveal + 1)
@@ -1039,11 +1108,18 @@ class Dashboard(param.Parameterized):
         out.on_click(lambda e: self._place(r.item_id, None))
         leave = pn.widgets.Button(label="Leave in noise", css_classes=["cs-queue-leave"])
         leave.on_click(lambda e: setattr(self, "queue_left", self.queue_left + [r.item_id]))
+        tick = pn.widgets.Checkbox(label="", value=r.item_id in self.queue_ticked, width=16, margin=(5, 2),
+                                   css_classes=["cs-queue-tick"])
+
+        def ticked(e):
+            ticks = {k: v for k, v in self.queue_ticked.items() if k != r.item_id}
+            self.queue_ticked = {**ticks, r.item_id: r.name} if e.new else ticks
+        tick.param.watch(ticked, "value")
         # wrapped where the tab is narrower than the row (a long name): no button under the list beside it
-        return pn.FlexBox(pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
+        return pn.FlexBox(tick, pn.pane.HTML(f'<img src="{card_thumb(self.s, int(r.row))}" width="64" height="64">'),
                           text_html(f"probably {r.name} ({r.distance:.3f})" if r.likely else
                                     f"nearest: {r.name} ({r.distance:.3f}), too far: probably someone else", "span",
-                                    width=170),  # wraps: the row stays beside the list, not under it
+                                    width=150),  # wraps: the row stays beside the list, not under it
                           pn.pane.HTML(f'<img src="{person}" width="48" height="48" alt="">'), add, out, leave,
                           css_classes=["cs-queue-item"], flex_wrap="wrap", align_items="center", sizing_mode="stretch_width")
 
