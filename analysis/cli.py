@@ -882,12 +882,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    progress = logging.getLogger("crowdsort.progress")  # lines that are progress: bare, hidden by -q
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    progress.handlers[:] = [handler]  # main() runs more than once in a process (tests, notebooks)
-    progress.propagate = False
-    progress.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    from .progress import show_progress
+
+    show_progress(quiet=getattr(args, "quiet", False))
     from .storage.locks import DatasetBusyError
     from .scale.workers import sigterm_as_interrupt
 

@@ -53,7 +53,7 @@ from crowdsort.review.app import CARD_FACES, GALLERY_MAX, PEOPLE_PAGE  # noqa: E
 
 SOURCES = ["lfw-dev/faces", "celeba-dev/faces", "faces"]
 MODEL = "mobilefacenet"
-STATUS = re.compile(r"(\d+) clusters, noise")
+STATUS = re.compile(r"(\d+)\s+clusters,\s+noise")
 ACTIONS = ["first page", "next page", "last page", "open cluster", "name card", "list sort", "review tab", "map tab"]
 
 

@@ -337,12 +337,13 @@ def test_a_card_named_in_place_keeps_its_place_and_a_suggestion_is_one_click(ses
     assert "Ada" in session.names().values()
     after = d.people().objects[1].objects
     assert [c.objects[1].name for c in after] == order  # the named card did not move to the end
+    assert after[0] is not cards[0] and all(a is b for a, b in zip(after[1:], cards[1:]))  # only it redrawn
     assert next(o for o in after[0].objects[2].objects if "cs-card-name" in o.css_classes).value == "Ada"
 
     import pandas as pd
     monkeypatch.setattr(session, "suggestions", lambda c, n=3: pd.DataFrame(
         {"label": ["Bea", "Cy"], "distance": [0.2, 0.3], "suggested": [True, False]}))
-    d.changed()
+    d = dashboard(session)  # a page opened with references
     cards = d.people().objects[1].objects
     accept = [o for c in cards for o in c.objects if "cs-card-accept" in o.css_classes]
     assert len(accept) == 4 and accept[0].name == "Accept: Bea"  # the unnamed ones only

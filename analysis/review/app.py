@@ -401,6 +401,8 @@ class Dashboard(param.Parameterized):
         self._table = None  # the cluster list drawn last: its row follows the open cluster
         self._detail = None  # the detail's widgets, once shown
         self._people = None  # (what it was made for, cluster ids): the cards' order
+        self._people_view = self._people_nav = None  # the people tab's view, made at its first showing
+        self._cards: dict = {}  # the cards shown, by (cluster, size, name, members): kept while unchanged
         self._shown = np.array([], int)  # the rows its gallery shows
         self._map_wait = None  # the Map tab's progress while the map is computed
         self._min_samples_bounds()
@@ -1134,30 +1136,46 @@ class Dashboard(param.Parameterized):
             self.did(f"move to '{name}' {plural(1, n_words)} from noise")
         self.changed()
 
-    @param.depends("version", "people_sort", "unnamed", "people_page")
-    def people(self):
+    def people(self) -> pn.Column:
         """The people, as cards (best faces, size, the name editable in place, the suggested name
         one click away), a page at a time: largest first, unnamed first, by default. A card keeps
-        its place when it is named (the order is made again when the clusters or the sort change)."""
+        its place when it is named (the order is made again when the clusters or the sort change).
+        One view per tab, refilled after each change: a card whose cluster, name and members are
+        as they were is kept, so a name given redraws one card, not the page's 24."""
+        if self._people_view is None:
+            nav = SimpleNamespace(
+                prev=pn.widgets.Button(label="◀ Previous", width=100, css_classes=["cs-people-prev"]),
+                next=pn.widgets.Button(label="Next ▶", width=100, css_classes=["cs-people-next"]),
+                page=pn.widgets.IntInput.from_param(self.param.people_page, width=80, css_classes=["cs-people-page"]),
+                count=text_html("", "span", css_classes=["cs-people-count"], width=150, margin=(14, 10, 0, 10)))
+            nav.prev.on_click(lambda e: setattr(self, "people_page", max(1, self.people_page - 1)))
+            nav.next.on_click(lambda e: setattr(self, "people_page", self.people_page + 1))
+            self._people_nav = nav
+            row = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120, css_classes=["cs-people-sort"]),
+                         pn.widgets.Select.from_param(self.param.unnamed, width=100, css_classes=["cs-people-unnamed"]),
+                         nav.prev, nav.page, nav.next, nav.count)
+            self._people_view = pn.Column(row, pn.FlexBox(css_classes=["cs-people"]), sizing_mode="stretch_width")
+            self.param.watch(lambda *e: self._fill_people(), ["version", "people_sort", "unnamed", "people_page"])
+            self._fill_people()
+        return self._people_view
+
+    def _fill_people(self) -> None:
         rows = self.people_order()
         pages = max(1, -(-len(rows) // PEOPLE_PAGE))
         page = min(self.people_page, pages) - 1
-        cards = [self.card(r.cluster, r.size, r.name)
-                 for r in rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE].itertuples()]
-        prev = pn.widgets.Button(label="◀ Previous", width=100, disabled=page == 0, css_classes=["cs-people-prev"])
-        nxt = pn.widgets.Button(label="Next ▶", width=100, disabled=page + 1 >= pages, css_classes=["cs-people-next"])
-        prev.on_click(lambda e: setattr(self, "people_page", page))
-        nxt.on_click(lambda e: setattr(self, "people_page", page + 2))
-        shown = f"{page * PEOPLE_PAGE + 1}–{page * PEOPLE_PAGE + len(cards)} of " if len(rows) > len(cards) else ""
-        nav = pn.Row(pn.widgets.Select.from_param(self.param.people_sort, width=120, css_classes=["cs-people-sort"]),
-                     pn.widgets.Select.from_param(self.param.unnamed, width=100, css_classes=["cs-people-unnamed"]),
-                     prev, pn.widgets.IntInput.from_param(self.param.people_page, end=pages, width=80,
-                                                          css_classes=["cs-people-page"]), nxt,
-                     text_html(f"page {page + 1} of {pages} · {shown}{plural(len(rows), 'clusters')}", "span",
-                               css_classes=["cs-people-count"], width=150, margin=(14, 10, 0, 10)))
-        if not cards:
-            cards = [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
-        return pn.Column(nav, pn.FlexBox(*cards, css_classes=["cs-people"]), sizing_mode="stretch_width")
+        shown = rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE]
+        kept, self._cards = self._cards, {}
+        for r in shown.itertuples():
+            key = (r.cluster, r.size, r.name, hash(self.s.members(r.cluster).tobytes()))
+            self._cards[key] = kept.get(key) or self.card(r.cluster, r.size, r.name)
+        nav = self._people_nav
+        nav.prev.disabled, nav.next.disabled = page == 0, page + 1 >= pages
+        nav.page.end = pages
+        first = f"{page * PEOPLE_PAGE + 1}–{page * PEOPLE_PAGE + len(shown)} of " if len(rows) > len(shown) else ""
+        count = f"page {page + 1} of {pages} · {first}{plural(len(rows), 'clusters')}"
+        nav.count.object = f"<span>{html.escape(count)}</span>"
+        cards = list(self._cards.values()) or [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
+        self._people_view[1].objects = cards
 
     def people_order(self) -> pd.DataFrame:
         """The cards' order: by size (largest first) or name, unnamed first or last; kept for
@@ -1364,7 +1382,7 @@ class ReviewApp(pn.viewable.Viewer):
         table = pn.param.ParamMethod(dash.cluster_table, width=260 + 2 * 10, height=560 + 2 * 5)
         # the people first (their faces, without a click); the map and the review are made and
         # drawn when first opened, not on every page load (the map: 0.25 s at 100k faces)
-        views = pn.Tabs(("People", pn.param.ParamMethod(dash.people)),
+        views = pn.Tabs(("People", dash.people()),
                         ("Map", pn.Column(pn.param.ParamMethod(dash.map_view, lazy=True), dash.map_selection,
                                           sizing_mode="stretch_width")),
                         ("Review", pn.param.ParamMethod(dash.review_queue, lazy=True)),

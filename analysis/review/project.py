@@ -15,10 +15,10 @@ import warnings
 
 import numpy as np
 
+from ..progress import log as progress_log
 from ..storage.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
-progress_log = logging.getLogger("crowdsort.progress")  # a bare line in the CLI, hidden by -q
 
 
 def pca_init(X: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -179,15 +179,11 @@ def preload(files, app_args) -> None:
     so the first page only reads what is loaded. The script is imported under a name of its own:
     Bokeh runs it as the page's code, which its ``__name__`` test keeps apart."""
     import importlib.util
-    import logging
 
-    progress = logging.getLogger("crowdsort.progress")  # a bare line in the terminal, as the CLI's
-    if not progress.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        progress.addHandler(handler)
-        progress.propagate = False
-        progress.setLevel(logging.INFO)
+    from ..progress import log, show_progress
+
+    if not log.handlers:  # a bare line in the terminal, as the command line's
+        show_progress()
     for i, path in enumerate(files):
         spec = importlib.util.spec_from_file_location(f"crowdsort_preload_{i}", path)
         if spec is None or spec.loader is None:
