@@ -425,7 +425,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("-v", "--verbose", action="store_true", help="print every action")
     ap.add_argument("--offers", action="store_true", help="how right a choice of noise faces made for the person would be")
-    ap.add_argument("--no-add", action="store_true", help='the oracle without "Faces that may be this person" (the page before it)')
+    ap.add_argument("--no-add", action="store_true", help='the oracle without the galleries "Faces that may be this person" and "Faces like these"')
     args = ap.parse_args(argv)
     results = []
     for name in args.sets.split(","):

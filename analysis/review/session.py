@@ -472,7 +472,7 @@ class ReviewSession:
         names = self.names()
         ids, _, means = self._cluster_means()
         named = np.isin(ids, list(names))
-        rows = np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
+        rows = self._offerable_noise()
         if not named.any() or not len(rows):
             return empty
         dist = 1.0 - self.X[rows] @ means[named].T
@@ -522,6 +522,7 @@ class ReviewSession:
         return self._offer(rows, dist)
 
     def _offerable_noise(self) -> np.ndarray:
+        """Noise rows, less the faces a person rejected from a cluster (never offered again)."""
         return np.flatnonzero((self.labels == -1) & ~np.isin(self.ids, list(self.ann.rejected)))
 
     def _offer(self, rows: np.ndarray, dist: np.ndarray) -> pd.DataFrame:
