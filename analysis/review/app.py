@@ -78,6 +78,14 @@ KEYS = [("n", "open the next cluster to review"), ("a", "accept the suggestion")
         ("x", "reject the chosen faces"), ("u", "undo")]  # the review's keys (KeyboardReview)
 
 
+def page_of(n: int, wanted: int, size: int) -> tuple[int, int, slice]:
+    """``(page, pages, rows)`` of ``n`` rows shown ``size`` a page: the ``wanted`` page (from 1)
+    held to the last one (rows leave as they are placed), counted from 0, and its rows."""
+    pages = max(1, -(-n // size))
+    page = min(wanted, pages) - 1
+    return page, pages, slice(page * size, min((page + 1) * size, n))
+
+
 def plural(n: int, words: str) -> str:
     """``1 face``, ``2 faces``: ``words`` is the plural (faces, images, clusters)."""
     return f"{n} {SINGULAR.get(words, words) if n == 1 else words}"
@@ -670,16 +678,15 @@ class Dashboard(param.Parameterized):
         within the model's threshold), none chosen: the rest of a person the clustering left in
         noise, a click each, so one Move names them all. ``(gallery, its rows, what to show)``:
         nothing to show where no face is near enough, or for images."""
-        near = self.s.similar_noise(ids) if self.s.kind == "faces" and len(ids) <= LIKE_FROM_MAX else None
-        rows = np.array([], int) if near is None else near["row"].to_numpy()[:LIKELY_MAX].astype(int)
-        gallery = FaceGallery(toggle=True, sizing_mode="stretch_width", css_classes=["cs-like"],
-                              thumbs=[likely_thumb(viewable(self.s, self.s.table["crop_path"].iloc[r])) for r in rows],
-                              captions=[f"{d:.3f}" for d in near["distance"].to_numpy()[:LIKELY_MAX]] if len(rows) else [],
-                              titles=[Path(self.s.table["crop_path"].iloc[r]).name for r in rows])
-        title = (f"<b>{capital(self.words['items'])} like these</b>: {len(near)} in noise within the model's threshold"
-                 f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}, nearest first; "
-                 "click those of the same person: the buttons above act on them too") if len(rows) else ""
-        return gallery, rows, [pn.pane.HTML(title, css_classes=["cs-like-title"]), gallery] if len(rows) else []
+        offered = self.s.kind == "faces" and len(ids) <= LIKE_FROM_MAX
+        near = self.s.similar_noise(ids) if offered else pd.DataFrame({"row": [], "distance": []})
+        rows = near["row"].to_numpy()[:LIKELY_MAX].astype(int)
+        gallery = FaceGallery(toggle=True, sizing_mode="stretch_width", css_classes=["cs-like"], **self.offered_faces(near))
+        if not len(rows):
+            return gallery, rows, []
+        title = (f"<b>{capital(self.words['items'])} like these</b>: {self.offered_words(near)}; "
+                 "click those of the same person: the buttons above act on them too")
+        return gallery, rows, [pn.pane.HTML(title, css_classes=["cs-like-title"]), gallery]
 
     @param.depends("version")
     def cluster_table(self):
@@ -844,15 +851,23 @@ class Dashboard(param.Parameterized):
         if not len(rows):
             n.gallery.param.update(thumbs=[], captions=[], titles=[], selected=[])
             return
-        files = [Path(self.s.table["crop_path"].iloc[r]).name for r in rows]
-        n.title.object = (f"<b>{capital(self.words['items'])} that may be this person</b>: "
-                          f"{len(near)} in noise within the model's threshold, nearest first"
-                          f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}; "
+        n.title.object = (f"<b>{capital(self.words['items'])} that may be this person</b>: {self.offered_words(near)}; "
                           "click those of this person, then add them")
-        thumbs = [likely_thumb(viewable(self.s, self.s.table["crop_path"].iloc[r])) for r in rows]
-        captions = [f"{d:.3f}" for d in near["distance"].to_numpy()[:LIKELY_MAX]]
-        n.gallery.param.update(selected=[], thumbs=thumbs, captions=captions, titles=files)
+        n.gallery.param.update(selected=[], **self.offered_faces(near))
         n.label()
+
+    def offered_faces(self, near: pd.DataFrame) -> dict:
+        """A gallery's ``thumbs, captions, titles`` for the first LIKELY_MAX of faces offered
+        (``row, distance``, nearest first): "Faces that may be this person", "Faces like these"."""
+        near = near.head(LIKELY_MAX)
+        paths = [self.s.table["crop_path"].iloc[int(r)] for r in near["row"]]
+        return {"thumbs": [likely_thumb(viewable(self.s, p)) for p in paths],
+                "captions": [f"{d:.3f}" for d in near["distance"]], "titles": [Path(p).name for p in paths]}
+
+    @staticmethod
+    def offered_words(near: pd.DataFrame) -> str:
+        return (f"{len(near)} in noise within the model's threshold, nearest first"
+                f"{f' (the {LIKELY_MAX} nearest shown)' if len(near) > LIKELY_MAX else ''}")
 
     def gallery_data(self, shown: np.ndarray, files: list[str]) -> dict:
         n_faces = self.s.table["n_faces"] if "n_faces" in self.s.table else None
@@ -982,9 +997,8 @@ class Dashboard(param.Parameterized):
             clusters = [text_html("Every cluster is named or has been looked at.", "b")]
         noise = self.s.noise_to_review()
         noise = noise[~noise["item_id"].isin(self.queue_left)]
-        pages = max(1, -(-len(noise) // QUEUE_NOISE))
-        page = min(self.queue_page, pages) - 1
-        rows = [self.noise_row(r) for r in noise.iloc[page * QUEUE_NOISE:(page + 1) * QUEUE_NOISE].itertuples()]
+        page, pages, on_page = page_of(len(noise), self.queue_page, QUEUE_NOISE)
+        rows = [self.noise_row(r) for r in noise.iloc[on_page].itertuples()]
         close = f" ({int(noise['likely'].sum())} close enough to be them)" if self.s.kind == "faces" else ""
         head = (f"{len(noise)} noise {n_words if len(noise) != 1 else SINGULAR[n_words]} beside the named person "
                 f"nearest them{close}, nearest first. Tick those that are the person beside them, on any page, "
@@ -998,7 +1012,7 @@ class Dashboard(param.Parameterized):
             nxt = pn.widgets.Button(label="Next ▶", width=100, disabled=page + 1 >= pages, css_classes=["cs-queue-next"])
             prev.on_click(lambda e: setattr(self, "queue_page", page))
             nxt.on_click(lambda e: setattr(self, "queue_page", page + 2))
-            shown = f"{page * QUEUE_NOISE + 1}–{page * QUEUE_NOISE + len(rows)} of {len(noise)}"
+            shown = f"{on_page.start + 1}–{on_page.stop} of {len(noise)}"
             paging = [pn.Row(prev, text_html(f"{shown} · page {page + 1} of {pages}", "span", css_classes=["cs-queue-page"]),
                              nxt, align="center")]
         return pn.Column(keys, *clusters, pn.layout.Divider(), text_html(head, "b", css_classes=["cs-queue-noise-count"]),
@@ -1161,17 +1175,17 @@ class Dashboard(param.Parameterized):
 
     def _fill_people(self) -> None:
         rows = self.people_order()
-        pages = max(1, -(-len(rows) // PEOPLE_PAGE))
-        page = min(self.people_page, pages) - 1
-        shown = rows.iloc[page * PEOPLE_PAGE:(page + 1) * PEOPLE_PAGE]
+        page, pages, on_page = page_of(len(rows), self.people_page, PEOPLE_PAGE)
+        shown = rows.iloc[on_page]
         kept, self._cards = self._cards, {}
         for r in shown.itertuples():
-            key = (r.cluster, r.size, r.name, hash(self.s.members(r.cluster).tobytes()))
-            self._cards[key] = kept.get(key) or self.card(r.cluster, r.size, r.name)
+            members = self.s.members(r.cluster)
+            key = (r.cluster, r.size, r.name, hash(members.tobytes()))
+            self._cards[key] = kept.get(key) or self.card(r.cluster, r.size, r.name, members)
         nav = self._people_nav
         nav.prev.disabled, nav.next.disabled = page == 0, page + 1 >= pages
         nav.page.end = pages
-        first = f"{page * PEOPLE_PAGE + 1}–{page * PEOPLE_PAGE + len(shown)} of " if len(rows) > len(shown) else ""
+        first = f"{on_page.start + 1}–{on_page.stop} of " if len(rows) > len(shown) else ""
         count = f"page {page + 1} of {pages} · {first}{plural(len(rows), 'clusters')}"
         nav.count.object = f"<span>{html.escape(count)}</span>"
         cards = list(self._cards.values()) or [text_html("No clusters at these settings: lower the sizes on the left.", "p")]
@@ -1190,10 +1204,11 @@ class Dashboard(param.Parameterized):
             self._people = (key, order["cluster"].tolist())
         return rows.set_index("cluster").loc[self._people[1]].reset_index()
 
-    def card(self, c: int, size: int, name: str):
-        """One person: their best faces, size, name box (Enter or Save names them) and, with
-        references loaded, the suggested name to accept in one click; Open shows the cluster."""
-        faces = face_imgs(self.s, self.s.members(c)[:CARD_FACES])
+    def card(self, c: int, size: int, name: str, members: np.ndarray):
+        """One person: their best faces (``members``: the cluster's rows, prototypes first), size,
+        name box (Enter or Save names them) and, with references loaded, the suggested name to
+        accept in one click; Open shows the cluster."""
+        faces = face_imgs(self.s, members[:CARD_FACES])
         open_btn = pn.widgets.Button(label=f"{cluster_label(c)} · {plural(size, self.words['items'])}", width=200,
                                      color="light", css_classes=["cs-card-open"], margin=(0, 4))
         open_btn.on_click(lambda e: self.param.update(selected=c, reveal=self.reveal + 1))

@@ -161,12 +161,12 @@ def without_collections(build, doc) -> None:
     collector runs again after it."""
     import gc
 
-    paused = gc.isenabled()
+    was_on = gc.isenabled()
     gc.disable()
     try:
         build(doc)
     finally:
-        if paused:
+        if was_on:
             gc.enable()
 
 

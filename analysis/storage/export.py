@@ -102,11 +102,12 @@ def prepare_output(out: Path, clean: bool, kind: str = "cluster-run", option: st
     if not (out.exists() and any(out.iterdir())):
         return "new"
     manifest = out / MANIFEST
-    legacy_run = not manifest.is_file() and kind == "cluster-run" and _legacy_cluster_run(out)
-    if not manifest.is_file() and not legacy_run:  # --clean would not delete it either: say so at once
+    listed_run = manifest.is_file()
+    legacy_run = not listed_run and kind == "cluster-run" and _legacy_cluster_run(out)
+    if not listed_run and not legacy_run:  # --clean would not delete it either: say so at once
         raise OutputExistsError(f"{out} is not empty and is not {what} (no {MANIFEST}): refusing to delete it; "
                                 f"choose another {option}")
-    if not clean and not (replace_own and manifest.is_file()):
+    if not clean and not (replace_own and listed_run):
         raise OutputExistsError(f"{out} is not empty; pass --clean to replace {what} (runs are never mixed)")
     if legacy_run:
         return "replace"
